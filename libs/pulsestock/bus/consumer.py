@@ -1,0 +1,140 @@
+"""A durable pull-consumer loop: ack on success, nak with backoff on failure, dead-letter and
+term after the last allowed delivery, and a helper that makes handlers idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from pulsestock.bus.codec import Envelope
+from pulsestock.bus.provision import ConsumerSpec, dead_letter_subject
+from pulsestock.telemetry import extract_trace_context, get_logger
+
+Handler = Callable[[Envelope], Awaitable[None]]
+log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
+
+
+class PermanentFailure(Exception):
+    """The message can never succeed (malformed, unknown type): dead-letter at once."""
+
+
+def backoff_delay(delivery: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
+    return float(min(cap_s, base_s * 2 ** (delivery - 1)))
+
+
+class DurableConsumer:
+    def __init__(
+        self,
+        nc: NATS,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        batch: int = 256,
+        fetch_timeout_s: float = 1.0,
+        backoff: Callable[[int], float] = backoff_delay,
+    ) -> None:
+        self.nc = nc
+        self.spec = spec
+        self.handler = handler
+        self.batch = batch
+        self.fetch_timeout_s = fetch_timeout_s
+        self.backoff = backoff
+
+    async def run(self, stop: asyncio.Event) -> None:
+        js = self.nc.jetstream()
+        subscription = await js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    continue
+                for message in messages:
+                    await self.process(message)
+        finally:
+            await subscription.unsubscribe()
+
+    async def process(self, message: Msg) -> None:
+        delivery = message.metadata.num_delivered
+        try:
+            envelope = Envelope.from_headers(message.headers, message.data)
+        except ValueError as error:
+            await self._dead_letter(message, f"malformed: {error}")
+            return
+        parent = extract_trace_context(envelope.headers)
+        with tracer.start_as_current_span(
+            f"{self.spec.durable} process", context=parent, kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.message.id", envelope.event_id)
+            span.set_attribute("messaging.destination.name", message.subject)
+            try:
+                await self.handler(envelope)
+            except PermanentFailure as error:
+                await self._dead_letter(message, f"permanent: {error}")
+            except Exception as error:  # any handler fault: retry, then dead-letter
+                span.record_exception(error)
+                if delivery >= self.spec.max_deliver:
+                    await self._dead_letter(message, f"failed {delivery} times: {error!r}")
+                else:
+                    log.warning(
+                        "handler failed, will retry",
+                        consumer=self.spec.durable,
+                        event_id=envelope.event_id,
+                        delivery=delivery,
+                        error=repr(error),
+                    )
+                    await message.nak(delay=self.backoff(delivery))
+            else:
+                await message.ack()
+
+    async def _dead_letter(self, message: Msg, reason: str) -> None:
+        headers = dict(message.headers or {})
+        headers.pop("Nats-Msg-Id", None)
+        headers.update(
+            {
+                "dead-letter-reason": reason[:512],
+                "dead-letter-subject": message.subject,
+                "dead-letter-consumer": self.spec.durable,
+                "dead-letter-deliveries": str(message.metadata.num_delivered),
+            }
+        )
+        await self.nc.jetstream().publish(
+            dead_letter_subject(self.spec.durable), message.data, headers=headers
+        )
+        await message.term()
+        log.error(
+            "dead-lettered", consumer=self.spec.durable, subject=message.subject, reason=reason
+        )
+
+
+async def apply_once(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:
+    """Record that `consumer` applied `event_id`; False when it already had (inside the
+    caller's transaction, so the record and the effect commit together)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO applied_messages (consumer, event_id) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        consumer,
+        event_id,
+    )
+    return bool(inserted)
+
+
+def idempotent(
+    pool: asyncpg.Pool,
+    consumer: str,
+    effect: Callable[[asyncpg.Connection, Envelope], Awaitable[None]],
+) -> Handler:
+    """Wrap an effect so a redelivered event changes nothing twice."""
+
+    async def handle(envelope: Envelope) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            if await apply_once(conn, consumer, envelope.event_id):
+                await effect(conn, envelope)
+
+    return handle

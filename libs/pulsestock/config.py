@@ -1,0 +1,159 @@
+"""Settings from environment variables, validated once at start-up.
+
+A bad value raises ConfigError whose message is one line naming the variable, so an operator
+reading a crash-looping pod's log sees what to fix without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+SERVICE_NAMES: tuple[str, ...] = ("ingest", "signal", "forecast", "inventory-sync", "fulfillment")
+DEFAULT_GRPC_PORTS: dict[str, int] = {
+    "ingest": 50051,
+    "signal": 50052,
+    "forecast": 50053,
+    "inventory-sync": 50054,
+    "fulfillment": 50055,
+}
+DEFAULT_INGEST_HTTP_PORT = 8080
+DEFAULT_PARTITIONS = 16
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; str(error) is a one-line message naming it."""
+
+
+def env_prefix(service: str) -> str:
+    """`inventory-sync` -> `INVENTORY_SYNC` (the prefix of its own variables)."""
+    return service.upper().replace("-", "_")
+
+
+def schema_name(service: str) -> str:
+    """Each service owns one PostgreSQL schema, named like its Python package."""
+    return service.replace("-", "_")
+
+
+class Env:
+    """Typed, validated reads of environment variables."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return value if value not in (None, "") else None
+
+    def string(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not an integer") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(f"{name}={value!r} is out of range [{minimum}, {maximum}]")
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a number") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(f"{name}={value!r} is out of range [{minimum}, {maximum}]")
+        return number
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, minimum=1, maximum=65535)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.hostname or parts.path):
+            raise ConfigError(
+                f"{name}={redact(value)!r} is not a URL with scheme {' or '.join(schemes)}"
+            )
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ConfigError(f"{name}={redact(value)!r} has a malformed port") from None
+        return value
+
+
+def redact(url: str) -> str:
+    """Hide a password in a URL before it reaches a log or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    service: str
+    database_url: str
+    nats_url: str
+    grpc_host: str
+    grpc_port: int
+    http_port: int
+    partitions: int
+    log_level: str
+    log_format: str
+    shutdown_grace_seconds: float
+    otlp_endpoint: str | None
+
+    @property
+    def schema(self) -> str:
+        return schema_name(self.service)
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        if service not in SERVICE_NAMES:
+            raise ConfigError(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+        env = Env(environ)
+        prefix = env_prefix(service)
+        database_url = env.url("DATABASE_URL", ("postgres", "postgresql"))
+        if database_url is None:
+            raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user@host:5432/db)")
+        nats_url = env.url("NATS_URL", ("nats", "tls"))
+        if nats_url is None:
+            raise ConfigError("NATS_URL is not set (e.g. nats://127.0.0.1:4222)")
+        return cls(
+            service=service,
+            database_url=database_url,
+            nats_url=nats_url,
+            grpc_host=env.string(f"{prefix}_GRPC_HOST", "127.0.0.1"),
+            grpc_port=env.port(f"{prefix}_GRPC_PORT", DEFAULT_GRPC_PORTS[service]),
+            http_port=env.port(f"{prefix}_HTTP_PORT", DEFAULT_INGEST_HTTP_PORT),
+            partitions=env.integer(
+                "PULSESTOCK_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=4096
+            ),
+            log_level=env.choice(
+                "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ),
+            log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "console")),
+            shutdown_grace_seconds=env.number(
+                "SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=600.0
+            ),
+            otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
+        )

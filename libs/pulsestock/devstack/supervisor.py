@@ -1,0 +1,166 @@
+"""`pulsestock dev up`: embedded PostgreSQL and NATS (unless DATABASE_URL / NATS_URL point
+elsewhere), migrations, then every service as its own process; Ctrl-C or SIGTERM stops all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pulsestock.config import (
+    DEFAULT_GRPC_PORTS,
+    DEFAULT_INGEST_HTTP_PORT,
+    SERVICE_NAMES,
+    Env,
+    env_prefix,
+    redact,
+)
+from pulsestock.devstack.servers import EmbeddedNats, EmbeddedPostgres
+from pulsestock.services import module_of
+
+
+@dataclass
+class ChildService:
+    name: str
+    grpc_port: int
+    process: subprocess.Popen[bytes]
+
+
+def migrate_all(database_url: str, services: list[str]) -> None:
+    from pulsestock.eventstore.migrations import apply_migrations
+    from pulsestock.services import definition_of
+
+    async def run() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database_url)
+        try:
+            for name in services:
+                definition = definition_of(name)
+                await apply_migrations(conn, name.replace("-", "_"), definition.migrations())
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def health_status(port: int) -> bool:
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+class DevStack:
+    def __init__(self, data_dir: Path, services: list[str]) -> None:
+        self.data_dir = data_dir
+        self.services = services
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: EmbeddedNats | None = None
+        self.children: list[ChildService] = []
+        self.stopping = False
+
+    def say(self, line: str) -> None:
+        print(f"pulsestock: {line}", flush=True)
+
+    def start(self) -> None:
+        env = Env()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        database_url = env.url("DATABASE_URL", ("postgres", "postgresql"))
+        if database_url is None:
+            self.postgres = EmbeddedPostgres(self.data_dir)
+            self.postgres.start()
+            database_url = self.postgres.url
+            self.say(f"embedded PostgreSQL  {database_url}  (data {self.postgres.pgdata})")
+        else:
+            self.say(f"external PostgreSQL  {redact(database_url)}")
+        nats_url = env.url("NATS_URL", ("nats", "tls"))
+        if nats_url is None:
+            self.nats = EmbeddedNats(self.data_dir)
+            self.nats.start()
+            nats_url = self.nats.url
+            self.say(f"embedded NATS        {nats_url}  (JetStream in {self.data_dir / 'nats'})")
+        else:
+            self.say(f"external NATS        {redact(nats_url)}")
+        migrate_all(database_url, self.services)
+        child_env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url}
+        for name in self.services:
+            port = env.port(f"{env_prefix(name)}_GRPC_PORT", DEFAULT_GRPC_PORTS[name])
+            process = subprocess.Popen([sys.executable, "-m", module_of(name)], env=child_env)
+            self.children.append(ChildService(name, port, process))
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.children)
+        while pending and time.monotonic() < deadline and not self.stopping:
+            for child in list(pending):
+                if child.process.poll() is not None:
+                    raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
+                if health_status(child.grpc_port):
+                    pending.remove(child)
+            if pending:
+                time.sleep(0.1)
+        if pending and not self.stopping:
+            raise TimeoutError(f"not SERVING after {timeout:.0f}s: {[c.name for c in pending]}")
+        http_port = Env().port("INGEST_HTTP_PORT", DEFAULT_INGEST_HTTP_PORT)
+        for child in self.children:
+            extra = f"  http 127.0.0.1:{http_port}" if child.name == "ingest" else ""
+            self.say(f"{child.name:<15} grpc 127.0.0.1:{child.grpc_port}{extra}  SERVING")
+        self.say("all services up; Ctrl-C stops everything")
+
+    def watch(self) -> int:
+        """Block until a stop signal (returns 0) or a service dies (returns 1)."""
+        while not self.stopping:
+            for child in self.children:
+                if child.process.poll() is not None:
+                    self.say(f"{child.name} exited with {child.process.returncode}")
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if self.nats:
+            self.nats.stop()
+        if self.postgres:
+            self.postgres.stop()
+        self.say("stopped")
+
+
+def dev_up(data_dir: Path, services: list[str] | None = None) -> int:
+    stack = DevStack(data_dir, services or list(SERVICE_NAMES))
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stack.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        stack.wait_serving()
+        return stack.watch()
+    except (RuntimeError, TimeoutError, OSError) as error:
+        stack.say(f"error: {error}")
+        return 1
+    finally:
+        stack.stop()

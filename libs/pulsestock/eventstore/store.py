@@ -1,0 +1,282 @@
+"""Append, read a stream, read all in commit order, wake readers. asyncpg, one schema per service.
+
+Why appends are serialised: concurrent transactions commit out of order, so a reader tailing
+`global_position` could pass a position whose transaction commits later and skip it. Every
+append takes one transaction-scoped advisory lock per schema before it draws positions and
+holds it to commit, so positions are handed out in commit order and a reader that has seen
+position N has seen everything below N. Throughput comes from batching many events into one
+append (group commit), not from parallel appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from pulsestock.bus.codec import cloudevent_headers
+from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, WrongExpectedVersion
+
+OutboxRoute = Callable[[str, NewEvent], str | None]
+"""(stream id, event) -> JetStream subject to publish it on, or None to keep it private."""
+
+_APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtext('append:' || current_schema()))"
+_SELECT_EVENTS = (
+    "SELECT global_position, stream_id, stream_version, event_id, type, data, metadata,"
+    " recorded_at FROM events"
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, application_name: str = ""
+) -> asyncpg.Pool:
+    """A pool whose connections see the service's schema first."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={
+            "search_path": schema,
+            "application_name": application_name or f"pulsestock-{schema}",
+        },
+    )
+    assert pool is not None
+    return pool
+
+
+def notify_channel(schema: str, what: str) -> str:
+    return f"pulsestock_{what}_{schema}"
+
+
+def _recorded(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        global_position=row["global_position"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        event_id=row["event_id"],
+        type=row["type"],
+        data=bytes(row["data"]),
+        metadata=row["metadata"],
+        recorded_at=row["recorded_at"],
+    )
+
+
+class EventStore:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        *,
+        source: str = "",
+        outbox_route: OutboxRoute | None = None,
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.source = source or f"/pulsestock/{schema}"
+        self._outbox_route = outbox_route
+
+    @asynccontextmanager
+    async def _transaction(
+        self, conn: asyncpg.Connection | None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """Join the caller's transaction when given one, else run in a new one."""
+        if conn is not None:
+            async with conn.transaction():
+                yield conn
+            return
+        async with self.pool.acquire() as acquired, acquired.transaction():
+            yield acquired
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> int:
+        """Append to one stream; returns its new version. Raises WrongExpectedVersion."""
+        (version,) = await self.append_many(
+            [StreamAppend(stream_id, expected_version, list(events))], conn=conn
+        )
+        return version
+
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, conn: asyncpg.Connection | None = None
+    ) -> list[int]:
+        """Append to several streams atomically: all succeed or none (one transaction)."""
+        stream_ids = [a.stream_id for a in appends]
+        if len(set(stream_ids)) != len(stream_ids):
+            raise ValueError("append_many got the same stream twice")
+        async with self._transaction(conn) as tx:
+            await tx.execute(_APPEND_LOCK)
+            current = dict(
+                await tx.fetch(
+                    "SELECT stream_id, max(stream_version) FROM events"
+                    " WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
+                    stream_ids,
+                )
+            )
+            columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+            outbox: tuple[list[Any], ...] = ([], [], [], [], [])
+            new_versions = []
+            for append in appends:
+                actual = current.get(append.stream_id, 0)
+                if actual != append.expected_version:
+                    raise WrongExpectedVersion(append.stream_id, append.expected_version, actual)
+                for offset, event in enumerate(append.events, start=1):
+                    for column, value in zip(
+                        columns,
+                        (
+                            append.stream_id,
+                            actual + offset,
+                            event.event_id,
+                            event.type,
+                            event.data,
+                            event.metadata,
+                        ),
+                        strict=True,
+                    ):
+                        column.append(value)
+                    subject = (
+                        self._outbox_route(append.stream_id, event) if self._outbox_route else None
+                    )
+                    if subject is not None:
+                        self._add_to_outbox(outbox, append.stream_id, event, subject)
+                new_versions.append(actual + len(append.events))
+            try:
+                await tx.execute(
+                    "INSERT INTO events (stream_id, stream_version, event_id, type, data, metadata)"
+                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
+                    " $5::bytea[], $6::jsonb[])",
+                    *columns,
+                )
+            except asyncpg.UniqueViolationError as error:
+                # Safety net: the version check above runs under the append lock, so only a
+                # writer that bypassed the lock (or a reused event id) can land here.
+                if "event_id" in (error.constraint_name or ""):
+                    raise ValueError(f"an event id was appended before: {error}") from error
+                raise WrongExpectedVersion(
+                    stream_ids[0], appends[0].expected_version, -1
+                ) from error
+            if outbox[0]:
+                await self._insert_outbox(tx, outbox)
+            await tx.execute("SELECT pg_notify($1, '')", notify_channel(self.schema, "events"))
+        return new_versions
+
+    def _add_to_outbox(
+        self, outbox: tuple[list[Any], ...], stream_id: str, event: NewEvent, subject: str
+    ) -> None:
+        headers = cloudevent_headers(
+            event_id=str(event.event_id),
+            event_type=event.type,
+            source=self.source,
+            subject=stream_id,
+        )
+        for column, value in zip(
+            outbox, (event.event_id, subject, event.type, event.data, headers), strict=True
+        ):
+            column.append(value)
+
+    async def _insert_outbox(self, tx: asyncpg.Connection, outbox: tuple[list[Any], ...]) -> None:
+        await tx.execute(
+            "INSERT INTO outbox (event_id, subject, type, data, headers)"
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])",
+            *outbox,
+        )
+        await tx.execute("SELECT pg_notify($1, '')", notify_channel(self.schema, "outbox"))
+
+    async def enqueue_messages(
+        self,
+        messages: Sequence[tuple[str, NewEvent, str]],
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> None:
+        """Put (subject, event, ce-subject) in the outbox without logging them as stream events
+        (for services whose facts are not event-sourced, e.g. ingest's samples)."""
+        outbox: tuple[list[Any], ...] = ([], [], [], [], [])
+        for subject, event, ce_subject in messages:
+            self._add_to_outbox(outbox, ce_subject, event, subject)
+        async with self._transaction(conn) as tx:
+            await self._insert_outbox(tx, outbox)
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        limit: int | None = None,
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[RecordedEvent]:
+        query = (
+            f"{_SELECT_EVENTS} WHERE stream_id = $1 AND stream_version >= $2"
+            " ORDER BY stream_version LIMIT $3"
+        )
+        rows = await (conn or self.pool).fetch(query, stream_id, from_version, limit)
+        return [_recorded(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        version = await self.pool.fetchval(
+            "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
+        )
+        return int(version)
+
+    async def read_all(
+        self,
+        after_position: int,
+        limit: int = 1000,
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[RecordedEvent]:
+        """Events after a global position, in commit order, never skipping one (see module doc)."""
+        query = f"{_SELECT_EVENTS} WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+        rows = await (conn or self.pool).fetch(query, after_position, limit)
+        return [_recorded(r) for r in rows]
+
+    async def head_position(self) -> int:
+        return int(await self.pool.fetchval("SELECT coalesce(max(global_position), 0) FROM events"))
+
+
+class Wakeup:
+    """LISTEN on a store channel; `wait` returns on a notification or after `timeout` (the
+    polling fallback, e.g. when a notification was lost with a dropped connection)."""
+
+    def __init__(self, dsn: str | None, channel: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._event = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> Wakeup:
+        if self._dsn is None:
+            return self
+        try:
+            self._conn = await asyncpg.connect(self._dsn)
+            await self._conn.add_listener(self._channel, self._notified)
+        except (OSError, asyncpg.PostgresError):
+            self._conn = None  # fall back to polling alone
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    def _notified(self, *_: object) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()

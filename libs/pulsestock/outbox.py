@@ -1,0 +1,95 @@
+"""The outbox relay: publishes committed outbox rows to JetStream, then deletes them.
+
+A crash after publishing and before deleting re-publishes those rows on restart; JetStream
+drops them as duplicates (`Nats-Msg-Id` = event id) within its window, and consumers are
+idempotent anyway. A crash before publishing loses nothing: the rows are still there.
+Only one relay per schema publishes at a time (a session advisory lock; a standby takes
+over when the holder's connection dies), which keeps per-subject order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import nats.errors
+from nats.aio.client import Client as NATS
+from pulsestock.eventstore.store import Wakeup, notify_channel
+from pulsestock.telemetry import get_logger
+
+log = get_logger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        nc: NATS,
+        schema: str,
+        *,
+        dsn: str | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.schema = schema
+        self.dsn = dsn
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.publish_timeout_s = publish_timeout_s
+        self.published = 0
+
+    async def relay_batch(self) -> int:
+        """Publish the oldest pending rows (pipelined, all acks awaited), then delete them."""
+        rows = await self.pool.fetch(
+            "SELECT id, subject, data, headers FROM outbox ORDER BY id LIMIT $1", self.batch_size
+        )
+        if not rows:
+            return 0
+        js = self.nc.jetstream()
+        futures: list[asyncio.Future[Any]] = [
+            await js.publish_async(row["subject"], bytes(row["data"]), headers=row["headers"])
+            for row in rows
+        ]
+        # Every ack must arrive before the rows go: an error leaves them for the next attempt.
+        await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
+        await self.pool.execute("DELETE FROM outbox WHERE id <= $1", rows[-1]["id"])
+        self.published += len(rows)
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self.pool.acquire() as lock_conn:
+            while not stop.is_set():
+                held = await lock_conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext('relay:' || current_schema()))"
+                )
+                if held:
+                    break
+                await _wait_or_stop(stop, self.poll_interval)
+            else:
+                return
+            try:
+                await self._relay_until(stop)
+            finally:
+                await lock_conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext('relay:' || current_schema()))"
+                )
+
+    async def _relay_until(self, stop: asyncio.Event) -> None:
+        async with Wakeup(self.dsn, notify_channel(self.schema, "outbox")) as wakeup:
+            while not stop.is_set():
+                try:
+                    if await self.relay_batch():
+                        continue
+                except (TimeoutError, OSError, asyncpg.PostgresError, nats.errors.Error) as error:
+                    log.warning("outbox relay batch failed, retrying", error=repr(error))
+                await wakeup.wait(self.poll_interval)
+
+
+async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

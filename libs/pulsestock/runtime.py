@@ -1,0 +1,142 @@
+"""The life of a service process, the same for all five: settings, telemetry, pool, NATS,
+streams, gRPC server, background roles (outbox relay, projections, consumers), and a
+graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import nats
+from nats.aio.client import Client as NATS
+from pulsestock.bus.codec import subject_for
+from pulsestock.bus.provision import DEAD_LETTERS, StreamSpec, ensure_stream, service_stream
+from pulsestock.config import ConfigError, ServiceSettings, redact
+from pulsestock.eventstore.events import NewEvent
+from pulsestock.eventstore.migrations import Migration, event_store_migrations, load_migrations
+from pulsestock.eventstore.store import EventStore, connect_pool
+from pulsestock.grpckit.server import GrpcServer
+from pulsestock.outbox import OutboxRelay
+from pulsestock.telemetry import configure_logging, configure_telemetry, get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    nc: NATS
+    store: EventStore
+
+
+Role = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    register: Callable[[grpc.aio.Server, ServiceContext], Sequence[str]]
+    migrations_dir: Path | None = None
+    roles: list[Role] = field(default_factory=list)
+    extra_streams: list[StreamSpec] = field(default_factory=list)
+
+    def migrations(self) -> list[Migration]:
+        service_migrations = (
+            load_migrations(self.name, self.migrations_dir) if self.migrations_dir else []
+        )
+        return [*event_store_migrations(), *service_migrations]
+
+
+def stream_entity(stream_id: str) -> str:
+    """`sku-ABC-1` -> `ABC-1`: streams are named `category-id`; the id picks the partition."""
+    return stream_id.split("-", 1)[1] if "-" in stream_id else stream_id
+
+
+def default_outbox_route(service: str, partitions: int) -> Callable[[str, NewEvent], str]:
+    def route(stream_id: str, event: NewEvent) -> str:
+        return subject_for(service, event.type, stream_entity(stream_id), partitions)
+
+    return route
+
+
+async def _relay_role(context: ServiceContext, stop: asyncio.Event) -> None:
+    relay = OutboxRelay(
+        context.pool, context.nc, context.settings.schema, dsn=context.settings.database_url
+    )
+    await relay.run(stop)
+
+
+async def run_service(definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    pool = await connect_pool(
+        settings.database_url, settings.schema, application_name=settings.service
+    )
+    nc = await nats.connect(settings.nats_url, name=settings.service, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream()
+        for spec in (service_stream(settings.service), DEAD_LETTERS, *definition.extra_streams):
+            await ensure_stream(js, spec)
+        store = EventStore(
+            pool,
+            settings.schema,
+            source=f"/pulsestock/{settings.service}",
+            outbox_route=default_outbox_route(settings.service, settings.partitions),
+        )
+        context = ServiceContext(settings, pool, nc, store)
+        server = GrpcServer(
+            settings.grpc_host, settings.grpc_port, lambda s: definition.register(s, context)
+        )
+        await server.start()
+        log.info("serving", grpc=server.address, database=redact(settings.database_url))
+        tasks = [
+            asyncio.create_task(role(context, stop), name=getattr(role, "__name__", "role"))
+            for role in (_relay_role, *definition.roles)
+        ]
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                log.error(
+                    "role failed, stopping", role=task.get_name(), error=repr(task.exception())
+                )
+        stop.set()
+        log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
+        await server.drain(settings.shutdown_grace_seconds)
+        await asyncio.wait(tasks, timeout=settings.shutdown_grace_seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await nc.drain() if nc.is_connected else await nc.close()
+        await pool.close()
+    log.info("stopped")
+
+
+def main(definition: ServiceDefinition) -> None:
+    """Entry point of `python -m pulsestock.<service>`."""
+    try:
+        settings = ServiceSettings.from_env(definition.name)
+    except ConfigError as error:
+        print(f"{definition.name}: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.service, settings.log_level, settings.log_format)
+    configure_telemetry(settings.service, settings.otlp_endpoint)
+    try:
+        asyncio.run(run_service(definition, settings))
+    except (OSError, asyncpg.PostgresError, nats.errors.Error) as error:
+        log.error("cannot start", error=str(error))
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        raise SystemExit(130) from None

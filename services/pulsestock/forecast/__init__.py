@@ -1,0 +1,1 @@
+"""forecast: Demand forecasts and their accuracy record."""

@@ -1,0 +1,1 @@
+"""gRPC servicers, NATS consumers and HTTP endpoints of forecast."""

@@ -1,0 +1,1 @@
+"""fulfillment: Replenishment plans, purchase orders, order routing and transfers."""

@@ -1,0 +1,1 @@
+"""ingest: The front door: validation, normalisation and dedup of what happens outside."""

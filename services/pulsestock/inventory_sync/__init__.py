@@ -1,0 +1,1 @@
+"""inventory-sync: The event-sourced stock ledger and per-channel sellable quantities."""

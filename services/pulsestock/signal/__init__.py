@@ -1,0 +1,1 @@
+"""signal: Heat of every video, live session and SKU; pulse detection."""

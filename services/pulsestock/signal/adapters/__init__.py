@@ -1,0 +1,1 @@
+"""PostgreSQL, NATS, peer gRPC and channel API adapters of signal."""

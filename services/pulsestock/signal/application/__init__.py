@@ -1,0 +1,1 @@
+"""Command handlers, policies and projections of signal."""
