@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from pulsestock.eventstore.store import EventStore, connect_pool
+
+from tests.helpers.infra import (
+    Infra,
+    create_event_store_schema,
+    drop_schema,
+    running_infra,
+)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with running_infra() as servers:
+        yield servers
+
+
+@pytest.fixture
+async def schema(infra: Infra) -> AsyncIterator[str]:
+    """A fresh schema with the event store tables, dropped after the test."""
+    name = await create_event_store_schema(infra.database_url)
+    yield name
+    await drop_schema(infra.database_url, name)
+
+
+@pytest.fixture
+async def pool(infra: Infra, schema: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_pool(infra.database_url, schema, max_size=20)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool, schema: str) -> EventStore:
+    return EventStore(pool, schema)
+
+
+@pytest.fixture
+async def nc(infra: Infra) -> AsyncIterator[NATS]:
+    client = await nats.connect(infra.nats_url)
+    yield client
+    await client.close()

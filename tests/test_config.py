@@ -1,0 +1,64 @@
+"""Settings: validated, with a one-line error naming the bad variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pulsestock.config import ConfigError, ServiceSettings
+
+GOOD = {"DATABASE_URL": "postgresql://u@127.0.0.1:5432/db", "NATS_URL": "nats://127.0.0.1:4222"}
+
+
+def test_defaults_from_a_minimal_environment() -> None:
+    settings = ServiceSettings.from_env("inventory-sync", GOOD)
+    assert (settings.grpc_port, settings.schema, settings.partitions) == (
+        50054,
+        "inventory_sync",
+        16,
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"INVENTORY_SYNC_GRPC_PORT": "abc"}, "INVENTORY_SYNC_GRPC_PORT"),
+        ({"INVENTORY_SYNC_GRPC_PORT": "70000"}, "INVENTORY_SYNC_GRPC_PORT"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"NATS_URL": "http://x"}, "NATS_URL"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"PULSESTOCK_PARTITIONS": "0"}, "PULSESTOCK_PARTITIONS"),
+        ({"SHUTDOWN_GRACE_SECONDS": "soon"}, "SHUTDOWN_GRACE_SECONDS"),
+    ],
+)
+def test_bad_value_names_the_variable(overrides: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ServiceSettings.from_env("inventory-sync", {**GOOD, **overrides})
+    assert named in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_password_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ServiceSettings.from_env("ingest", {**GOOD, "DATABASE_URL": "mysql://u:s3cret@h/db"})
+    assert "s3cret" not in str(caught.value)
+
+
+def test_service_process_exits_with_one_line_naming_the_variable() -> None:
+    env = {**os.environ, **GOOD, "SIGNAL_GRPC_PORT": "not-a-port"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pulsestock.signal"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SIGNAL_GRPC_PORT" in lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,112 @@
+"""`pulsestock dev up` from nothing: embedded PostgreSQL and NATS, five services SERVING,
+and Ctrl-C leaves no process behind. Also `pulsestock events tail` on a real log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pulsestock.config import SERVICE_NAMES, env_prefix
+from pulsestock.devstack.servers import free_port
+from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
+from pulsestock.eventstore.migrations import apply_migrations
+from pulsestock.eventstore.store import connect_pool
+from pulsestock.services import definition_of
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
+
+from tests.helpers.infra import Infra
+
+pytestmark = pytest.mark.slow
+PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
+
+
+def serving(port: int) -> bool:
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def processes_mentioning(text: str) -> list[str]:
+    result = subprocess.run(["pgrep", "-af", text], capture_output=True, text=True, check=False)
+    return [line for line in result.stdout.splitlines() if "pgrep" not in line]
+
+
+def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in SERVICE_NAMES}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update({f"{env_prefix(name)}_GRPC_PORT": str(port) for name, port in ports.items()})
+    env["INGEST_HTTP_PORT"] = str(free_port())
+    data_dir = tmp_path / "stack"
+    supervisor = subprocess.Popen(
+        [PULSESTOCK, "dev", "up", "--data-dir", str(data_dir)],
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal would give it
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    started = time.monotonic()
+    try:
+        pending = set(SERVICE_NAMES)
+        while pending and time.monotonic() - started < 30:
+            assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
+            pending = {name for name in pending if not serving(ports[name])}
+        assert not pending, f"not SERVING within 30 s: {pending}"
+    finally:
+        os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+        output = supervisor.communicate(timeout=30)[0].decode()
+    assert supervisor.returncode == 0, output
+    assert "SERVING" in output
+    assert "stopped" in output
+    with pytest.raises(ProcessLookupError):
+        os.killpg(supervisor.pid, 0)  # no service process is left in the group
+    assert processes_mentioning(str(data_dir)) == []  # nor PostgreSQL / nats-server
+
+
+async def test_events_tail_prints_readable_events(infra: Infra) -> None:
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await apply_migrations(conn, "inventory_sync", definition_of("inventory-sync").migrations())
+    finally:
+        await conn.close()
+    pool = await connect_pool(infra.database_url, "inventory_sync")
+    try:
+        store = EventStore(pool, "inventory_sync")
+        sku = f"TAIL-{time.monotonic_ns()}"
+        await store.append(
+            f"sku-{sku}",
+            NO_STREAM,
+            [NewEvent.of(ev.StockReceived(sku=sku, warehouse_id="W1", quantity=4))],
+        )
+    finally:
+        await pool.close()
+    tail = await asyncio.create_subprocess_exec(
+        PULSESTOCK,
+        "events",
+        "tail",
+        "--service",
+        "inventory-sync",
+        env={**os.environ, "DATABASE_URL": infra.database_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(tail.communicate(), 60)
+    assert tail.returncode == 0
+    lines = [json.loads(line) for line in stdout.decode().splitlines()]
+    mine = [line for line in lines if line["stream"] == f"sku-{sku}"]
+    assert len(mine) == 1
+    assert mine[0]["type"] == "pulsestock.v1.StockReceived"
+    assert mine[0]["data"] == {"sku": sku, "warehouseId": "W1", "quantity": "4"}

@@ -1,0 +1,121 @@
+"""The gRPC edge over a real connection: health, reflection, error mapping, drain."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from pulsestock.devstack.servers import free_port
+from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
+from pulsestock.grpckit import GrpcServer, insecure_channel
+from pulsestock.inventory_sync.entrypoints.grpc_api import InventorySyncServicer
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
+from pulsestock.v1 import inventory_sync_pb2 as pb
+from pulsestock.v1 import inventory_sync_pb2_grpc
+
+SERVICE = "pulsestock.v1.InventorySyncService"
+
+
+@pytest.fixture
+async def server(store: EventStore) -> AsyncIterator[GrpcServer]:
+    def register(s: grpc.aio.Server) -> list[str]:
+        inventory_sync_pb2_grpc.add_InventorySyncServiceServicer_to_server(
+            InventorySyncServicer(store), s
+        )
+        return [SERVICE]
+
+    grpc_server = GrpcServer("127.0.0.1", free_port(), register)
+    await grpc_server.start()
+    yield grpc_server
+    await grpc_server.server.stop(0)
+
+
+@pytest.fixture
+async def channel(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with insecure_channel(f"127.0.0.1:{server.port}", [SERVICE]) as ch:
+        yield ch
+
+
+async def test_health_reports_serving_for_the_server_and_each_service(
+    channel: grpc.aio.Channel,
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for reply in stub.ServerReflectionInfo(iter([request]), timeout=5):
+        names = {s.name for s in reply.list_services_response.service}
+        break
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+async def test_bad_request_yields_invalid_argument_with_field_violations(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = inventory_sync_pb2_grpc.InventorySyncServiceStub(channel)
+    for bad_sku, expected in (("", "is required"), ("no spaces!", "letters, digits")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetStock(pb.GetStockRequest(sku=bad_sku), timeout=5)
+        error = caught.value
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(error)
+        assert status is not None
+        bad_request = error_details_pb2.BadRequest()
+        assert status.details[0].Unpack(bad_request)
+        assert [v.field for v in bad_request.field_violations] == ["sku"]
+        assert expected in bad_request.field_violations[0].description
+        assert "Traceback" not in (error.details() or "")
+
+
+async def test_a_valid_query_reads_the_ledger(channel: grpc.aio.Channel, store: EventStore) -> None:
+    await store.append(
+        "sku-ABC",
+        NO_STREAM,
+        [NewEvent.of(ev.StockReceived(sku="ABC", warehouse_id="W1", quantity=9))],
+    )
+    stub = inventory_sync_pb2_grpc.InventorySyncServiceStub(channel)
+    reply = await stub.GetStock(pb.GetStockRequest(sku="ABC"), timeout=5)
+    assert (reply.available, reply.stream_version) == (9, 1)
+    assert reply.warehouses[0].warehouse_id == "W1"
+
+
+async def test_unbuilt_rpc_is_unimplemented(channel: grpc.aio.Channel) -> None:
+    stub = inventory_sync_pb2_grpc.InventorySyncServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Reserve(pb.ReserveRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_database_down_is_unavailable_without_a_traceback(
+    channel: grpc.aio.Channel, pool: asyncpg.Pool
+) -> None:
+    await pool.close()
+    stub = inventory_sync_pb2_grpc.InventorySyncServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetStock(pb.GetStockRequest(sku="ABC"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "reference" in (caught.value.details() or "")
+    assert "Traceback" not in (caught.value.details() or "")
+
+
+async def test_drain_flips_health_to_not_serving(
+    server: GrpcServer, channel: grpc.aio.Channel
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    await server.health.enter_graceful_shutdown()
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
