@@ -26,14 +26,15 @@ class Infra:
 
 
 @contextmanager
-def running_infra() -> Iterator[Infra]:
+def running_infra(*, durable: bool = False) -> Iterator[Infra]:
+    """`durable=False` turns fsync off (tests); benchmarks keep PostgreSQL's defaults."""
     database_url = os.environ.get("DATABASE_URL")
     nats_url = os.environ.get("NATS_URL")
     data_dir = Path(tempfile.mkdtemp(prefix="pulsestock-test-"))
     postgres = nats = None
     try:
         if not database_url:
-            postgres = EmbeddedPostgres(data_dir, fast=True)
+            postgres = EmbeddedPostgres(data_dir, fast=not durable)
             postgres.start()
             database_url = postgres.url
         if not nats_url:

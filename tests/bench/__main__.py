@@ -1,0 +1,25 @@
+"""`python -m tests.bench`: every benchmark, against the servers in DATABASE_URL / NATS_URL
+or freshly started embedded ones with PostgreSQL's default durability (fsync on)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from tests.bench import bench_eventstore, bench_outbox
+from tests.helpers.infra import running_infra
+
+BENCHMARKS = [bench_eventstore, bench_outbox]
+
+
+def main() -> None:
+    selected = sys.argv[1:]
+    with running_infra(durable=True) as infra:
+        for module in BENCHMARKS:
+            if selected and not any(name in module.__name__ for name in selected):
+                continue
+            asyncio.run(module.run(infra))
+
+
+if __name__ == "__main__":
+    main()
