@@ -6,10 +6,10 @@ import asyncio
 import io
 
 import asyncpg
-
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
 from pulsestock.eventstore.store import connect_pool
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
+
 from tests.bench.report import emit, rate
 from tests.helpers.infra import Infra, create_event_store_schema, drop_schema
 

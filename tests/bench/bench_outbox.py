@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import nats
-
 from pulsestock.bus.provision import StreamSpec, ensure_stream
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.eventstore.store import connect_pool
 from pulsestock.outbox import OutboxRelay
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
+
 from tests.bench.report import emit, rate
 from tests.helpers.infra import Infra, create_event_store_schema, drop_schema, unique_name
 
@@ -76,10 +77,8 @@ async def run(infra: Infra) -> None:
         )
     finally:
         for spec in (relay_stream, raw_stream, seq_stream):
-            try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(spec.name)
-            except nats.js.errors.NotFoundError:
-                pass
         await nc.close()
         await pool.close()
         await drop_schema(infra.database_url, schema)
