@@ -23,7 +23,7 @@ from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, 
 OutboxRoute = Callable[[str, NewEvent], str | None]
 """(stream id, event) -> JetStream subject to publish it on, or None to keep it private."""
 
-_APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtext('append:' || current_schema()))"
+WRONG_EXPECTED_VERSION_SQLSTATE = "PS409"
 _SELECT_EVENTS = (
     "SELECT global_position, stream_id, stream_version, event_id, type, data, metadata,"
     " recorded_at FROM events"
@@ -54,6 +54,20 @@ async def connect_pool(
 
 def notify_channel(schema: str, what: str) -> str:
     return f"pulsestock_{what}_{schema}"
+
+
+def _append_error(error: Exception, first: StreamAppend) -> Exception:
+    """Translate what append_events raised into the store's own errors."""
+    if getattr(error, "sqlstate", None) == WRONG_EXPECTED_VERSION_SQLSTATE:
+        detail = json.loads(getattr(error, "detail", None) or "{}")
+        return WrongExpectedVersion(detail["stream_id"], detail["expected"], detail["actual"])
+    if isinstance(error, asyncpg.UniqueViolationError):
+        if "event_id" in (getattr(error, "constraint_name", None) or ""):
+            return ValueError(f"an event id was appended before: {error}")
+        # Safety net: the version check runs under the append lock, so only a writer that
+        # bypassed append_events can collide on (stream_id, stream_version).
+        return WrongExpectedVersion(first.stream_id, first.expected_version, -1)
+    return error
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -116,61 +130,38 @@ class EventStore:
         stream_ids = [a.stream_id for a in appends]
         if len(set(stream_ids)) != len(stream_ids):
             raise ValueError("append_many got the same stream twice")
-        async with self._transaction(conn) as tx:
-            await tx.execute(_APPEND_LOCK)
-            current = dict(
-                await tx.fetch(
-                    "SELECT stream_id, max(stream_version) FROM events"
-                    " WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
-                    stream_ids,
-                )
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        outbox: tuple[list[Any], ...] = ([], [], [], [], [])
+        route = self._outbox_route
+        for append in appends:
+            for offset, event in enumerate(append.events, start=1):
+                for column, value in zip(
+                    columns,
+                    (
+                        append.stream_id,
+                        append.expected_version + offset,
+                        event.event_id,
+                        event.type,
+                        event.data,
+                        event.metadata,
+                    ),
+                    strict=True,
+                ):
+                    column.append(value)
+                subject = route(append.stream_id, event) if route else None
+                if subject is not None:
+                    self._add_to_outbox(outbox, append.stream_id, event, subject)
+        try:
+            await (conn or self.pool).execute(
+                "SELECT append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                stream_ids,
+                [a.expected_version for a in appends],
+                *columns,
+                *outbox,
             )
-            columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
-            outbox: tuple[list[Any], ...] = ([], [], [], [], [])
-            new_versions = []
-            for append in appends:
-                actual = current.get(append.stream_id, 0)
-                if actual != append.expected_version:
-                    raise WrongExpectedVersion(append.stream_id, append.expected_version, actual)
-                for offset, event in enumerate(append.events, start=1):
-                    for column, value in zip(
-                        columns,
-                        (
-                            append.stream_id,
-                            actual + offset,
-                            event.event_id,
-                            event.type,
-                            event.data,
-                            event.metadata,
-                        ),
-                        strict=True,
-                    ):
-                        column.append(value)
-                    subject = (
-                        self._outbox_route(append.stream_id, event) if self._outbox_route else None
-                    )
-                    if subject is not None:
-                        self._add_to_outbox(outbox, append.stream_id, event, subject)
-                new_versions.append(actual + len(append.events))
-            try:
-                await tx.execute(
-                    "INSERT INTO events (stream_id, stream_version, event_id, type, data, metadata)"
-                    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
-                    " $5::bytea[], $6::jsonb[])",
-                    *columns,
-                )
-            except asyncpg.UniqueViolationError as error:
-                # Safety net: the version check above runs under the append lock, so only a
-                # writer that bypassed the lock (or a reused event id) can land here.
-                if "event_id" in (error.constraint_name or ""):
-                    raise ValueError(f"an event id was appended before: {error}") from error
-                raise WrongExpectedVersion(
-                    stream_ids[0], appends[0].expected_version, -1
-                ) from error
-            if outbox[0]:
-                await self._insert_outbox(tx, outbox)
-            await tx.execute("SELECT pg_notify($1, '')", notify_channel(self.schema, "events"))
-        return new_versions
+        except asyncpg.PostgresError as error:
+            raise _append_error(error, appends[0]) from error
+        return [a.expected_version + len(a.events) for a in appends]
 
     def _add_to_outbox(
         self, outbox: tuple[list[Any], ...], stream_id: str, event: NewEvent, subject: str
@@ -186,7 +177,9 @@ class EventStore:
         ):
             column.append(value)
 
-    async def _insert_outbox(self, tx: asyncpg.Connection, outbox: tuple[list[Any], ...]) -> None:
+    async def _insert_outbox(
+        self, tx: asyncpg.Connection, outbox: tuple[list[Any], ...]
+    ) -> None:
         await tx.execute(
             "INSERT INTO outbox (event_id, subject, type, data, headers)"
             " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])",
