@@ -177,9 +177,7 @@ class EventStore:
         ):
             column.append(value)
 
-    async def _insert_outbox(
-        self, tx: asyncpg.Connection, outbox: tuple[list[Any], ...]
-    ) -> None:
+    async def _insert_outbox(self, tx: asyncpg.Connection, outbox: tuple[list[Any], ...]) -> None:
         await tx.execute(
             "INSERT INTO outbox (event_id, subject, type, data, headers)"
             " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])",
