@@ -7,6 +7,7 @@ import uuid
 
 import asyncpg
 from nats.aio.client import Client as NATS
+from opentelemetry import trace
 from pulsestock.bus import (
     ConsumerSpec,
     DurableConsumer,
@@ -20,6 +21,7 @@ from pulsestock.bus import (
     partition_for,
     subject_for,
 )
+from pulsestock.telemetry import configure_telemetry
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 from tests.helpers.infra import eventually, unique_name
@@ -157,3 +159,36 @@ async def test_malformed_message_is_dead_lettered_at_once(nc: NATS) -> None:
     assert letter.headers is not None
     assert "malformed" in letter.headers["dead-letter-reason"]
     assert calls == []
+
+
+async def test_trace_context_crosses_nats_from_producer_to_consumer(nc: NATS) -> None:
+    configure_telemetry("pulsestock-tests", None)
+    spec, token = await make_stream(nc)
+    consumer_spec = ConsumerSpec(spec.name, f"{token}__trace")
+    await ensure_consumer(nc.jetstream(), consumer_spec)
+    with trace.get_tracer("test").start_as_current_span("produce") as producer:
+        producer_trace = producer.get_span_context().trace_id
+        headers = cloudevent_headers(
+            event_id=str(uuid.uuid4()), event_type="t", source="/t", subject="s"
+        )
+    assert headers["traceparent"].split("-")[1] == format(producer_trace, "032x")
+    await nc.jetstream().publish(f"{token}.x.0", b"", headers=headers)
+    consumer_traces: list[int] = []
+
+    async def handler(_envelope: Envelope) -> None:
+        consumer_traces.append(trace.get_current_span().get_span_context().trace_id)
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        DurableConsumer(nc, consumer_spec, handler, fetch_timeout_s=0.2).run(stop)
+    )
+
+    async def handled() -> bool:
+        return bool(consumer_traces)
+
+    try:
+        await eventually(handled, what="the consumer to handle the message")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 5)
+    assert consumer_traces == [producer_trace]
