@@ -24,7 +24,7 @@ from pulsestock.bus import (
 from pulsestock.telemetry import configure_telemetry
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
-from tests.helpers.infra import eventually, unique_name
+from tests.helpers.infra import EFFECTS_TABLE, count_effect, eventually, unique_name
 
 
 def test_subjects_follow_service_event_partition() -> None:
@@ -99,14 +99,7 @@ async def test_failing_handler_goes_to_dead_letters_after_max_deliveries(nc: NAT
 async def test_idempotent_handler_applies_a_redelivered_event_once(
     nc: NATS, pool: asyncpg.Pool
 ) -> None:
-    await pool.execute("CREATE TABLE effects (event_id text PRIMARY KEY, times int NOT NULL)")
-
-    async def effect(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        await conn.execute(
-            "INSERT INTO effects VALUES ($1, 1)"
-            " ON CONFLICT (event_id) DO UPDATE SET times = effects.times + 1",
-            envelope.event_id,
-        )
+    await pool.execute(EFFECTS_TABLE)
 
     spec, token = await make_stream(nc)
     consumer_spec = ConsumerSpec(spec.name, f"{token}__idem")
@@ -119,7 +112,7 @@ async def test_idempotent_handler_applies_a_redelivered_event_once(
         )
         headers["Nats-Msg-Id"] = str(uuid.uuid4())
         await nc.jetstream().publish(f"{token}.x.0", b"", headers=headers)
-    handler = idempotent(pool, consumer_spec.durable, effect)
+    handler = idempotent(pool, consumer_spec.durable, count_effect)
     stop = asyncio.Event()
     consumer = DurableConsumer(nc, consumer_spec, handler, fetch_timeout_s=0.2)
     running = asyncio.create_task(consumer.run(stop))

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import asyncpg
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pulsestock.config import SERVICE_NAMES, env_prefix
 from pulsestock.devstack.servers import free_port
+from pulsestock.devstack.supervisor import health_status
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.eventstore.migrations import apply_migrations
 from pulsestock.eventstore.store import connect_pool
@@ -28,17 +27,6 @@ from tests.helpers.infra import Infra
 
 pytestmark = pytest.mark.slow
 PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
-
-
-def serving(port: int) -> bool:
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -64,7 +52,7 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
         pending = set(SERVICE_NAMES)
         while pending and time.monotonic() - started < 30:
             assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
-            pending = {name for name in pending if not serving(ports[name])}
+            pending = {name for name in pending if not health_status(ports[name])}
         assert not pending, f"not SERVING within 30 s: {pending}"
     finally:
         os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group

@@ -19,7 +19,7 @@ from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.outbox import OutboxRelay
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
-from tests.helpers.infra import Infra, eventually, unique_name
+from tests.helpers.infra import EFFECTS_TABLE, Infra, count_effect, eventually, unique_name
 
 pytestmark = pytest.mark.slow
 
@@ -106,20 +106,16 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert relay.wait(10) == 0
     assert await stream_count(nc, stream.name) == total  # nothing lost, nothing twice
 
-    await pool.execute("CREATE TABLE effects (event_id text PRIMARY KEY, times int NOT NULL)")
-
-    async def effect(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        await conn.execute(
-            "INSERT INTO effects VALUES ($1, 1)"
-            " ON CONFLICT (event_id) DO UPDATE SET times = effects.times + 1",
-            envelope.event_id,
-        )
+    await pool.execute(EFFECTS_TABLE)
 
     consumer_spec = ConsumerSpec(stream.name, f"{token}__effects")
     await ensure_consumer(nc.jetstream(), consumer_spec)
     stop = asyncio.Event()
     consumer = DurableConsumer(
-        nc, consumer_spec, idempotent(pool, consumer_spec.durable, effect), fetch_timeout_s=0.2
+        nc,
+        consumer_spec,
+        idempotent(pool, consumer_spec.durable, count_effect),
+        fetch_timeout_s=0.2,
     )
     running = asyncio.create_task(consumer.run(stop))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from pulsestock.bus.codec import Envelope
 from pulsestock.devstack.servers import EmbeddedNats, EmbeddedPostgres
 from pulsestock.eventstore.migrations import apply_migrations, event_store_migrations
 
@@ -81,3 +82,15 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+EFFECTS_TABLE = "CREATE TABLE effects (event_id text PRIMARY KEY, times int NOT NULL)"
+
+
+async def count_effect(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """A consumer effect that counts how often each event was applied (to catch doubles)."""
+    await conn.execute(
+        "INSERT INTO effects VALUES ($1, 1)"
+        " ON CONFLICT (event_id) DO UPDATE SET times = effects.times + 1",
+        envelope.event_id,
+    )

@@ -5,7 +5,8 @@ INTERNAL with a reference, never a traceback to the caller)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -113,6 +114,17 @@ class _Call:
         self.metadata = metadata
         self.started = time.perf_counter()
 
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Log fields and a server span (continuing the caller's trace) around the call."""
+        with (
+            structlog.contextvars.bound_contextvars(rpc_method=self.method),
+            tracer.start_as_current_span(
+                self.method, context=extract_trace_context(self.metadata), kind=SpanKind.SERVER
+            ),
+        ):
+            yield
+
     def reference(self) -> str:
         context = trace.get_current_span().get_span_context()
         return format(context.trace_id, "032x") if context.is_valid else "none"
@@ -142,12 +154,7 @@ class _Call:
 def _wrap_unary(behaviour: Any, method: str, metadata: dict[str, str]) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, metadata)
-        with (
-            structlog.contextvars.bound_contextvars(rpc_method=method),
-            tracer.start_as_current_span(
-                method, context=extract_trace_context(metadata), kind=SpanKind.SERVER
-            ),
-        ):
+        with call.scope():
             try:
                 response = await behaviour(request, context)
             except (grpc.aio.AbortError, grpc.aio.BaseError):
@@ -163,12 +170,7 @@ def _wrap_unary(behaviour: Any, method: str, metadata: dict[str, str]) -> Any:
 def _wrap_stream(behaviour: Any, method: str, metadata: dict[str, str]) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, metadata)
-        with (
-            structlog.contextvars.bound_contextvars(rpc_method=method),
-            tracer.start_as_current_span(
-                method, context=extract_trace_context(metadata), kind=SpanKind.SERVER
-            ),
-        ):
+        with call.scope():
             try:
                 async for response in behaviour(request, context):
                     yield response
