@@ -40,7 +40,7 @@ protos-check: protos ## fail when the committed generated code is stale
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p pulsestock
+	$(BIN)/mypy libs/pulsestock services/pulsestock
 
 migrate: setup ## apply every service's SQL migrations to DATABASE_URL
 	$(BIN)/pulsestock migrate

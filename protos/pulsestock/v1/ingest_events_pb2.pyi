@@ -142,9 +142,12 @@ class OrderPlaced(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     PLACED_AT_FIELD_NUMBER: _builtins.int
     BUYER_REGION_FIELD_NUMBER: _builtins.int
+    AWAITING_PAYMENT_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     buyer_region: _builtins.str
+    awaiting_payment: _builtins.bool
+    """The channel has not been paid yet (e.g. TikTok Shop UNPAID): the hold may expire."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     @_builtins.property
@@ -157,10 +160,11 @@ class OrderPlaced(_message.Message):
         lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
         placed_at: _timestamp_pb2.Timestamp | None = ...,
         buyer_region: _builtins.str = ...,
+        awaiting_payment: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "placed_at", b"placed_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_payment", b"awaiting_payment", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "placed_at", b"placed_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,35 @@ RELEASE_REASON_EXPIRED: ReleaseReason.ValueType  # 2
 RELEASE_REASON_PAYMENT_FAILED: ReleaseReason.ValueType  # 3
 Global___ReleaseReason: _TypeAlias = ReleaseReason  # noqa: Y015
 
+class _AllocationPolicyKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AllocationPolicyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AllocationPolicyKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALLOCATION_POLICY_KIND_UNSPECIFIED: _AllocationPolicyKind.ValueType  # 0
+    ALLOCATION_POLICY_KIND_SHARED_POOL: _AllocationPolicyKind.ValueType  # 1
+    """Every channel may sell the whole pool, less its own buffer."""
+    ALLOCATION_POLICY_KIND_FIXED_SHARES: _AllocationPolicyKind.ValueType  # 2
+    """Each channel may sell a fixed share of the pool."""
+    ALLOCATION_POLICY_KIND_PULSE_PRIORITY: _AllocationPolicyKind.ValueType  # 3
+    """Shared pool; while a pulse is active the hot channel gets the whole pool and the
+    others are capped at slow_channel_cap.
+    """
+
+class AllocationPolicyKind(_AllocationPolicyKind, metaclass=_AllocationPolicyKindEnumTypeWrapper): ...
+
+ALLOCATION_POLICY_KIND_UNSPECIFIED: AllocationPolicyKind.ValueType  # 0
+ALLOCATION_POLICY_KIND_SHARED_POOL: AllocationPolicyKind.ValueType  # 1
+"""Every channel may sell the whole pool, less its own buffer."""
+ALLOCATION_POLICY_KIND_FIXED_SHARES: AllocationPolicyKind.ValueType  # 2
+"""Each channel may sell a fixed share of the pool."""
+ALLOCATION_POLICY_KIND_PULSE_PRIORITY: AllocationPolicyKind.ValueType  # 3
+"""Shared pool; while a pulse is active the hot channel gets the whole pool and the
+others are capped at slow_channel_cap.
+"""
+Global___AllocationPolicyKind: _TypeAlias = AllocationPolicyKind  # noqa: Y015
+
 @_typing.final
 class StockReceived(_message.Message):
     """Ledger events: one stream per SKU (stream id "sku-<code>")."""
@@ -70,10 +99,12 @@ class StockReceived(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     warehouse_id: _builtins.str
     quantity: _builtins.int
     source: _builtins.str
+    command_id: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -84,10 +115,11 @@ class StockReceived(_message.Message):
         quantity: _builtins.int = ...,
         source: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        command_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "quantity", b"quantity", "sku", b"sku", "source", b"source", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "command_id", b"command_id", "quantity", b"quantity", "sku", b"sku", "source", b"source", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -102,10 +134,12 @@ class StockAdjusted(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     warehouse_id: _builtins.str
     delta: _builtins.int
     reason: Global___AdjustmentReason.ValueType
+    command_id: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -116,10 +150,11 @@ class StockAdjusted(_message.Message):
         delta: _builtins.int = ...,
         reason: Global___AdjustmentReason.ValueType = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        command_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "delta", b"delta", "reason", b"reason", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "command_id", b"command_id", "delta", b"delta", "reason", b"reason", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -308,15 +343,20 @@ class AllocationPolicyChanged(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     SKU_FIELD_NUMBER: _builtins.int
-    POLICY_FIELD_NUMBER: _builtins.int
     CHANNEL_BUFFERS_FIELD_NUMBER: _builtins.int
     CHANNEL_SHARES_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SLOW_CHANNEL_CAP_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    policy: _builtins.str
-    """One of "shared_pool", "fixed_shares", "pulse_priority"."""
+    kind: Global___AllocationPolicyKind.ValueType
+    slow_channel_cap: _builtins.int
+    command_id: _builtins.str
     @_builtins.property
-    def channel_buffers(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def channel_buffers(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Keyed by Channel enum name, e.g. "CHANNEL_SHOPIFY"."""
+
     @_builtins.property
     def channel_shares(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
@@ -325,18 +365,77 @@ class AllocationPolicyChanged(_message.Message):
         self,
         *,
         sku: _builtins.str = ...,
-        policy: _builtins.str = ...,
         channel_buffers: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         channel_shares: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___AllocationPolicyKind.ValueType = ...,
+        slow_channel_cap: _builtins.int = ...,
+        command_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel_buffers", b"channel_buffers", "channel_shares", b"channel_shares", "policy", b"policy", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel_buffers", b"channel_buffers", "channel_shares", b"channel_shares", "command_id", b"command_id", "kind", b"kind", "sku", b"sku", "slow_channel_cap", b"slow_channel_cap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AllocationPolicyChanged: _TypeAlias = AllocationPolicyChanged  # noqa: Y015
+
+@_typing.final
+class ChannelPulseStarted(_message.Message):
+    """A pulse detected by signal made `channel` the hot channel of this SKU."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    PULSE_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    pulse_id: _builtins.str
+    channel: _common_pb2.Channel.ValueType
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        pulse_id: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "pulse_id", b"pulse_id", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelPulseStarted: _TypeAlias = ChannelPulseStarted  # noqa: Y015
+
+@_typing.final
+class ChannelPulseEnded(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    PULSE_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    pulse_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        pulse_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "pulse_id", b"pulse_id", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelPulseEnded: _TypeAlias = ChannelPulseEnded  # noqa: Y015
 
 @_typing.final
 class Oversold(_message.Message):

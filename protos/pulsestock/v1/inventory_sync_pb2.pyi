@@ -91,8 +91,16 @@ class ReserveRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    PAID_FIELD_NUMBER: _builtins.int
+    ALREADY_SOLD_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
+    paid: _builtins.bool
+    """Paid reservations never expire; unpaid ones are released after the configured hold."""
+    already_sold: _builtins.bool
+    """The channel has already sold it: when stock is short, record a backorder (Oversold)
+    instead of refusing with FAILED_PRECONDITION.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     def __init__(
@@ -101,10 +109,12 @@ class ReserveRequest(_message.Message):
         channel: _common_pb2.Channel.ValueType = ...,
         channel_order_id: _builtins.str = ...,
         lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
+        paid: _builtins.bool = ...,
+        already_sold: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_sold", b"already_sold", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "paid", b"paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -117,7 +127,10 @@ class ReserveResponse(_message.Message):
     RESERVED_FIELD_NUMBER: _builtins.int
     RESERVATION_IDS_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    OVERSOLD_FIELD_NUMBER: _builtins.int
     reserved: _builtins.bool
+    oversold: _builtins.bool
+    """True when the order was recorded as oversold (a backorder) instead of reserved."""
     @_builtins.property
     def reservation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -128,10 +141,11 @@ class ReserveResponse(_message.Message):
         reserved: _builtins.bool = ...,
         reservation_ids: _abc.Iterable[_builtins.str] | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        oversold: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "reservation_ids", b"reservation_ids", "reserved", b"reserved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,6 +197,96 @@ class ShipRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShipRequest: _TypeAlias = ShipRequest  # noqa: Y015
+
+@_typing.final
+class GetSyncStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    sku: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        sku: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncStateRequest: _TypeAlias = GetSyncStateRequest  # noqa: Y015
+
+@_typing.final
+class ChannelSyncState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    DESIRED_QUANTITY_FIELD_NUMBER: _builtins.int
+    LAST_SENT_QUANTITY_FIELD_NUMBER: _builtins.int
+    LAST_CONFIRMED_QUANTITY_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_FIELD_NUMBER: _builtins.int
+    LAST_CONFIRMED_AT_FIELD_NUMBER: _builtins.int
+    LAST_RECONCILED_AT_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    sku: _builtins.str
+    desired_quantity: _builtins.int
+    last_sent_quantity: _builtins.int
+    last_confirmed_quantity: _builtins.int
+    consecutive_failures: _builtins.int
+    last_error: _builtins.str
+    dead_lettered: _builtins.bool
+    @_builtins.property
+    def last_confirmed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_reconciled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        sku: _builtins.str = ...,
+        desired_quantity: _builtins.int = ...,
+        last_sent_quantity: _builtins.int = ...,
+        last_confirmed_quantity: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        dead_lettered: _builtins.bool = ...,
+        last_confirmed_at: _timestamp_pb2.Timestamp | None = ...,
+        last_reconciled_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_confirmed_at", b"last_confirmed_at", "last_reconciled_at", b"last_reconciled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "consecutive_failures", b"consecutive_failures", "dead_lettered", b"dead_lettered", "desired_quantity", b"desired_quantity", "last_confirmed_at", b"last_confirmed_at", "last_confirmed_quantity", b"last_confirmed_quantity", "last_error", b"last_error", "last_reconciled_at", b"last_reconciled_at", "last_sent_quantity", b"last_sent_quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelSyncState: _TypeAlias = ChannelSyncState  # noqa: Y015
+
+@_typing.final
+class GetSyncStateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelSyncState]: ...
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[Global___ChannelSyncState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncStateResponse: _TypeAlias = GetSyncStateResponse  # noqa: Y015
 
 @_typing.final
 class TransferRequest(_message.Message):

@@ -90,6 +90,11 @@ class InventorySyncServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.RebuildRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.RebuildResponse.FromString,
                 _registered_method=True)
+        self.GetSyncState = channel.unary_unary(
+                '/pulsestock.v1.InventorySyncService/GetSyncState',
+                request_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateResponse.FromString,
+                _registered_method=True)
 
 
 class InventorySyncServiceServicer:
@@ -162,6 +167,12 @@ class InventorySyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSyncState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventorySyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +230,11 @@ def add_InventorySyncServiceServicer_to_server(servicer, server):
                     servicer.Rebuild,
                     request_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.RebuildRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.RebuildResponse.SerializeToString,
+            ),
+            'GetSyncState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncState,
+                    request_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,6 +535,33 @@ class InventorySyncService:
             '/pulsestock.v1.InventorySyncService/Rebuild',
             pulsestock_dot_v1_dot_inventory__sync__pb2.RebuildRequest.SerializeToString,
             pulsestock_dot_v1_dot_inventory__sync__pb2.RebuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.InventorySyncService/GetSyncState',
+            pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateRequest.SerializeToString,
+            pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,7 @@ class InventorySyncServiceStub:
     GetChannelQuantities: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetChannelQuantitiesRequest, _inventory_sync_pb2.GetChannelQuantitiesResponse]
     GetHistory: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetHistoryRequest, _inventory_sync_pb2.GetHistoryResponse]
     Rebuild: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.RebuildRequest, _inventory_sync_pb2.RebuildResponse]
+    GetSyncState: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetSyncStateRequest, _inventory_sync_pb2.GetSyncStateResponse]
 
 @_typing.type_check_only
 class InventorySyncServiceAsyncStub(InventorySyncServiceStub):
@@ -61,6 +62,7 @@ class InventorySyncServiceAsyncStub(InventorySyncServiceStub):
     GetChannelQuantities: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetChannelQuantitiesRequest, _inventory_sync_pb2.GetChannelQuantitiesResponse]  # type: ignore[assignment]
     GetHistory: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetHistoryRequest, _inventory_sync_pb2.GetHistoryResponse]  # type: ignore[assignment]
     Rebuild: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.RebuildRequest, _inventory_sync_pb2.RebuildResponse]  # type: ignore[assignment]
+    GetSyncState: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetSyncStateRequest, _inventory_sync_pb2.GetSyncStateResponse]  # type: ignore[assignment]
 
 class InventorySyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """The stock ledger (event-sourced) and per-channel sellable quantities."""
@@ -141,5 +143,12 @@ class InventorySyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_sync_pb2.RebuildRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_sync_pb2.RebuildResponse, _abc.Awaitable[_inventory_sync_pb2.RebuildResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSyncState(
+        self,
+        request: _inventory_sync_pb2.GetSyncStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_sync_pb2.GetSyncStateResponse, _abc.Awaitable[_inventory_sync_pb2.GetSyncStateResponse]]: ...
 
 def add_InventorySyncServiceServicer_to_server(servicer: InventorySyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,8 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
 def register(server: grpc.aio.Server, _context: ServiceContext) -> Sequence[str]:
-    forecast_pb2_grpc.add_ForecastServiceServicer_to_server(ForecastServiceServicer(), server)
+    servicer = ForecastServiceServicer()  # type: ignore[abstract]
+    forecast_pb2_grpc.add_ForecastServiceServicer_to_server(servicer, server)
     return [forecast_pb2.DESCRIPTOR.services_by_name["ForecastService"].full_name]
 
 

@@ -15,7 +15,8 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
 def register(server: grpc.aio.Server, _context: ServiceContext) -> Sequence[str]:
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServiceServicer(), server)
+    servicer = IngestServiceServicer()  # type: ignore[abstract]
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
     return [ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name]
 
 

@@ -14,7 +14,8 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
 def register(server: grpc.aio.Server, _context: ServiceContext) -> Sequence[str]:
-    signal_pb2_grpc.add_SignalServiceServicer_to_server(SignalServiceServicer(), server)
+    servicer = SignalServiceServicer()  # type: ignore[abstract]
+    signal_pb2_grpc.add_SignalServiceServicer_to_server(servicer, server)
     return [signal_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name]
 
 

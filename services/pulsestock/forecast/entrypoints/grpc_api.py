@@ -4,4 +4,4 @@ from pulsestock.v1 import forecast_pb2_grpc
 
 
 class ForecastServiceServicer(forecast_pb2_grpc.ForecastServiceServicer):
-    pass
+    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""

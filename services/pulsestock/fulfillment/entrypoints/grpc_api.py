@@ -4,4 +4,4 @@ from pulsestock.v1 import fulfillment_pb2_grpc
 
 
 class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
-    pass
+    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""

@@ -4,4 +4,4 @@ from pulsestock.v1 import ingest_pb2_grpc
 
 
 class IngestServiceServicer(ingest_pb2_grpc.IngestServiceServicer):
-    pass
+    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""

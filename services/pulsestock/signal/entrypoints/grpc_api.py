@@ -4,4 +4,4 @@ from pulsestock.v1 import signal_pb2_grpc
 
 
 class SignalServiceServicer(signal_pb2_grpc.SignalServiceServicer):
-    pass
+    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""

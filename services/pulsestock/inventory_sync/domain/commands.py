@@ -1,0 +1,261 @@
+"""Ledger commands and the pure function that decides them against the SKU ledgers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from google.protobuf.message import Message
+from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
+from pulsestock.inventory_sync.domain import ledger as rules
+from pulsestock.inventory_sync.domain.ledger import OrderStatus, SkuLedger, reservation_id_for
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
+
+
+@dataclass(frozen=True)
+class ReceiveStock:
+    sku: str
+    warehouse_id: str
+    quantity: int
+    source: str = ""
+    command_id: str = ""
+
+
+@dataclass(frozen=True)
+class AdjustStock:
+    sku: str
+    warehouse_id: str
+    delta: int
+    reason: int
+    command_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReserveOrder:
+    channel: int
+    channel_order_id: str
+    lines: tuple[tuple[str, int], ...]
+    paid: bool = True
+    already_sold: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseReservation:
+    sku: str
+    reservation_id: str
+    reason: int
+
+
+@dataclass(frozen=True)
+class CancelOrder:
+    channel: int
+    channel_order_id: str
+    skus: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShipReservation:
+    sku: str
+    reservation_id: str
+
+
+@dataclass(frozen=True)
+class TransferStock:
+    sku: str
+    from_warehouse_id: str
+    to_warehouse_id: str
+    quantity: int
+    transfer_id: str = ""
+
+
+@dataclass(frozen=True)
+class SetAllocationPolicy:
+    sku: str
+    policy: ev.AllocationPolicyChanged
+
+
+@dataclass(frozen=True)
+class ExpireHolds:
+    sku: str
+
+
+@dataclass(frozen=True)
+class StartPulse:
+    sku: str
+    pulse_id: str
+    channel: int
+
+
+@dataclass(frozen=True)
+class EndPulse:
+    sku: str
+    pulse_id: str
+
+
+Command = (
+    ReceiveStock
+    | AdjustStock
+    | ReserveOrder
+    | ReleaseReservation
+    | CancelOrder
+    | ShipReservation
+    | TransferStock
+    | SetAllocationPolicy
+    | ExpireHolds
+    | StartPulse
+    | EndPulse
+)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A command took effect (or had already): the SKU's stream version after it."""
+
+    sku: str
+    version: int
+
+
+@dataclass(frozen=True)
+class ReserveOutcome:
+    reserved: bool
+    oversold: bool
+    reservation_ids: tuple[str, ...]
+    expires_at: datetime | None
+
+
+Outcome = Applied | ReserveOutcome
+
+
+def skus_of(command: Command) -> tuple[str, ...]:
+    if isinstance(command, ReserveOrder):
+        return tuple(dict.fromkeys(sku for sku, _ in command.lines))
+    if isinstance(command, CancelOrder):
+        return command.skus
+    return (command.sku,)
+
+
+Decision = tuple[dict[str, list[Message]], Outcome]
+
+
+def decide(
+    command: Command, ledgers: dict[str, SkuLedger], now: datetime, hold: timedelta
+) -> Decision:
+    """Events per SKU and the caller's answer. Reads the ledgers, never changes them."""
+    if isinstance(command, ReserveOrder):
+        return _reserve(command, ledgers, now, hold)
+    if isinstance(command, CancelOrder):
+        return _cancel(command, ledgers, now)
+    ledger = ledgers[command.sku]
+    events: list[Message]
+    if isinstance(command, ReceiveStock):
+        events = rules.receive(
+            ledger, command.warehouse_id, command.quantity, command.source, command.command_id, now
+        )
+    elif isinstance(command, AdjustStock):
+        events = rules.adjust(
+            ledger, command.warehouse_id, command.delta, command.reason, command.command_id, now
+        )
+    elif isinstance(command, ReleaseReservation):
+        events = rules.release(ledger, command.reservation_id, command.reason, now)
+    elif isinstance(command, ShipReservation):
+        events = rules.ship(ledger, command.reservation_id, now)
+    elif isinstance(command, TransferStock):
+        events = rules.transfer(
+            ledger,
+            command.from_warehouse_id,
+            command.to_warehouse_id,
+            command.quantity,
+            command.transfer_id,
+            now,
+        )
+    elif isinstance(command, SetAllocationPolicy):
+        events = rules.set_policy(ledger, command.policy, now)
+    elif isinstance(command, ExpireHolds):
+        events = rules.expire(ledger, now)
+    elif isinstance(command, StartPulse):
+        events = rules.start_pulse(ledger, command.pulse_id, command.channel, now)
+    else:
+        events = rules.end_pulse(ledger, command.pulse_id, now)
+    return {command.sku: events}, Applied(command.sku, ledger.version + len(events))
+
+
+def _reserve(
+    command: ReserveOrder, ledgers: dict[str, SkuLedger], now: datetime, hold: timedelta
+) -> Decision:
+    quantities: dict[str, int] = defaultdict(int)
+    for sku, quantity in command.lines:
+        if quantity <= 0:
+            raise InvalidArgument.single("lines.quantity", "must be positive")
+        quantities[sku] += quantity  # two lines of one SKU draw on the same stock
+    key = (command.channel, command.channel_order_id)
+    first = ledgers[next(iter(quantities))]
+    if key in first.orders:  # a repeated order answers as the first time, appending nothing
+        return {}, _outcome_of(command, ledgers, quantities)
+    warehouses = {sku: rules.warehouse_for(ledgers[sku], q) for sku, q in quantities.items()}
+    short = {sku for sku, warehouse in warehouses.items() if warehouse is None}
+    if short and not command.already_sold:
+        details = ", ".join(
+            f"{sku} has {ledgers[sku].available} available, {quantities[sku]} requested"
+            for sku in sorted(short)
+        )
+        raise PreconditionFailed(f"insufficient stock: {details}")
+    events: dict[str, list[Message]] = {}
+    if short:  # all lines or none: the channel's order becomes a backorder on its short lines
+        for sku in quantities:
+            events[sku] = (
+                rules.oversold(
+                    ledgers[sku], command.channel, command.channel_order_id, quantities[sku], now
+                )
+                if sku in short
+                else []
+            )
+        return {k: v for k, v in events.items() if v}, ReserveOutcome(False, True, (), None)
+    expires_at = None if command.paid else now + hold
+    for sku, quantity in quantities.items():
+        warehouse = warehouses[sku]
+        assert warehouse is not None
+        events[sku] = rules.reserve(
+            ledgers[sku],
+            command.channel,
+            command.channel_order_id,
+            quantity,
+            warehouse,
+            expires_at,
+            now,
+        )
+    ids = tuple(
+        reservation_id_for(command.channel, command.channel_order_id, s) for s in quantities
+    )
+    return events, ReserveOutcome(True, False, ids, expires_at)
+
+
+def _outcome_of(
+    command: ReserveOrder, ledgers: dict[str, SkuLedger], quantities: dict[str, int]
+) -> ReserveOutcome:
+    key = (command.channel, command.channel_order_id)
+    records = [ledgers[sku].orders.get(key) for sku in quantities]
+    if any(r is not None and r.status is OrderStatus.OVERSOLD for r in records):
+        return ReserveOutcome(False, True, (), None)
+    ids = tuple(r.reservation_id for r in records if r is not None)
+    expires = next((r.expires_at for r in records if r is not None), None)
+    return ReserveOutcome(True, False, ids, expires)
+
+
+def _cancel(command: CancelOrder, ledgers: dict[str, SkuLedger], now: datetime) -> Decision:
+    key = (command.channel, command.channel_order_id)
+    events: dict[str, list[Message]] = {}
+    known = False
+    for sku in command.skus:
+        record = ledgers[sku].orders.get(key)
+        if record is None:
+            continue
+        known = True
+        if record.status is OrderStatus.RESERVED:
+            events[sku] = rules.release(
+                ledgers[sku], record.reservation_id, ev.RELEASE_REASON_CANCELLED, now
+            )
+    if not known:
+        raise NotFound(f"no order {command.channel_order_id!r} on this channel")
+    sku = command.skus[0]
+    return events, Applied(sku, ledgers[sku].version + len(events.get(sku, [])))

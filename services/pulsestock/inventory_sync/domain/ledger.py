@@ -1,0 +1,405 @@
+"""The stock ledger of one SKU: its state, folded from its events, and the pure decisions
+that turn commands into new events. No I/O and no clock: `now` comes with every command.
+
+Invariants (per warehouse): 0 <= reserved <= on_hand; available = on_hand - reserved -
+safety_hold is never reported below zero; a reservation is only made when available covers
+it; an order the channel already sold without stock becomes Oversold, never negative stock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
+from pulsestock.inventory_sync.domain.allocation import AllocationPolicy, channel_quantities
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
+from pulsestock.v1.common_pb2 import Channel
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def reservation_id_for(channel: int, channel_order_id: str, sku: str) -> str:
+    """Deterministic, so a repeated order maps to the same reservation."""
+    return f"{Channel.Name(Channel.ValueType(channel)).removeprefix('CHANNEL_').lower()}:{channel_order_id}:{sku}"
+
+
+@dataclass
+class WarehouseLevel:
+    on_hand: int = 0
+    reserved: int = 0
+    safety_hold: int = 0
+
+    @property
+    def available(self) -> int:
+        return max(0, self.on_hand - self.reserved - self.safety_hold)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reservation_id: str
+    channel: int
+    channel_order_id: str
+    warehouse_id: str
+    quantity: int
+    expires_at: datetime | None
+
+
+class OrderStatus(enum.Enum):
+    RESERVED = "reserved"
+    OVERSOLD = "oversold"
+    RELEASED = "released"
+    SHIPPED = "shipped"
+
+
+@dataclass
+class OrderRecord:
+    status: OrderStatus
+    reservation_id: str
+    quantity: int
+    expires_at: datetime | None = None
+
+
+@dataclass
+class SkuLedger:
+    sku: str
+    version: int = 0
+    warehouses: dict[str, WarehouseLevel] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    orders: dict[tuple[int, str], OrderRecord] = field(default_factory=dict)
+    applied_commands: set[str] = field(default_factory=set)
+    policy: AllocationPolicy = field(default_factory=AllocationPolicy)
+    hot_channel: int | None = None
+    pulse_id: str | None = None
+    channel_quantities: dict[int, int] = field(default_factory=dict)
+
+    # --- reading --------------------------------------------------------------------------
+
+    @property
+    def available(self) -> int:
+        return sum(level.available for level in self.warehouses.values())
+
+    @property
+    def on_hand(self) -> int:
+        return sum(level.on_hand for level in self.warehouses.values())
+
+    @property
+    def reserved(self) -> int:
+        return sum(level.reserved for level in self.warehouses.values())
+
+    def level(self, warehouse_id: str) -> WarehouseLevel:
+        return self.warehouses.setdefault(warehouse_id, WarehouseLevel())
+
+    # --- folding --------------------------------------------------------------------------
+
+    def apply(self, event: Message) -> None:
+        self.version += 1
+        if isinstance(event, ev.StockReceived):
+            self.level(event.warehouse_id).on_hand += event.quantity
+            self._remember(event.command_id)
+        elif isinstance(event, ev.StockAdjusted):
+            self.level(event.warehouse_id).on_hand += event.delta
+            self._remember(event.command_id)
+        elif isinstance(event, ev.StockReserved):
+            expires_at = (
+                event.expires_at.ToDatetime(tzinfo=UTC) if event.HasField("expires_at") else None
+            )
+            reservation = Reservation(
+                event.reservation_id,
+                event.channel,
+                event.channel_order_id,
+                event.warehouse_id,
+                event.quantity,
+                expires_at,
+            )
+            self.reservations[reservation.reservation_id] = reservation
+            self.level(event.warehouse_id).reserved += event.quantity
+            self.orders[(event.channel, event.channel_order_id)] = OrderRecord(
+                OrderStatus.RESERVED, event.reservation_id, event.quantity, expires_at
+            )
+        elif isinstance(event, ev.ReservationReleased):
+            self._close(event.reservation_id, OrderStatus.RELEASED)
+        elif isinstance(event, ev.StockShipped):
+            reservation = self._close(event.reservation_id, OrderStatus.SHIPPED)
+            self.level(reservation.warehouse_id).on_hand -= reservation.quantity
+        elif isinstance(event, ev.StockTransferred):
+            self.level(event.from_warehouse_id).on_hand -= event.quantity
+            self.level(event.to_warehouse_id).on_hand += event.quantity
+            self._remember(event.transfer_id)
+        elif isinstance(event, ev.Oversold):
+            self.orders[(event.channel, event.channel_order_id)] = OrderRecord(
+                OrderStatus.OVERSOLD,
+                reservation_id_for(event.channel, event.channel_order_id, self.sku),
+                event.quantity,
+            )
+        elif isinstance(event, ev.AllocationPolicyChanged):
+            self.policy = AllocationPolicy(
+                kind=event.kind,
+                buffers={Channel.Value(k): v for k, v in event.channel_buffers.items()},
+                shares={Channel.Value(k): v for k, v in event.channel_shares.items()},
+                slow_channel_cap=event.slow_channel_cap,
+            )
+            self._remember(event.command_id)
+        elif isinstance(event, ev.ChannelPulseStarted):
+            self.hot_channel, self.pulse_id = event.channel, event.pulse_id
+        elif isinstance(event, ev.ChannelPulseEnded):
+            if event.pulse_id == self.pulse_id:
+                self.hot_channel = self.pulse_id = None
+        elif isinstance(event, ev.ChannelQuantityChanged):
+            self.channel_quantities[event.channel] = event.quantity
+        else:
+            raise TypeError(f"a SKU ledger does not fold {type(event).__name__}")
+
+    def _remember(self, command_id: str) -> None:
+        if command_id:
+            self.applied_commands.add(command_id)
+
+    def _close(self, reservation_id: str, status: OrderStatus) -> Reservation:
+        reservation = self.reservations.pop(reservation_id)
+        self.level(reservation.warehouse_id).reserved -= reservation.quantity
+        record = self.orders[(reservation.channel, reservation.channel_order_id)]
+        record.status = status
+        return reservation
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+
+def receive(
+    ledger: SkuLedger, warehouse_id: str, quantity: int, source: str, command_id: str, now: datetime
+) -> list[Message]:
+    if command_id and command_id in ledger.applied_commands:
+        return []
+    if quantity <= 0:
+        raise InvalidArgument.single("quantity", "must be positive")
+    return [
+        ev.StockReceived(
+            sku=ledger.sku,
+            warehouse_id=warehouse_id,
+            quantity=quantity,
+            source=source,
+            at=timestamp(now),
+            command_id=command_id,
+        )
+    ]
+
+
+def adjust(
+    ledger: SkuLedger, warehouse_id: str, delta: int, reason: int, command_id: str, now: datetime
+) -> list[Message]:
+    if command_id and command_id in ledger.applied_commands:
+        return []
+    if delta == 0:
+        raise InvalidArgument.single("delta", "must not be zero")
+    level = ledger.warehouses.get(warehouse_id, WarehouseLevel())
+    if level.on_hand + delta < level.reserved:
+        raise PreconditionFailed(
+            f"adjusting {ledger.sku} in {warehouse_id} by {delta} would leave on hand"
+            f" ({level.on_hand + delta}) below reserved ({level.reserved}); release first"
+        )
+    return [
+        ev.StockAdjusted(
+            sku=ledger.sku,
+            warehouse_id=warehouse_id,
+            delta=delta,
+            reason=reason,  # type: ignore[arg-type]
+            at=timestamp(now),
+            command_id=command_id,
+        )
+    ]
+
+
+def warehouse_for(ledger: SkuLedger, quantity: int) -> str | None:
+    """The warehouse that can cover the whole line with the most to spare (ties by id)."""
+    candidates = [
+        (level.available, warehouse_id)
+        for warehouse_id, level in ledger.warehouses.items()
+        if level.available >= quantity
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c[0], _reverse(c[1])))[1]
+
+
+def _reverse(text: str) -> tuple[int, ...]:
+    return tuple(-ord(ch) for ch in text)
+
+
+def reserve(
+    ledger: SkuLedger,
+    channel: int,
+    channel_order_id: str,
+    quantity: int,
+    warehouse_id: str,
+    expires_at: datetime | None,
+    now: datetime,
+) -> list[Message]:
+    """Reserve a line the caller has checked with `warehouse_for`."""
+    level = ledger.warehouses.get(warehouse_id)
+    if level is None or level.available < quantity:
+        raise PreconditionFailed(f"{ledger.sku}: {warehouse_id} cannot cover {quantity}")
+    event = ev.StockReserved(
+        sku=ledger.sku,
+        warehouse_id=warehouse_id,
+        channel=channel,  # type: ignore[arg-type]
+        channel_order_id=channel_order_id,
+        quantity=quantity,
+        reservation_id=reservation_id_for(channel, channel_order_id, ledger.sku),
+        at=timestamp(now),
+    )
+    if expires_at is not None:
+        event.expires_at.CopyFrom(timestamp(expires_at))
+    return [event]
+
+
+def oversold(
+    ledger: SkuLedger, channel: int, channel_order_id: str, quantity: int, now: datetime
+) -> list[Message]:
+    return [
+        ev.Oversold(
+            sku=ledger.sku,
+            channel=channel,  # type: ignore[arg-type]
+            channel_order_id=channel_order_id,
+            quantity=quantity,
+            at=timestamp(now),
+        )
+    ]
+
+
+def release(ledger: SkuLedger, reservation_id: str, reason: int, now: datetime) -> list[Message]:
+    if reservation_id in ledger.reservations:
+        return [
+            ev.ReservationReleased(
+                sku=ledger.sku,
+                reservation_id=reservation_id,
+                reason=reason,  # type: ignore[arg-type]
+                at=timestamp(now),
+            )
+        ]
+    if _known_reservation(ledger, reservation_id):
+        return []  # already released or shipped: nothing more to do
+    raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
+
+
+def ship(ledger: SkuLedger, reservation_id: str, now: datetime) -> list[Message]:
+    reservation = ledger.reservations.get(reservation_id)
+    if reservation is None:
+        for record in ledger.orders.values():
+            if record.reservation_id == reservation_id:
+                if record.status is OrderStatus.SHIPPED:
+                    return []
+                raise PreconditionFailed(
+                    f"reservation {reservation_id!r} is {record.status.value}, it cannot ship"
+                )
+        raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
+    return [
+        ev.StockShipped(
+            sku=ledger.sku,
+            reservation_id=reservation_id,
+            warehouse_id=reservation.warehouse_id,
+            quantity=reservation.quantity,
+            at=timestamp(now),
+        )
+    ]
+
+
+def _known_reservation(ledger: SkuLedger, reservation_id: str) -> bool:
+    return any(r.reservation_id == reservation_id for r in ledger.orders.values())
+
+
+def transfer(
+    ledger: SkuLedger,
+    from_warehouse_id: str,
+    to_warehouse_id: str,
+    quantity: int,
+    transfer_id: str,
+    now: datetime,
+) -> list[Message]:
+    if transfer_id and transfer_id in ledger.applied_commands:
+        return []
+    if quantity <= 0:
+        raise InvalidArgument.single("quantity", "must be positive")
+    if from_warehouse_id == to_warehouse_id:
+        raise InvalidArgument.single("to_warehouse_id", "must differ from from_warehouse_id")
+    available = ledger.warehouses.get(from_warehouse_id, WarehouseLevel()).available
+    if available < quantity:
+        raise PreconditionFailed(
+            f"{ledger.sku}: {from_warehouse_id} has {available} available, cannot move {quantity}"
+        )
+    return [
+        ev.StockTransferred(
+            sku=ledger.sku,
+            from_warehouse_id=from_warehouse_id,
+            to_warehouse_id=to_warehouse_id,
+            quantity=quantity,
+            transfer_id=transfer_id,
+            at=timestamp(now),
+        )
+    ]
+
+
+def set_policy(
+    ledger: SkuLedger, policy: ev.AllocationPolicyChanged, now: datetime
+) -> list[Message]:
+    if policy.command_id and policy.command_id in ledger.applied_commands:
+        return []
+    changed = ev.AllocationPolicyChanged()
+    changed.CopyFrom(policy)
+    changed.sku = ledger.sku
+    changed.at.CopyFrom(timestamp(now))
+    return [changed]
+
+
+def expire(ledger: SkuLedger, now: datetime) -> list[Message]:
+    """Release every unpaid hold whose time is up."""
+    return [
+        ev.ReservationReleased(
+            sku=ledger.sku,
+            reservation_id=r.reservation_id,
+            reason=ev.RELEASE_REASON_EXPIRED,
+            at=timestamp(now),
+        )
+        for r in sorted(ledger.reservations.values(), key=lambda r: r.reservation_id)
+        if r.expires_at is not None and r.expires_at <= now
+    ]
+
+
+def start_pulse(ledger: SkuLedger, pulse_id: str, channel: int, now: datetime) -> list[Message]:
+    if ledger.pulse_id == pulse_id:
+        return []
+    return [
+        ev.ChannelPulseStarted(
+            sku=ledger.sku,
+            pulse_id=pulse_id,
+            channel=channel,  # type: ignore[arg-type]
+            at=timestamp(now),
+        )
+    ]
+
+
+def end_pulse(ledger: SkuLedger, pulse_id: str, now: datetime) -> list[Message]:
+    if ledger.pulse_id != pulse_id:
+        return []
+    return [ev.ChannelPulseEnded(sku=ledger.sku, pulse_id=pulse_id, at=timestamp(now))]
+
+
+def channel_quantity_changes(ledger: SkuLedger, now: datetime) -> list[Message]:
+    """ChannelQuantityChanged for each channel whose quantity differs from the last one told."""
+    target = channel_quantities(ledger.available, ledger.policy, ledger.hot_channel)
+    return [
+        ev.ChannelQuantityChanged(
+            sku=ledger.sku,
+            channel=channel,  # type: ignore[arg-type]
+            quantity=quantity,
+            at=timestamp(now),
+        )
+        for channel, quantity in target.items()
+        if ledger.channel_quantities.get(channel) != quantity
+    ]

@@ -1,0 +1,165 @@
+"""The SKU ledger against a deliberately simple model, over any sequence of commands
+(Hypothesis stateful testing). Pure domain code: no database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from pulsestock.errors import DomainError
+from pulsestock.inventory_sync.domain.commands import (
+    AdjustStock,
+    Applied,
+    Command,
+    ExpireHolds,
+    ReceiveStock,
+    ReleaseReservation,
+    ReserveOrder,
+    ReserveOutcome,
+    ShipReservation,
+    TransferStock,
+    decide,
+)
+from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
+from pulsestock.v1.common_pb2 import Channel
+
+SKU = "MUG"
+WAREHOUSES = ["W1", "W2"]
+CHANNELS = [Channel.CHANNEL_TIKTOK_SHOP, Channel.CHANNEL_SHOPIFY, Channel.CHANNEL_AMAZON]
+HOLD = timedelta(minutes=10)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = SkuLedger(SKU)
+        self.now = datetime(2026, 11, 24, tzinfo=UTC)
+        # The model: plain numbers and a dict of holds.
+        self.on_hand = dict.fromkeys(WAREHOUSES, 0)
+        self.reserved = dict.fromkeys(WAREHOUSES, 0)
+        self.holds: dict[str, tuple[str, int, datetime | None]] = {}
+        self.orders = 0
+
+    def run(self, command: Command) -> Applied | ReserveOutcome | DomainError:
+        try:
+            events, outcome = decide(command, {SKU: self.ledger}, self.now, HOLD)
+        except DomainError as error:
+            return error
+        for event in events.get(SKU, []):
+            self.ledger.apply(event)
+        for event in channel_quantity_changes(self.ledger, self.now):
+            self.ledger.apply(event)
+        return outcome
+
+    def available(self, warehouse: str) -> int:
+        return self.on_hand[warehouse] - self.reserved[warehouse]
+
+    @rule(warehouse=st.sampled_from(WAREHOUSES), quantity=st.integers(-3, 20))
+    def receive(self, warehouse: str, quantity: int) -> None:
+        result = self.run(ReceiveStock(SKU, warehouse, quantity))
+        if quantity > 0:
+            assert isinstance(result, Applied)
+            self.on_hand[warehouse] += quantity
+        else:
+            assert isinstance(result, DomainError)
+
+    @rule(warehouse=st.sampled_from(WAREHOUSES), delta=st.integers(-15, 15))
+    def adjust(self, warehouse: str, delta: int) -> None:
+        result = self.run(AdjustStock(SKU, warehouse, delta, ev.ADJUSTMENT_REASON_COUNT))
+        if delta != 0 and self.on_hand[warehouse] + delta >= self.reserved[warehouse]:
+            assert isinstance(result, Applied)
+            self.on_hand[warehouse] += delta
+        else:
+            assert isinstance(result, DomainError)
+
+    @rule(
+        quantity=st.integers(1, 12),
+        channel=st.sampled_from(CHANNELS),
+        paid=st.booleans(),
+        already_sold=st.booleans(),
+    )
+    def reserve(self, quantity: int, channel: int, paid: bool, already_sold: bool) -> None:
+        self.orders += 1
+        order_id = f"o{self.orders}"
+        result = self.run(ReserveOrder(channel, order_id, ((SKU, quantity),), paid, already_sold))
+        fits = [w for w in WAREHOUSES if self.available(w) >= quantity]
+        if fits:
+            assert isinstance(result, ReserveOutcome)
+            assert result.reserved
+            warehouse = self.ledger.reservations[result.reservation_ids[0]].warehouse_id
+            assert warehouse in fits
+            self.reserved[warehouse] += quantity
+            expires = None if paid else self.now + HOLD
+            self.holds[result.reservation_ids[0]] = (warehouse, quantity, expires)
+        elif already_sold:
+            assert isinstance(result, ReserveOutcome)
+            assert result.oversold
+            assert not result.reserved
+        else:
+            assert isinstance(result, DomainError)
+        # Repeating the same order changes nothing and answers the same.
+        again = self.run(ReserveOrder(channel, order_id, ((SKU, quantity),), paid, already_sold))
+        if isinstance(result, ReserveOutcome):
+            assert again == result
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        if not self.holds:
+            return
+        reservation_id = data.draw(st.sampled_from(sorted(self.holds)))
+        result = self.run(ReleaseReservation(SKU, reservation_id, ev.RELEASE_REASON_CANCELLED))
+        assert isinstance(result, Applied)
+        warehouse, quantity, _ = self.holds.pop(reservation_id)
+        self.reserved[warehouse] -= quantity
+        assert isinstance(self.run(ReleaseReservation(SKU, reservation_id, 1)), Applied)
+
+    @rule(data=st.data())
+    def ship(self, data: st.DataObject) -> None:
+        if not self.holds:
+            return
+        reservation_id = data.draw(st.sampled_from(sorted(self.holds)))
+        result = self.run(ShipReservation(SKU, reservation_id))
+        assert isinstance(result, Applied)
+        warehouse, quantity, _ = self.holds.pop(reservation_id)
+        self.reserved[warehouse] -= quantity
+        self.on_hand[warehouse] -= quantity
+
+    @rule(source=st.sampled_from(WAREHOUSES), quantity=st.integers(0, 15))
+    def transfer(self, source: str, quantity: int) -> None:
+        target = next(w for w in WAREHOUSES if w != source)
+        result = self.run(TransferStock(SKU, source, target, quantity))
+        if 0 < quantity <= self.available(source):
+            assert isinstance(result, Applied)
+            self.on_hand[source] -= quantity
+            self.on_hand[target] += quantity
+        else:
+            assert isinstance(result, DomainError)
+
+    @rule(minutes=st.integers(0, 15))
+    def time_passes_then_expire(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+        assert isinstance(self.run(ExpireHolds(SKU)), Applied)
+        for reservation_id, (warehouse, quantity, expires) in list(self.holds.items()):
+            if expires is not None and expires <= self.now:
+                del self.holds[reservation_id]
+                self.reserved[warehouse] -= quantity
+
+    @invariant()
+    def stock_never_goes_wrong(self) -> None:
+        for warehouse in WAREHOUSES:
+            level = self.ledger.warehouses.get(warehouse)
+            on_hand = level.on_hand if level else 0
+            reserved = level.reserved if level else 0
+            assert 0 <= reserved <= on_hand
+            assert (on_hand, reserved) == (self.on_hand[warehouse], self.reserved[warehouse])
+        assert set(self.ledger.reservations) == set(self.holds)
+        for channel, quantity in self.ledger.channel_quantities.items():
+            assert 0 <= quantity <= self.ledger.available, channel
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestLedgerMatchesModel = LedgerMachine.TestCase
