@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from pulsestock.config import SERVICE_NAMES, ConfigError, Env, schema_name
+from pulsestock.config import SERVICE_NAMES, ConfigError, Env, service_schema
 
 
 def _database_url() -> str:
@@ -38,7 +38,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
     async def tail() -> None:
         url = _database_url()
-        schema = schema_name(args.service)
+        schema = service_schema(args.service)
         pool = await connect_pool(url, schema, max_size=2, application_name="pulsestock-tail")
         store = EventStore(pool, schema)
         position = args.after if args.after >= 0 else max(0, await store.head_position() - 20)
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pulsestock.runtime import main
     from pulsestock.services import definition_of
 
-    main(definition_of(args.service))
+    main(lambda: definition_of(args.service))
     return 0
 
 

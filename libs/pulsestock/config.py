@@ -7,6 +7,7 @@ reading a crash-looping pod's log sees what to fix without a traceback.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -35,6 +36,11 @@ def env_prefix(service: str) -> str:
 def schema_name(service: str) -> str:
     """Each service owns one PostgreSQL schema, named like its Python package."""
     return service.replace("-", "_")
+
+
+def service_schema(service: str, environ: Mapping[str, str] | None = None) -> str:
+    """The service's PostgreSQL schema: `<SERVICE>_DB_SCHEMA`, default its package name."""
+    return Env(environ).identifier(f"{env_prefix(service)}_DB_SCHEMA", schema_name(service))
 
 
 class Env:
@@ -83,6 +89,13 @@ class Env:
             raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
+    def identifier(self, name: str, default: str) -> str:
+        """A lower-case SQL identifier (a schema name)."""
+        value = self.raw(name) or default
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ConfigError(f"{name}={value!r} must be a lower-case SQL identifier")
+        return value
+
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
         value = self.raw(name)
         if value is None:
@@ -121,10 +134,7 @@ class ServiceSettings:
     log_format: str
     shutdown_grace_seconds: float
     otlp_endpoint: str | None
-
-    @property
-    def schema(self) -> str:
-        return schema_name(self.service)
+    schema: str
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -156,4 +166,5 @@ class ServiceSettings:
                 "SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=600.0
             ),
             otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
+            schema=service_schema(service, environ),
         )

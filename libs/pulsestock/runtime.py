@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from pulsestock.bus.provision import DEAD_LETTERS, StreamSpec, ensure_stream, se
 from pulsestock.config import ConfigError, ServiceSettings, redact
 from pulsestock.eventstore.events import NewEvent
 from pulsestock.eventstore.migrations import Migration, event_store_migrations, load_migrations
-from pulsestock.eventstore.store import EventStore, connect_pool
+from pulsestock.eventstore.store import EventStore, OutboxRoute, connect_pool
 from pulsestock.grpckit.server import GrpcServer
 from pulsestock.outbox import OutboxRelay
 from pulsestock.telemetry import configure_logging, configure_telemetry, get_logger
@@ -47,6 +47,10 @@ class ServiceDefinition:
     migrations_dir: Path | None = None
     roles: list[Role] = field(default_factory=list)
     extra_streams: list[StreamSpec] = field(default_factory=list)
+    # Runs once the pool and NATS are up, before the gRPC server accepts calls.
+    prepare: Callable[[ServiceContext], Awaitable[None]] | None = None
+    # Which appended events leave through the outbox, and on which subject.
+    outbox_route: Callable[[int], OutboxRoute] | None = None
 
     def migrations(self) -> list[Migration]:
         service_migrations = (
@@ -67,6 +71,10 @@ def default_outbox_route(service: str, partitions: int) -> Callable[[str, NewEve
     return route
 
 
+def _default_route(service: str) -> Callable[[int], OutboxRoute]:
+    return lambda partitions: default_outbox_route(service, partitions)
+
+
 async def _relay_role(context: ServiceContext, stop: asyncio.Event) -> None:
     relay = OutboxRelay(
         context.pool, context.nc, context.settings.schema, dsn=context.settings.database_url
@@ -74,11 +82,17 @@ async def _relay_role(context: ServiceContext, stop: asyncio.Event) -> None:
     await relay.run(stop)
 
 
-async def run_service(definition: ServiceDefinition, settings: ServiceSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+async def run_service(
+    definition: ServiceDefinition,
+    settings: ServiceSettings,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, or until `stop` is set when the caller passes one."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
 
     pool = await connect_pool(
         settings.database_url, settings.schema, application_name=settings.service
@@ -92,9 +106,13 @@ async def run_service(definition: ServiceDefinition, settings: ServiceSettings) 
             pool,
             settings.schema,
             source=f"/pulsestock/{settings.service}",
-            outbox_route=default_outbox_route(settings.service, settings.partitions),
+            outbox_route=(definition.outbox_route or _default_route(settings.service))(
+                settings.partitions
+            ),
         )
         context = ServiceContext(settings, pool, nc, store)
+        if definition.prepare is not None:
+            await definition.prepare(context)
         server = GrpcServer(
             settings.grpc_host, settings.grpc_port, lambda s: definition.register(s, context)
         )
@@ -124,12 +142,14 @@ async def run_service(definition: ServiceDefinition, settings: ServiceSettings) 
     log.info("stopped")
 
 
-def main(definition: ServiceDefinition) -> None:
+def main(build: Callable[[], ServiceDefinition]) -> None:
     """Entry point of `python -m pulsestock.<service>`."""
+    name = build.__module__.rsplit(".", 2)[-2] if build.__module__ else "pulsestock"
     try:
+        definition = build()
         settings = ServiceSettings.from_env(definition.name)
     except ConfigError as error:
-        print(f"{definition.name}: configuration error: {error}", file=sys.stderr)
+        print(f"{name}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.service, settings.log_level, settings.log_format)
     configure_telemetry(settings.service, settings.otlp_endpoint)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-
 from pulsestock.errors import DomainError
 from pulsestock.inventory_sync.domain.commands import (
     AdjustStock,

@@ -38,13 +38,17 @@ class DurableConsumer:
         batch: int = 256,
         fetch_timeout_s: float = 1.0,
         backoff: Callable[[int], float] = backoff_delay,
+        concurrent: bool = False,
     ) -> None:
+        """`concurrent` handles each fetched batch at once (for handlers whose order does not
+        matter and whose work groups well, e.g. commands into a group-commit writer)."""
         self.nc = nc
         self.spec = spec
         self.handler = handler
         self.batch = batch
         self.fetch_timeout_s = fetch_timeout_s
         self.backoff = backoff
+        self.concurrent = concurrent
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
@@ -55,8 +59,11 @@ class DurableConsumer:
                     messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout_s)
                 except nats.errors.TimeoutError:
                     continue
-                for message in messages:
-                    await self.process(message)
+                if self.concurrent:
+                    await asyncio.gather(*(self.process(m) for m in messages))
+                else:
+                    for message in messages:
+                        await self.process(message)
         finally:
             await subscription.unsubscribe()
 

@@ -21,6 +21,7 @@ from pulsestock.config import (
     Env,
     env_prefix,
     redact,
+    service_schema,
 )
 from pulsestock.devstack.servers import EmbeddedNats, EmbeddedPostgres
 from pulsestock.services import module_of
@@ -44,7 +45,7 @@ def migrate_all(database_url: str, services: list[str]) -> None:
         try:
             for name in services:
                 definition = definition_of(name)
-                await apply_migrations(conn, name.replace("-", "_"), definition.migrations())
+                await apply_migrations(conn, service_schema(name), definition.migrations())
         finally:
             await conn.close()
 

@@ -4,4 +4,4 @@ from pulsestock.fulfillment.bootstrap import build
 from pulsestock.runtime import main
 
 if __name__ == "__main__":
-    main(build())
+    main(build)

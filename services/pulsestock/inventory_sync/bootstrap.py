@@ -1,11 +1,24 @@
-"""Wiring of inventory-sync: its gRPC API, migrations and background roles."""
+"""Wiring of inventory-sync: the ledger writer and its partition leases, the read model, hold
+expiry, the order and pulse consumers, channel sync, and the gRPC API."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from pulsestock.bus import DurableConsumer, ensure_consumer, ensure_stream, service_stream
+from pulsestock.config import Env
+from pulsestock.eventstore import ProjectionRunner
+from pulsestock.inventory_sync.adapters.leases import PartitionLeases
+from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository, outbox_route
+from pulsestock.inventory_sync.application.expiry import run_expiry
+from pulsestock.inventory_sync.application.read_model import InventoryReadModel
+from pulsestock.inventory_sync.application.writer import LedgerWriter
+from pulsestock.inventory_sync.entrypoints.consumers import ORDERS, PULSES, OrderEvents, PulseEvents
 from pulsestock.inventory_sync.entrypoints.grpc_api import InventorySyncServicer
 from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import inventory_sync_pb2, inventory_sync_pb2_grpc
@@ -13,12 +26,103 @@ from pulsestock.v1 import inventory_sync_pb2, inventory_sync_pb2_grpc
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
-def register(server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
-    inventory_sync_pb2_grpc.add_InventorySyncServiceServicer_to_server(
-        InventorySyncServicer(context.store), server
-    )
-    return [inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name]
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class InventorySettings:
+    hold: timedelta
+    expiry_sweep_seconds: float
+    max_batch: int
+
+    @classmethod
+    def from_env(cls) -> InventorySettings:
+        env = Env()
+        return cls(
+            hold=timedelta(
+                seconds=env.integer(
+                    "INVENTORY_SYNC_HOLD_SECONDS", 600, minimum=1, maximum=7 * 86400
+                )
+            ),
+            expiry_sweep_seconds=env.number(
+                "INVENTORY_SYNC_EXPIRY_SWEEP_SECONDS", 1.0, minimum=0.05, maximum=3600
+            ),
+            max_batch=env.integer("INVENTORY_SYNC_MAX_BATCH", 1000, minimum=1, maximum=100_000),
+        )
+
+
+class InventorySync:
+    """The service's parts, created once the pool and NATS exist (`prepare`)."""
+
+    def __init__(self, settings: InventorySettings) -> None:
+        self.settings = settings
+        self.context: ServiceContext | None = None
+
+    async def prepare(self, context: ServiceContext) -> None:
+        self.context = context
+        settings = context.settings
+        self.leases = PartitionLeases(settings.database_url, settings.schema, settings.partitions)
+        await self.leases.start()
+        self.repository = LedgerRepository(context.store, settings.partitions)
+        self.writer = LedgerWriter(
+            self.repository,
+            utc_now,
+            hold=self.settings.hold,
+            max_batch=self.settings.max_batch,
+            owns=self.leases.owns_sku,
+        )
+        self.read_model = ProjectionRunner(
+            context.store, InventoryReadModel(), dsn=settings.database_url
+        )
+        js = context.nc.jetstream()
+        for consumed in ("ingest", "signal"):
+            await ensure_stream(js, service_stream(consumed))
+        for spec in (ORDERS, PULSES):
+            await ensure_consumer(js, spec)
+
+    def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
+        inventory_sync_pb2_grpc.add_InventorySyncServiceServicer_to_server(
+            InventorySyncServicer(self.writer, context.store, self.read_model), server
+        )
+        return [inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name]
+
+    async def run_writer(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await self.writer.run(stop)
+
+    async def run_leases(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await self.leases.run(stop)
+
+    async def run_read_model(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await self.read_model.run(stop)
+
+    async def run_expiry(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await run_expiry(
+            context.pool, self.writer, utc_now, stop, self.settings.expiry_sweep_seconds
+        )
+
+    async def run_orders(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        handler = OrderEvents(self.writer, self.repository).handle
+        await DurableConsumer(context.nc, ORDERS, handler, concurrent=True).run(stop)
+
+    async def run_pulses(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await DurableConsumer(context.nc, PULSES, PulseEvents(self.writer).handle).run(stop)
 
 
 def build() -> ServiceDefinition:
-    return ServiceDefinition(name="inventory-sync", register=register, migrations_dir=MIGRATIONS)
+    service = InventorySync(InventorySettings.from_env())
+    return ServiceDefinition(
+        name="inventory-sync",
+        register=service.register,
+        migrations_dir=MIGRATIONS,
+        prepare=service.prepare,
+        outbox_route=outbox_route,
+        roles=[
+            service.run_writer,
+            service.run_leases,
+            service.run_read_model,
+            service.run_expiry,
+            service.run_orders,
+            service.run_pulses,
+        ],
+    )

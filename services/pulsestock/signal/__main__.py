@@ -4,4 +4,4 @@ from pulsestock.runtime import main
 from pulsestock.signal.bootstrap import build
 
 if __name__ == "__main__":
-    main(build())
+    main(build)

@@ -28,7 +28,8 @@ def timestamp(moment: datetime) -> Timestamp:
 
 def reservation_id_for(channel: int, channel_order_id: str, sku: str) -> str:
     """Deterministic, so a repeated order maps to the same reservation."""
-    return f"{Channel.Name(Channel.ValueType(channel)).removeprefix('CHANNEL_').lower()}:{channel_order_id}:{sku}"
+    channel_name = Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
+    return f"{channel_name}:{channel_order_id}:{sku}"
 
 
 @dataclass

@@ -1,34 +1,356 @@
-"""The InventorySyncService gRPC servicer. RPCs not yet built answer UNIMPLEMENTED."""
+"""The InventorySyncService gRPC servicer: validates requests, turns them into ledger
+commands for the writer, and answers queries from the read model and the log."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
-from pulsestock.eventstore import EventStore
-from pulsestock.inventory_sync.application.queries import get_stock
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+from pulsestock.errors import InvalidArgument, Validator
+from pulsestock.eventstore import EventStore, ProjectionRunner
+from pulsestock.inventory_sync.application import queries
+from pulsestock.inventory_sync.application.writer import LedgerWriter
+from pulsestock.inventory_sync.domain.commands import (
+    AdjustStock,
+    Applied,
+    Outcome,
+    ReceiveStock,
+    ReleaseReservation,
+    ReserveOrder,
+    ReserveOutcome,
+    SetAllocationPolicy,
+    ShipReservation,
+    TransferStock,
+)
+from pulsestock.inventory_sync.domain.ledger import timestamp
+from pulsestock.inventory_sync.domain.sku import check_sku
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1 import inventory_sync_pb2 as pb
 from pulsestock.v1 import inventory_sync_pb2_grpc
+from pulsestock.v1.common_pb2 import Channel
+
+SELLING_CHANNELS = frozenset(
+    name for name in Channel.DESCRIPTOR.values_by_name if name != "CHANNEL_UNSPECIFIED"
+)
+MAX_LINES = 100
+MAX_ID_LENGTH = 128
+MAX_QUANTITY = 10_000_000
+
+
+def _check_id(validator: Validator, value: str, field: str, required: bool = True) -> None:
+    if not value:
+        validator.check(not required, field, "is required")
+        return
+    validator.check(
+        len(value) <= MAX_ID_LENGTH, field, f"must be at most {MAX_ID_LENGTH} characters"
+    )
+    validator.check(
+        value.isprintable() and value.strip() == value,
+        field,
+        "must be printable, without surrounding spaces",
+    )
+
+
+def _check_channel(validator: Validator, channel: int, field: str = "channel") -> None:
+    validator.check(
+        channel in Channel.values() and channel != Channel.CHANNEL_UNSPECIFIED,
+        field,
+        "must be CHANNEL_TIKTOK_SHOP, CHANNEL_SHOPIFY or CHANNEL_AMAZON",
+    )
+
+
+def _check_quantity(validator: Validator, quantity: int, field: str) -> None:
+    validator.check(0 < quantity <= MAX_QUANTITY, field, f"must be between 1 and {MAX_QUANTITY}")
+
+
+def _applied(outcome: Outcome) -> pb.LedgerCommandResponse:
+    assert isinstance(outcome, Applied)
+    return pb.LedgerCommandResponse(stream_version=outcome.version)
 
 
 class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer):
-    def __init__(self, store: EventStore) -> None:
+    def __init__(
+        self, writer: LedgerWriter, store: EventStore, read_model: ProjectionRunner
+    ) -> None:
+        self.writer = writer
         self.store = store
+        self.read_model = read_model
+
+    async def Receive(
+        self, request: pb.ReceiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LedgerCommandResponse:
+        v = Validator()
+        check_sku(v, request.sku)
+        _check_id(v, request.warehouse_id, "warehouse_id")
+        _check_quantity(v, request.quantity, "quantity")
+        _check_id(v, request.command_id, "command_id", required=False)
+        v.raise_if_invalid()
+        return _applied(
+            await self.writer.submit(
+                ReceiveStock(
+                    request.sku,
+                    request.warehouse_id,
+                    request.quantity,
+                    request.source,
+                    request.command_id,
+                )
+            )
+        )
+
+    async def Adjust(
+        self, request: pb.AdjustRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LedgerCommandResponse:
+        v = Validator()
+        check_sku(v, request.sku)
+        _check_id(v, request.warehouse_id, "warehouse_id")
+        v.check(
+            request.delta != 0 and abs(request.delta) <= MAX_QUANTITY,
+            "delta",
+            "must be non-zero and within range",
+        )
+        v.check(
+            request.reason in ev.AdjustmentReason.values()
+            and request.reason != ev.ADJUSTMENT_REASON_UNSPECIFIED,
+            "reason",
+            "must be COUNT, DAMAGE or RETURN",
+        )
+        _check_id(v, request.command_id, "command_id", required=False)
+        v.raise_if_invalid()
+        return _applied(
+            await self.writer.submit(
+                AdjustStock(
+                    request.sku,
+                    request.warehouse_id,
+                    request.delta,
+                    request.reason,
+                    request.command_id,
+                )
+            )
+        )
+
+    async def Reserve(
+        self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReserveResponse:
+        v = Validator()
+        _check_channel(v, request.channel)
+        _check_id(v, request.channel_order_id, "channel_order_id")
+        v.check(0 < len(request.lines) <= MAX_LINES, "lines", f"must hold 1 to {MAX_LINES} lines")
+        for index, line in enumerate(request.lines):
+            check_sku(v, line.sku, f"lines[{index}].sku")
+            _check_quantity(v, line.quantity, f"lines[{index}].quantity")
+        v.raise_if_invalid()
+        outcome = await self.writer.submit(
+            ReserveOrder(
+                channel=request.channel,
+                channel_order_id=request.channel_order_id,
+                lines=tuple((line.sku, line.quantity) for line in request.lines),
+                paid=request.paid,
+                already_sold=request.already_sold,
+            )
+        )
+        assert isinstance(outcome, ReserveOutcome)
+        response = pb.ReserveResponse(
+            reserved=outcome.reserved,
+            oversold=outcome.oversold,
+            reservation_ids=list(outcome.reservation_ids),
+        )
+        if outcome.expires_at is not None:
+            response.expires_at.CopyFrom(timestamp(outcome.expires_at))
+        return response
+
+    async def Release(
+        self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LedgerCommandResponse:
+        v = Validator()
+        check_sku(v, request.sku)
+        _check_id(v, request.reservation_id, "reservation_id")
+        v.check(
+            request.reason in ev.ReleaseReason.values()
+            and request.reason != ev.RELEASE_REASON_UNSPECIFIED,
+            "reason",
+            "must be CANCELLED, EXPIRED or PAYMENT_FAILED",
+        )
+        v.raise_if_invalid()
+        return _applied(
+            await self.writer.submit(
+                ReleaseReservation(request.sku, request.reservation_id, request.reason)
+            )
+        )
+
+    async def Ship(
+        self, request: pb.ShipRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LedgerCommandResponse:
+        v = Validator()
+        check_sku(v, request.sku)
+        _check_id(v, request.reservation_id, "reservation_id")
+        v.raise_if_invalid()
+        return _applied(
+            await self.writer.submit(ShipReservation(request.sku, request.reservation_id))
+        )
+
+    async def Transfer(
+        self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LedgerCommandResponse:
+        v = Validator()
+        check_sku(v, request.sku)
+        _check_id(v, request.from_warehouse_id, "from_warehouse_id")
+        _check_id(v, request.to_warehouse_id, "to_warehouse_id")
+        v.check(
+            request.from_warehouse_id != request.to_warehouse_id,
+            "to_warehouse_id",
+            "must differ from from_warehouse_id",
+        )
+        _check_quantity(v, request.quantity, "quantity")
+        _check_id(v, request.transfer_id, "transfer_id", required=False)
+        v.raise_if_invalid()
+        return _applied(
+            await self.writer.submit(
+                TransferStock(
+                    request.sku,
+                    request.from_warehouse_id,
+                    request.to_warehouse_id,
+                    request.quantity,
+                    request.transfer_id,
+                )
+            )
+        )
+
+    async def SetAllocationPolicy(
+        self, request: pb.SetAllocationPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LedgerCommandResponse:
+        policy = request.policy
+        v = Validator()
+        check_sku(v, policy.sku, "policy.sku")
+        v.check(
+            policy.kind in ev.AllocationPolicyKind.values()
+            and policy.kind != ev.ALLOCATION_POLICY_KIND_UNSPECIFIED,
+            "policy.kind",
+            "must be SHARED_POOL, FIXED_SHARES or PULSE_PRIORITY",
+        )
+        for name, buffer in policy.channel_buffers.items():
+            v.check(
+                name in SELLING_CHANNELS,
+                f"policy.channel_buffers[{name}]",
+                "unknown channel",
+            )
+            v.check(buffer >= 0, f"policy.channel_buffers[{name}]", "must not be negative")
+        for name, share in policy.channel_shares.items():
+            v.check(
+                name in SELLING_CHANNELS,
+                f"policy.channel_shares[{name}]",
+                "unknown channel",
+            )
+            v.check(
+                0.0 <= share <= 1.0, f"policy.channel_shares[{name}]", "must be between 0 and 1"
+            )
+        v.check(
+            sum(policy.channel_shares.values()) <= 1.0 + 1e-9,
+            "policy.channel_shares",
+            "must sum to at most 1",
+        )
+        v.check(policy.slow_channel_cap >= 0, "policy.slow_channel_cap", "must not be negative")
+        v.raise_if_invalid()
+        return _applied(await self.writer.submit(SetAllocationPolicy(policy.sku, policy)))
 
     async def GetStock(
         self, request: pb.GetStockRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStockResponse:
-        levels = await get_stock(self.store, request.sku)
+        _require_sku(request.sku)
+        rows = await queries.stock_of(self.store.pool, request.sku)
         return pb.GetStockResponse(
-            sku=levels.sku,
-            available=levels.available,
-            stream_version=levels.version,
+            sku=request.sku,
+            available=sum(r.available for r in rows),
+            stream_version=max((r.version for r in rows), default=0),
             warehouses=[
                 pb.WarehouseStock(
-                    warehouse_id=warehouse_id,
-                    on_hand=level.on_hand,
-                    reserved=level.reserved,
-                    safety_hold=level.safety_hold,
-                    available=level.available,
+                    warehouse_id=r.warehouse_id,
+                    on_hand=r.on_hand,
+                    reserved=r.reserved,
+                    safety_hold=r.safety_hold,
+                    available=r.available,
                 )
-                for warehouse_id, level in sorted(levels.warehouses.items())
+                for r in rows
             ],
         )
+
+    async def GetChannelQuantities(
+        self, request: pb.GetChannelQuantitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetChannelQuantitiesResponse:
+        _require_sku(request.sku)
+        quantities = await queries.channel_quantities_of(self.store.pool, request.sku)
+        return pb.GetChannelQuantitiesResponse(
+            quantities=[
+                ev.ChannelQuantityChanged(sku=request.sku, channel=channel, quantity=quantity)  # type: ignore[arg-type]
+                for channel, quantity in quantities.items()
+            ]
+        )
+
+    async def GetHistory(
+        self, request: pb.GetHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetHistoryResponse:
+        v = Validator()
+        check_sku(v, request.sku)
+        v.check(request.from_version >= 0, "from_version", "must not be negative")
+        v.check(0 <= request.limit <= 1000, "limit", "must be between 0 (default 100) and 1000")
+        v.raise_if_invalid()
+        events = await queries.history_of(
+            self.store, request.sku, request.from_version, request.limit or 100
+        )
+        entries = []
+        for event in events:
+            recorded_at = Timestamp()
+            recorded_at.FromDatetime(event.recorded_at)
+            entries.append(
+                pb.HistoryEntry(
+                    stream_version=event.stream_version,
+                    type=event.type,
+                    data_json=json.dumps(json_format.MessageToDict(event.decode()), sort_keys=True),
+                    recorded_at=recorded_at,
+                )
+            )
+        return pb.GetHistoryResponse(entries=entries)
+
+    async def Rebuild(
+        self, request: pb.RebuildRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RebuildResponse:
+        name = self.read_model.projection.name
+        if request.projection not in ("", name):
+            raise InvalidArgument.single(
+                "projection", f"unknown projection; this service has {name!r}"
+            )
+        return pb.RebuildResponse(events_applied=await self.read_model.rebuild())
+
+    async def GetSyncState(
+        self, request: pb.GetSyncStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSyncStateResponse:
+        v = Validator()
+        v.check(request.channel in Channel.values(), "channel", "unknown channel")
+        if request.sku:
+            check_sku(v, request.sku)
+        v.raise_if_invalid()
+        states = await queries.sync_states(self.store.pool, request.channel, request.sku)
+        response = pb.GetSyncStateResponse()
+        for state in states:
+            item = response.states.add(
+                channel=state.channel,
+                sku=state.sku,
+                desired_quantity=state.desired_quantity,
+                last_sent_quantity=state.last_sent_quantity or 0,
+                last_confirmed_quantity=state.last_confirmed_quantity or 0,
+                consecutive_failures=state.consecutive_failures,
+                last_error=state.last_error,
+                dead_lettered=state.dead_lettered,
+            )
+            if state.last_confirmed_at:
+                item.last_confirmed_at.CopyFrom(timestamp(state.last_confirmed_at))
+            if state.last_reconciled_at:
+                item.last_reconciled_at.CopyFrom(timestamp(state.last_reconciled_at))
+        return response
+
+
+def _require_sku(sku: str) -> None:
+    v = Validator()
+    check_sku(v, sku)
+    v.raise_if_invalid()

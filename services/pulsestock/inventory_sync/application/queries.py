@@ -1,0 +1,71 @@
+"""Read-side use cases of inventory-sync (answered from the read model and the log)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from pulsestock.eventstore import EventStore, RecordedEvent
+from pulsestock.inventory_sync.domain.sku import ledger_stream
+
+
+@dataclass(frozen=True)
+class StockRow:
+    warehouse_id: str
+    on_hand: int
+    reserved: int
+    safety_hold: int
+    version: int
+
+    @property
+    def available(self) -> int:
+        return max(0, self.on_hand - self.reserved - self.safety_hold)
+
+
+async def stock_of(pool: asyncpg.Pool, sku: str) -> list[StockRow]:
+    rows = await pool.fetch(
+        "SELECT warehouse_id, on_hand, reserved, safety_hold, version FROM stock_levels"
+        " WHERE sku = $1 ORDER BY warehouse_id",
+        sku,
+    )
+    return [StockRow(**dict(r)) for r in rows]
+
+
+async def channel_quantities_of(pool: asyncpg.Pool, sku: str) -> dict[int, int]:
+    rows = await pool.fetch(
+        "SELECT channel, quantity FROM channel_quantities WHERE sku = $1 ORDER BY channel", sku
+    )
+    return {r["channel"]: r["quantity"] for r in rows}
+
+
+async def history_of(
+    store: EventStore, sku: str, from_version: int, limit: int
+) -> list[RecordedEvent]:
+    return await store.read_stream(ledger_stream(sku), max(1, from_version), limit)
+
+
+@dataclass(frozen=True)
+class SyncState:
+    channel: int
+    sku: str
+    desired_quantity: int
+    last_sent_quantity: int | None
+    last_confirmed_quantity: int | None
+    consecutive_failures: int
+    last_error: str
+    dead_lettered: bool
+    last_confirmed_at: datetime | None
+    last_reconciled_at: datetime | None
+
+
+async def sync_states(pool: asyncpg.Pool, channel: int, sku: str) -> list[SyncState]:
+    rows = await pool.fetch(
+        "SELECT channel, sku, desired_quantity, last_sent_quantity, last_confirmed_quantity,"
+        " consecutive_failures, last_error, dead_lettered, last_confirmed_at, last_reconciled_at"
+        " FROM channel_sync_state WHERE ($1 = 0 OR channel = $1) AND ($2 = '' OR sku = $2)"
+        " ORDER BY channel, sku LIMIT 1000",
+        channel,
+        sku,
+    )
+    return [SyncState(**dict(r)) for r in rows]

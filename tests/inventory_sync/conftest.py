@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from pulsestock.devstack.servers import EmbeddedNats
+from pulsestock.v1 import inventory_sync_pb2_grpc
+
+from tests.helpers.infra import Infra, drop_schema, unique_name
+from tests.helpers.service import RunningService, running_service
+
+
+@pytest.fixture
+def nats_url(infra: Infra, tmp_path: Path) -> Iterator[str]:
+    """A NATS server of this test's own, so its streams and consumers start empty."""
+    server = EmbeddedNats(tmp_path)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def service_env() -> dict[str, str]:
+    """Tests override to set service settings (e.g. a short hold)."""
+    return {}
+
+
+@pytest.fixture
+async def inventory(
+    infra: Infra, nats_url: str, service_env: dict[str, str]
+) -> AsyncIterator[RunningService]:
+    schema = unique_name("inv")
+    async with running_service(
+        "inventory-sync", infra.database_url, nats_url, schema, service_env
+    ) as service:
+        yield service
+    await drop_schema(infra.database_url, schema)
+
+
+@pytest.fixture
+def stub(inventory: RunningService) -> inventory_sync_pb2_grpc.InventorySyncServiceStub:
+    return inventory_sync_pb2_grpc.InventorySyncServiceStub(inventory.channel)
