@@ -518,9 +518,12 @@ class ChannelQuantityChanged(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     channel: _common_pb2.Channel.ValueType
     quantity: _builtins.int
+    sequence: _builtins.int
+    """The SKU ledger's stream version of this event: later changes have higher sequences."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -530,10 +533,11 @@ class ChannelQuantityChanged(_message.Message):
         channel: _common_pb2.Channel.ValueType = ...,
         quantity: _builtins.int = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "quantity", b"quantity", "sequence", b"sequence", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

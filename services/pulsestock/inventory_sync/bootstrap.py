@@ -13,8 +13,14 @@ import grpc
 from pulsestock.bus import DurableConsumer, ensure_consumer, ensure_stream, service_stream
 from pulsestock.config import Env
 from pulsestock.eventstore import ProjectionRunner
+from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.leases import PartitionLeases
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository, outbox_route
+from pulsestock.inventory_sync.application.channel_sync import (
+    QUANTITY_CHANGES,
+    ChannelSync,
+    SyncPolicy,
+)
 from pulsestock.inventory_sync.application.expiry import run_expiry
 from pulsestock.inventory_sync.application.read_model import InventoryReadModel
 from pulsestock.inventory_sync.application.writer import LedgerWriter
@@ -35,6 +41,8 @@ class InventorySettings:
     hold: timedelta
     expiry_sweep_seconds: float
     max_batch: int
+    channels: ChannelConfigs
+    sync: SyncPolicy
 
     @classmethod
     def from_env(cls) -> InventorySettings:
@@ -49,6 +57,13 @@ class InventorySettings:
                 "INVENTORY_SYNC_EXPIRY_SWEEP_SECONDS", 1.0, minimum=0.05, maximum=3600
             ),
             max_batch=env.integer("INVENTORY_SYNC_MAX_BATCH", 1000, minimum=1, maximum=100_000),
+            channels=ChannelConfigs.from_env(env),
+            sync=SyncPolicy(
+                max_failures=env.integer("CHANNEL_SYNC_MAX_FAILURES", 8, minimum=1, maximum=100),
+                reconcile_every_s=env.number(
+                    "CHANNEL_SYNC_RECONCILE_SECONDS", 60.0, minimum=0.05, maximum=86400
+                ),
+            ),
         )
 
 
@@ -75,10 +90,13 @@ class InventorySync:
         self.read_model = ProjectionRunner(
             context.store, InventoryReadModel(), dsn=settings.database_url
         )
+        self.sync = ChannelSync(
+            context.pool, context.nc, self.settings.channels.clients(), utc_now, self.settings.sync
+        )
         js = context.nc.jetstream()
         for consumed in ("ingest", "signal"):
             await ensure_stream(js, service_stream(consumed))
-        for spec in (ORDERS, PULSES):
+        for spec in (ORDERS, PULSES, QUANTITY_CHANGES):
             await ensure_consumer(js, spec)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
@@ -108,6 +126,22 @@ class InventorySync:
     async def run_pulses(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await DurableConsumer(context.nc, PULSES, PulseEvents(self.writer).handle).run(stop)
 
+    async def run_channel_sync(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        """Intake, then a pusher and a reconciler per connected channel."""
+        intake = DurableConsumer(context.nc, QUANTITY_CHANGES, self.sync.intake, concurrent=True)
+        tasks = [asyncio.create_task(intake.run(stop))]
+        for channel in self.sync.clients:
+            tasks.append(asyncio.create_task(self.sync.run_pusher(channel, stop)))
+            tasks.append(asyncio.create_task(self.sync.run_reconciler(channel, stop)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for client in self.sync.clients.values():
+                await client.close()
+
 
 def build() -> ServiceDefinition:
     service = InventorySync(InventorySettings.from_env())
@@ -124,5 +158,6 @@ def build() -> ServiceDefinition:
             service.run_expiry,
             service.run_orders,
             service.run_pulses,
+            service.run_channel_sync,
         ],
     )

@@ -392,15 +392,21 @@ def end_pulse(ledger: SkuLedger, pulse_id: str, now: datetime) -> list[Message]:
 
 
 def channel_quantity_changes(ledger: SkuLedger, now: datetime) -> list[Message]:
-    """ChannelQuantityChanged for each channel whose quantity differs from the last one told."""
+    """ChannelQuantityChanged for each channel whose quantity differs from the last one told,
+    numbered with the stream versions they will be appended at."""
     target = channel_quantities(ledger.available, ledger.policy, ledger.hot_channel)
+    changed = [
+        (channel, quantity)
+        for channel, quantity in target.items()
+        if ledger.channel_quantities.get(channel) != quantity
+    ]
     return [
         ev.ChannelQuantityChanged(
             sku=ledger.sku,
             channel=channel,  # type: ignore[arg-type]
             quantity=quantity,
             at=timestamp(now),
+            sequence=ledger.version + offset,
         )
-        for channel, quantity in target.items()
-        if ledger.channel_quantities.get(channel) != quantity
+        for offset, (channel, quantity) in enumerate(changed, start=1)
     ]

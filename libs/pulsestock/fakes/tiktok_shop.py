@@ -1,0 +1,165 @@
+"""TikTok Shop Partner API (v202309): signed stock update and inventory search."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+from aiohttp import web
+from pulsestock.fakes.base import FakeChannel, RecordedRequest, TokenBucket
+
+UPDATE_PATH = "/product/202309/products/{product_id}/inventory/update"
+SEARCH_PATH = "/product/202309/inventory/search"
+
+
+def tiktok_signature(app_secret: str, path: str, query: dict[str, str], body: bytes) -> str:
+    """Query params except `sign` and `access_token`, sorted by key, as `{key}{value}`,
+    prefixed with the path, followed by the raw body, wrapped in the secret; HMAC-SHA256."""
+    pairs = "".join(f"{k}{query[k]}" for k in sorted(query) if k not in ("sign", "access_token"))
+    payload = f"{app_secret}{path}{pairs}".encode() + body + app_secret.encode()
+    return hmac.new(app_secret.encode(), payload, hashlib.sha256).hexdigest()
+
+
+class FakeTikTokShop(FakeChannel):
+    name = "tiktok_shop"
+
+    def __init__(
+        self,
+        app_key: str = "fake-app-key",
+        app_secret: str = "fake-app-secret",
+        access_token: str = "fake-tts-token",
+        shop_cipher: str = "fake-shop-cipher",
+        warehouse_id: str = "7000000000000000001",
+        rate_per_second: float = 50.0,
+    ) -> None:
+        super().__init__()
+        self.app_key, self.app_secret = app_key, app_secret
+        self.access_token, self.shop_cipher = access_token, shop_cipher
+        self.warehouse_id = warehouse_id
+        self.limit = TokenBucket(rate_per_second, rate_per_second)
+        self.stock: dict[str, int] = {}  # by TikTok SKU id
+
+    # Our SKU is the seller SKU; the fake's product and SKU ids derive from it.
+    @staticmethod
+    def product_id(sku: str) -> str:
+        return f"p-{sku}"
+
+    @staticmethod
+    def sku_id(sku: str) -> str:
+        return f"s-{sku}"
+
+    def quantity_of(self, sku: str) -> int | None:
+        return self.stock.get(self.sku_id(sku))
+
+    def set_quantity_outside(self, sku: str, quantity: int) -> None:
+        self.stock[self.sku_id(sku)] = quantity
+
+    def is_write(self, request: RecordedRequest) -> bool:
+        return request.path.endswith("/inventory/update")
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(UPDATE_PATH, self.update)
+        app.router.add_post(SEARCH_PATH, self.search)
+
+    def _error(self, status: int, code: int, message: str) -> web.Response:
+        return web.json_response(
+            {"code": code, "message": message, "request_id": uuid.uuid4().hex}, status=status
+        )
+
+    async def _authenticate(self, request: web.Request) -> web.Response | None:
+        query = dict(request.query)
+        if request.headers.get("x-tts-access-token") != self.access_token:
+            return self._error(401, 105002, "Expired credentials or invalid access token")
+        if query.get("app_key") != self.app_key or query.get("shop_cipher") != self.shop_cipher:
+            return self._error(401, 106011, "Invalid app_key or shop_cipher")
+        try:
+            skew = abs(time.time() - int(query.get("timestamp", "0")))
+        except ValueError:
+            skew = float("inf")
+        if skew > 300:
+            return self._error(401, 106010, "Invalid timestamp")
+        expected = tiktok_signature(self.app_secret, request.path, query, await request.read())
+        if not hmac.compare_digest(expected, query.get("sign", "")):
+            return self._error(401, 106001, "Invalid credentials: signature mismatch")
+        if not self.limit.take():
+            return self._error(429, 36009004, "Too many requests")
+        return None
+
+    async def update(self, request: web.Request) -> web.Response:
+        if (refusal := await self._authenticate(request)) is not None:
+            return refusal
+        try:
+            body = json.loads(await request.read())
+            skus = body["skus"]
+            errors = []
+            for item in skus:
+                for inventory in item["inventory"]:
+                    quantity = int(inventory["quantity"])
+                    if not 0 <= quantity <= 99999:
+                        errors.append(
+                            {
+                                "code": 12052049,
+                                "message": "quantity out of range",
+                                "detail": {"sku_id": item["id"]},
+                            }
+                        )
+                        continue
+                    if inventory["warehouse_id"] != self.warehouse_id:
+                        errors.append(
+                            {
+                                "code": 12052230,
+                                "message": "unknown warehouse",
+                                "detail": {"sku_id": item["id"]},
+                            }
+                        )
+                        continue
+                    self.stock[item["id"]] = quantity
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            return self._error(400, 40006, "Invalid request body")
+        return web.json_response(
+            {
+                "code": 0,
+                "message": "Success",
+                "request_id": uuid.uuid4().hex,
+                "data": {"errors": errors},
+            }
+        )
+
+    async def search(self, request: web.Request) -> web.Response:
+        if (refusal := await self._authenticate(request)) is not None:
+            return refusal
+        try:
+            sku_ids = json.loads(await request.read())["sku_ids"]
+        except (KeyError, TypeError, json.JSONDecodeError):
+            return self._error(400, 40006, "Invalid request body")
+        inventory = [
+            {
+                "product_id": "p-" + sku_id.removeprefix("s-"),
+                "skus": [
+                    {
+                        "id": sku_id,
+                        "total_available_quantity": self.stock.get(sku_id, 0),
+                        "warehouse_inventory": [
+                            {
+                                "warehouse_id": self.warehouse_id,
+                                "available_quantity": self.stock.get(sku_id, 0),
+                                "committed_quantity": 0,
+                            }
+                        ],
+                    }
+                ],
+            }
+            for sku_id in sku_ids
+            if sku_id in self.stock
+        ]
+        return web.json_response(
+            {
+                "code": 0,
+                "message": "Success",
+                "request_id": uuid.uuid4().hex,
+                "data": {"inventory": inventory},
+            }
+        )

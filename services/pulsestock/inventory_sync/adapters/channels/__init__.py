@@ -1,0 +1,1 @@
+"""Clients of the channels' inventory APIs: TikTok Shop, Shopify, Amazon SP-API."""

@@ -1,0 +1,135 @@
+"""Shopify Admin GraphQL: `inventorySetQuantities` (idempotent) and the inventory level query,
+within the cost-based rate limit (leaky bucket read from each response's throttleStatus)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pulsestock.inventory_sync.adapters.channels.base import (
+    ChannelError,
+    RateLimiter,
+    failure_for_status,
+    transport_failure,
+)
+from pulsestock.v1.common_pb2 import Channel
+
+API_VERSION = "2026-07"
+MUTATION_COST = 10
+QUERY_COST = 2
+
+SET_QUANTITIES = """
+mutation SetAvailable($input: InventorySetQuantitiesInput!)
+  @idempotent(key: "%s") {
+  inventorySetQuantities(input: $input) {
+    inventoryAdjustmentGroup { createdAt reason changes { name delta } }
+    userErrors { field message code }
+  }
+}
+"""
+
+INVENTORY_LEVEL = """
+query Level($id: ID!, $locationId: ID!) {
+  inventoryItem(id: $id) {
+    id
+    inventoryLevel(locationId: $locationId) { quantities(names: ["available"]) { name quantity } }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class ShopifyConfig:
+    base_url: str
+    access_token: str
+    location_id: str
+    points_per_second: float = 100.0
+    bucket_points: float = 2000.0
+    timeout_s: float = 5.0
+
+
+class ShopifyClient:
+    channel = Channel.CHANNEL_SHOPIFY
+
+    def __init__(self, config: ShopifyConfig) -> None:
+        self.config = config
+        self.limiter = RateLimiter(config.points_per_second, config.bucket_points)
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
+
+    @staticmethod
+    def inventory_item_id(sku: str) -> str:
+        # Until a catalogue import maps SKUs to inventory items, one convention (the fake's).
+        return f"gid://shopify/InventoryItem/{sku}"
+
+    async def _graphql(self, query: str, variables: dict[str, Any], cost: int) -> dict[str, Any]:
+        await self.limiter.acquire(cost)
+        try:
+            async with self.session.post(
+                f"{self.config.base_url}/admin/api/{API_VERSION}/graphql.json",
+                json={"query": query, "variables": variables},
+                headers={"X-Shopify-Access-Token": self.config.access_token},
+            ) as response:
+                text = await response.text()
+                if response.status != 200:
+                    raise failure_for_status(response, text)
+                payload: dict[str, Any] = json.loads(text)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise transport_failure(error) from error
+        throttle = payload.get("extensions", {}).get("cost", {}).get("throttleStatus", {})
+        errors = payload.get("errors")
+        if errors:
+            if any(e.get("extensions", {}).get("code") == "THROTTLED" for e in errors):
+                available = float(throttle.get("currentlyAvailable", 0))
+                rate = float(throttle.get("restoreRate", self.config.points_per_second)) or 1.0
+                wait = max(0.0, (cost - available) / rate)
+                self.limiter.tokens = available  # follow the server's bucket
+                raise ChannelError("Shopify THROTTLED", retryable=True, retry_after=wait)
+            raise ChannelError(f"Shopify errors: {errors}", retryable=False)
+        if "currentlyAvailable" in throttle:
+            self.limiter.tokens = min(self.limiter.tokens, float(throttle["currentlyAvailable"]))
+        return payload.get("data") or {}
+
+    async def set_quantity(self, sku: str, quantity: int) -> None:
+        data = await self._graphql(
+            SET_QUANTITIES % uuid.uuid4(),
+            {
+                "input": {
+                    "name": "available",
+                    "reason": "correction",
+                    "referenceDocumentUri": f"pulsestock://inventory-sync/{sku}",
+                    "quantities": [
+                        {
+                            "inventoryItemId": self.inventory_item_id(sku),
+                            "locationId": self.config.location_id,
+                            "quantity": quantity,
+                            # The ledger is the truth: set the absolute quantity, no CAS.
+                            "changeFromQuantity": None,
+                        }
+                    ],
+                }
+            },
+            MUTATION_COST,
+        )
+        result = data.get("inventorySetQuantities") or {}
+        if result.get("userErrors"):
+            raise ChannelError(f"Shopify userErrors: {result['userErrors']}", retryable=False)
+
+    async def get_quantity(self, sku: str) -> int | None:
+        data = await self._graphql(
+            INVENTORY_LEVEL,
+            {"id": self.inventory_item_id(sku), "locationId": self.config.location_id},
+            QUERY_COST,
+        )
+        item = data.get("inventoryItem")
+        if not item or not item.get("inventoryLevel"):
+            return None
+        for quantity in item["inventoryLevel"]["quantities"]:
+            if quantity["name"] == "available":
+                return int(quantity["quantity"])
+        return None
+
+    async def close(self) -> None:
+        await self.session.close()

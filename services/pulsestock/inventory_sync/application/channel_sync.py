@@ -1,0 +1,308 @@
+"""Channel sync: every channel shows the quantity the ledger projects for it.
+
+Intake (a JetStream consumer of ChannelQuantityChanged) keeps only the latest quantity per
+(channel, SKU) — coalescing, so a burst of changes becomes one call. A pusher per channel
+sends what differs from what the channel last confirmed, within the channel's rate limit,
+retrying 429/5xx/timeouts with exponential backoff and full jitter (or the channel's
+Retry-After), and dead-letters a SKU after repeated failure. A reconciler per channel reads
+quantities back and marks drift (edits made outside pulsestock) for the pusher to correct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from opentelemetry import metrics
+from pulsestock.bus import (
+    ConsumerSpec,
+    Envelope,
+    PermanentFailure,
+    dead_letter_subject,
+    service_stream,
+)
+from pulsestock.inventory_sync.adapters.channels.base import ChannelClient, ChannelError
+from pulsestock.telemetry import get_logger
+from pulsestock.v1 import inventory_sync_events_pb2 as ev
+from pulsestock.v1.common_pb2 import Channel
+
+log = get_logger(__name__)
+meter = metrics.get_meter(__name__)
+pushes = meter.create_counter("channel_sync.pushes", description="quantity updates sent")
+failures = meter.create_counter("channel_sync.failures", description="failed channel calls")
+drift = meter.create_counter("channel_sync.drift", description="drift found by reconciliation")
+
+QUANTITY_CHANGES = ConsumerSpec(
+    stream=service_stream("inventory-sync").name,
+    durable="inventory_sync__channel_sync",
+    filter_subjects=["inventory_sync.channel_quantity_changed.>"],
+)
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    max_failures: int = 8
+    base_backoff_s: float = 0.2
+    max_backoff_s: float = 60.0
+    reconcile_every_s: float = 60.0
+    reconcile_batch: int = 100
+    push_batch: int = 200
+
+
+@dataclass(frozen=True)
+class _Due:
+    sku: str
+    desired: int
+    position: int
+    failures: int
+
+
+class ChannelSync:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        nc: NATS,
+        clients: dict[int, ChannelClient],
+        clock: Clock,
+        policy: SyncPolicy = SyncPolicy(),
+    ) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.clients = clients
+        self.clock = clock
+        self.policy = policy
+        self._wake = {channel: asyncio.Event() for channel in clients}
+        self._paused_until: dict[int, datetime] = {}
+
+    # --- intake ---------------------------------------------------------------------------
+
+    async def intake(self, envelope: Envelope) -> None:
+        message = envelope.decode()
+        if not isinstance(message, ev.ChannelQuantityChanged):
+            raise PermanentFailure(f"unexpected {envelope.type}")
+        if message.channel not in self.clients:
+            return  # this channel is not connected
+        await self.pool.execute(
+            "INSERT INTO channel_sync_state AS s (channel, sku, desired_quantity, desired_position)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (channel, sku) DO UPDATE SET"
+            " desired_quantity = excluded.desired_quantity,"
+            " desired_position = excluded.desired_position,"
+            # A new quantity revives a dead-lettered SKU; a backoff in progress stays.
+            " dead_lettered = false,"
+            " consecutive_failures ="
+            "   CASE WHEN s.dead_lettered THEN 0 ELSE s.consecutive_failures END,"
+            " next_attempt_at ="
+            "   CASE WHEN s.dead_lettered THEN '-infinity' ELSE s.next_attempt_at END"
+            " WHERE s.desired_position < excluded.desired_position",
+            message.channel,
+            message.sku,
+            message.quantity,
+            message.sequence,
+        )
+        self._wake[message.channel].set()
+
+    # --- pushing --------------------------------------------------------------------------
+
+    async def run_pusher(self, channel: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                pushed = await self.push_due(channel)
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("channel sync round failed", channel=_name(channel), error=repr(error))
+                pushed = 0
+            if pushed:
+                continue
+            await self._sleep_until_due(channel, stop)
+
+    async def push_due(self, channel: int) -> int:
+        now = self.clock()
+        paused = self._paused_until.get(channel)
+        if paused is not None and paused > now:
+            return 0
+        rows = await self.pool.fetch(
+            "SELECT sku, desired_quantity, desired_position, consecutive_failures"
+            " FROM channel_sync_state WHERE channel = $1 AND NOT dead_lettered"
+            " AND last_confirmed_quantity IS DISTINCT FROM desired_quantity"
+            " AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3",
+            channel,
+            now,
+            self.policy.push_batch,
+        )
+        due = [
+            _Due(r["sku"], r["desired_quantity"], r["desired_position"], r["consecutive_failures"])
+            for r in rows
+        ]
+        await asyncio.gather(*(self._push(channel, item) for item in due))
+        return len(due)
+
+    async def _push(self, channel: int, item: _Due) -> None:
+        client = self.clients[channel]
+        try:
+            await client.set_quantity(item.sku, item.desired)
+        except ChannelError as error:
+            await self._failed(channel, item, error)
+            return
+        pushes.add(1, {"channel": _name(channel)})
+        await self.pool.execute(
+            "UPDATE channel_sync_state SET last_sent_quantity = $3, last_confirmed_quantity = $3,"
+            " last_confirmed_at = $4, consecutive_failures = 0, last_error = '',"
+            " next_attempt_at = '-infinity' WHERE channel = $1 AND sku = $2",
+            channel,
+            item.sku,
+            item.desired,
+            self.clock(),
+        )
+
+    async def _failed(self, channel: int, item: _Due, error: ChannelError) -> None:
+        failures.add(1, {"channel": _name(channel), "retryable": str(error.retryable)})
+        attempt = item.failures + 1
+        now = self.clock()
+        if not error.retryable or attempt >= self.policy.max_failures:
+            await self.pool.execute(
+                "UPDATE channel_sync_state SET last_sent_quantity = $3, consecutive_failures = $4,"
+                " last_error = $5, dead_lettered = true WHERE channel = $1 AND sku = $2",
+                channel,
+                item.sku,
+                item.desired,
+                attempt,
+                str(error)[:500],
+            )
+            await self._dead_letter(channel, item, error, attempt)
+            return
+        backoff = random.uniform(
+            0, min(self.policy.max_backoff_s, self.policy.base_backoff_s * 2**attempt)
+        )
+        delay = max(backoff, error.retry_after or 0.0)
+        if error.retry_after:
+            # A rate limit is the channel's, not the SKU's: pause the whole channel.
+            self._paused_until[channel] = now + timedelta(seconds=error.retry_after)
+        await self.pool.execute(
+            "UPDATE channel_sync_state SET last_sent_quantity = $3, consecutive_failures = $4,"
+            " last_error = $5, next_attempt_at = $6 WHERE channel = $1 AND sku = $2",
+            channel,
+            item.sku,
+            item.desired,
+            attempt,
+            str(error)[:500],
+            now + timedelta(seconds=delay),
+        )
+
+    async def _dead_letter(
+        self, channel: int, item: _Due, error: ChannelError, attempts: int
+    ) -> None:
+        log.error(
+            "channel sync dead-lettered", channel=_name(channel), sku=item.sku, error=str(error)
+        )
+        message = ev.ChannelQuantityChanged(
+            sku=item.sku,
+            channel=Channel.ValueType(channel),
+            quantity=item.desired,
+            sequence=item.position,
+        )
+        headers = {
+            "ce-type": "pulsestock.v1.ChannelQuantityChanged",
+            "ce-source": "/pulsestock/inventory-sync/channel-sync",
+            "ce-subject": item.sku,
+            "dead-letter-reason": str(error)[:512],
+            "dead-letter-deliveries": str(attempts),
+            "dead-letter-consumer": QUANTITY_CHANGES.durable,
+        }
+        with contextlib.suppress(Exception):  # the state row already records the failure
+            await self.nc.jetstream().publish(
+                dead_letter_subject(f"{QUANTITY_CHANGES.durable}.{_name(channel)}"),
+                message.SerializeToString(),
+                headers=headers,
+            )
+
+    async def _sleep_until_due(self, channel: int, stop: asyncio.Event) -> None:
+        wake = self._wake[channel]
+        next_due = await self.pool.fetchval(
+            "SELECT min(next_attempt_at) FROM channel_sync_state WHERE channel = $1"
+            " AND NOT dead_lettered AND last_confirmed_quantity IS DISTINCT FROM desired_quantity",
+            channel,
+        )
+        now = self.clock()
+        timeout = 1.0
+        if next_due is not None and next_due.year > 1:
+            timeout = min(timeout, max(0.01, (next_due - now).total_seconds()))
+        paused = self._paused_until.get(channel)
+        if paused is not None and paused > now:
+            timeout = max(timeout, (paused - now).total_seconds())
+        stopping = asyncio.create_task(stop.wait())
+        waking = asyncio.create_task(wake.wait())
+        await asyncio.wait([stopping, waking], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        waking.cancel()
+        wake.clear()
+
+    # --- reconciling ----------------------------------------------------------------------
+
+    async def reconcile(self, channel: int) -> int:
+        """Read back the least recently checked SKUs; mark drift for the pusher. Returns how
+        many drifted."""
+        rows = await self.pool.fetch(
+            "SELECT sku, desired_quantity, last_confirmed_quantity FROM channel_sync_state"
+            " WHERE channel = $1 AND NOT dead_lettered"
+            " AND last_confirmed_quantity IS NOT DISTINCT FROM desired_quantity"
+            " ORDER BY last_reconciled_at NULLS FIRST LIMIT $2",
+            channel,
+            self.policy.reconcile_batch,
+        )
+        drifted = 0
+        for row in rows:
+            try:
+                observed = await self.clients[channel].get_quantity(row["sku"])
+            except ChannelError as error:
+                log.warning(
+                    "reconcile read failed",
+                    channel=_name(channel),
+                    sku=row["sku"],
+                    error=str(error),
+                )
+                continue
+            if observed != row["last_confirmed_quantity"]:
+                drifted += 1
+                drift.add(1, {"channel": _name(channel)})
+                log.warning(
+                    "channel drifted from the ledger",
+                    channel=_name(channel),
+                    sku=row["sku"],
+                    observed=observed,
+                    expected=row["last_confirmed_quantity"],
+                )
+            # A changed observation makes the row differ from desired: the pusher corrects it.
+            await self.pool.execute(
+                "UPDATE channel_sync_state SET last_reconciled_at = $3,"
+                " last_confirmed_quantity = $4 WHERE channel = $1 AND sku = $2"
+                " AND last_confirmed_quantity IS NOT DISTINCT FROM $5",
+                channel,
+                row["sku"],
+                self.clock(),
+                observed,
+                row["last_confirmed_quantity"],
+            )
+        if drifted:
+            self._wake[channel].set()
+        return drifted
+
+    async def run_reconciler(self, channel: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.policy.reconcile_every_s)
+            if stop.is_set():
+                return
+            try:
+                await self.reconcile(channel)
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("reconcile round failed", channel=_name(channel), error=repr(error))
+
+
+def _name(channel: int) -> str:
+    return Channel.Name(Channel.ValueType(channel))
