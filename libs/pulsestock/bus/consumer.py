@@ -4,6 +4,7 @@ term after the last allowed delivery, and a helper that makes handlers idempoten
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -57,7 +58,12 @@ class DurableConsumer:
             while not stop.is_set():
                 try:
                     messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing waiting (nats.errors.TimeoutError is one too)
+                    continue
+                except nats.errors.Error as error:  # e.g. reconnecting: the loop carries on
+                    log.warning("fetch failed", consumer=self.spec.durable, error=repr(error))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
                     continue
                 if self.concurrent:
                     await asyncio.gather(*(self.process(m) for m in messages))

@@ -63,6 +63,12 @@ class InventorySettings:
                 reconcile_every_s=env.number(
                     "CHANNEL_SYNC_RECONCILE_SECONDS", 60.0, minimum=0.05, maximum=86400
                 ),
+                base_backoff_s=env.number(
+                    "CHANNEL_SYNC_BASE_BACKOFF_SECONDS", 0.2, minimum=0.001, maximum=60
+                ),
+                max_backoff_s=env.number(
+                    "CHANNEL_SYNC_MAX_BACKOFF_SECONDS", 60.0, minimum=0.01, maximum=3600
+                ),
             ),
         )
 

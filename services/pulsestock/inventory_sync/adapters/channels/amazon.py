@@ -40,7 +40,7 @@ class AmazonClient:
 
     def __init__(self, config: AmazonConfig) -> None:
         self.config = config
-        self.limiter = RateLimiter(config.rate_per_second, config.burst)
+        self.limiter = RateLimiter.under(config.rate_per_second, config.burst)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
         self._token = ""
         self._token_expires = 0.0

@@ -33,6 +33,14 @@ class ChannelClient(Protocol):
 class RateLimiter:
     """A token bucket that waits: keeps our calls within the channel's documented limit."""
 
+    # Aim a little under the documented limit: our clock and the channel's are not the same
+    # clock, and requests bunch up on the way.
+    HEADROOM = 0.9
+
+    @classmethod
+    def under(cls, rate: float, burst: float) -> RateLimiter:
+        return cls(rate * cls.HEADROOM, max(1.0, burst * cls.HEADROOM - 1))
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.capacity = burst

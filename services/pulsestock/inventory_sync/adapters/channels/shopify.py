@@ -56,7 +56,7 @@ class ShopifyClient:
 
     def __init__(self, config: ShopifyConfig) -> None:
         self.config = config
-        self.limiter = RateLimiter(config.points_per_second, config.bucket_points)
+        self.limiter = RateLimiter.under(config.points_per_second, config.bucket_points)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
 
     @staticmethod

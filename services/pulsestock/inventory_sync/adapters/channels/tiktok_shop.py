@@ -47,7 +47,7 @@ class TikTokShopClient:
 
     def __init__(self, config: TikTokShopConfig) -> None:
         self.config = config
-        self.limiter = RateLimiter(config.rate_per_second, config.rate_per_second)
+        self.limiter = RateLimiter.under(config.rate_per_second, config.rate_per_second)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
 
     # The seller's catalogue maps our SKU to TikTok product and SKU ids; until a catalogue
