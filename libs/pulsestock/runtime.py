@@ -94,6 +94,7 @@ async def run_service(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
+    server = GrpcServer(settings.grpc_host, settings.grpc_port)
     pool = await connect_pool(
         settings.database_url, settings.schema, application_name=settings.service
     )
@@ -113,9 +114,7 @@ async def run_service(
         context = ServiceContext(settings, pool, nc, store)
         if definition.prepare is not None:
             await definition.prepare(context)
-        server = GrpcServer(
-            settings.grpc_host, settings.grpc_port, lambda s: definition.register(s, context)
-        )
+        server.add_services(lambda s: definition.register(s, context))
         await server.start()
         log.info("serving", grpc=server.address, database=redact(settings.database_url))
         tasks = [

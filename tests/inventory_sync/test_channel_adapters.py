@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pulsestock.config import Env
-from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop
+from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop, fake_channel_env
 from pulsestock.inventory_sync.adapters.channels.amazon import AmazonClient
 from pulsestock.inventory_sync.adapters.channels.base import ChannelError
-from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs, fake_channel_env
+from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.channels.shopify import ShopifyClient
 from pulsestock.inventory_sync.adapters.channels.tiktok_shop import TikTokShopClient
 

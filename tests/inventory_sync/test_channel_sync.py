@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from nats.aio.client import Client as NATS
-from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop
-from pulsestock.inventory_sync.adapters.channels.config import fake_channel_env
+from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop, fake_channel_env
 from pulsestock.v1 import inventory_sync_pb2 as pb
 from pulsestock.v1.common_pb2 import Channel
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub as Stub

@@ -4,6 +4,7 @@ elsewhere), migrations, then every service as its own process; Ctrl-C or SIGTERM
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from pulsestock.config import (
     service_schema,
 )
 from pulsestock.devstack.servers import EmbeddedNats, EmbeddedPostgres
+from pulsestock.fakes import fake_channel_env
 from pulsestock.services import module_of
 
 
@@ -70,6 +72,7 @@ class DevStack:
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.children: list[ChildService] = []
+        self.fakes: subprocess.Popen[str] | None = None
         self.stopping = False
 
     def say(self, line: str) -> None:
@@ -96,10 +99,33 @@ class DevStack:
             self.say(f"external NATS        {redact(nats_url)}")
         migrate_all(database_url, self.services)
         child_env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url}
+        if "inventory-sync" in self.services and self._wants_fake_channels(env):
+            child_env.update(self._start_fake_channels())
         for name in self.services:
             port = env.port(f"{env_prefix(name)}_GRPC_PORT", DEFAULT_GRPC_PORTS[name])
             process = subprocess.Popen([sys.executable, "-m", module_of(name)], env=child_env)
             self.children.append(ChildService(name, port, process))
+
+    @staticmethod
+    def _wants_fake_channels(env: Env) -> bool:
+        configured = any(
+            env.raw(name)
+            for name in ("TIKTOK_SHOP_API_URL", "SHOPIFY_API_URL", "AMAZON_SP_API_URL")
+        )
+        return not configured and env.raw("PULSESTOCK_FAKE_CHANNELS") != "0"
+
+    def _start_fake_channels(self) -> dict[str, str]:
+        """The channels' fakes as a child process; inventory-sync syncs to them."""
+        self.fakes = subprocess.Popen(
+            [sys.executable, "-m", "pulsestock.fakes"], stdout=subprocess.PIPE, text=True
+        )
+        assert self.fakes.stdout is not None
+        urls = json.loads(self.fakes.stdout.readline())
+        self.say(
+            f"fake channels       tiktok_shop {urls['tiktok_shop']}  shopify {urls['shopify']}"
+            f"  amazon {urls['amazon']}"
+        )
+        return fake_channel_env(urls["tiktok_shop"], urls["shopify"], urls["amazon"])
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -141,6 +167,9 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+        if self.fakes is not None and self.fakes.poll() is None:
+            self.fakes.terminate()
+            self.fakes.wait(10)
         if self.nats:
             self.nats.stop()
         if self.postgres:

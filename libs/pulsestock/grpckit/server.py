@@ -26,22 +26,32 @@ class GrpcServer:
         self,
         host: str,
         port: int,
-        register: Callable[[grpc.aio.Server], Sequence[str]],
+        register: Callable[[grpc.aio.Server], Sequence[str]] | None = None,
     ) -> None:
-        """`register` adds the service's servicers and returns their full service names."""
+        """Binds the port at once (before the service opens its other connections, so that
+        none of their ephemeral ports can take it); servicers are added before `start`."""
         self.server = grpc.aio.server(interceptors=[ServerKitInterceptor()], options=SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.service_names = list(register(self.server))
+        self.service_names: list[str] = []
+        self.address = f"{host}:{port}"
+        try:
+            self.port = self.server.add_insecure_port(self.address)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.address}: in use or not available")
+        if register is not None:
+            self.add_services(register)
+
+    def add_services(self, register: Callable[[grpc.aio.Server], Sequence[str]]) -> None:
+        """`register` adds servicers and returns their full service names."""
+        self.service_names.extend(register(self.server))
+
+    async def start(self) -> None:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.address = f"{host}:{port}"
-        self.port = self.server.add_insecure_port(self.address)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.address}")
-
-    async def start(self) -> None:
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
