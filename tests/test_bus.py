@@ -155,7 +155,7 @@ async def test_malformed_message_is_dead_lettered_at_once(nc: NATS) -> None:
 
 
 async def test_trace_context_crosses_nats_from_producer_to_consumer(nc: NATS) -> None:
-    configure_telemetry("pulsestock-tests", None)
+    configure_telemetry("pulsestock-tests", None, force=True)
     spec, token = await make_stream(nc)
     consumer_spec = ConsumerSpec(spec.name, f"{token}__trace")
     await ensure_consumer(nc.jetstream(), consumer_spec)

@@ -12,12 +12,15 @@ def event_type_of(message: Message) -> str:
 
 
 def decode_event(type_name: str, data: bytes) -> Message:
-    """Parse a stored payload by its proto full name (the message's module must be imported)."""
-    _import_all_event_modules()
-    message_class = symbol_database.Default().GetSymbol(type_name)
-    message = message_class()
-    message.ParseFromString(data)
-    return message
+    """Parse a stored payload by its proto full name."""
+    message_class = _classes.get(type_name)
+    if message_class is None:
+        _import_all_event_modules()
+        message_class = _classes[type_name] = symbol_database.Default().GetSymbol(type_name)
+    return message_class.FromString(data)
+
+
+_classes: dict[str, type[Message]] = {}
 
 
 _imported = False

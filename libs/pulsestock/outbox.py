@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
-from pulsestock.eventstore.store import Wakeup, notify_channel
+from pulsestock.eventstore.store import CONNECTION_LOST, Wakeup, notify_channel
 from pulsestock.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -43,9 +43,10 @@ class OutboxRelay:
         self.publish_timeout_s = publish_timeout_s
         self.published = 0
 
-    async def relay_batch(self) -> int:
+    async def relay_batch(self, conn: asyncpg.Connection | None = None) -> int:
         """Publish the oldest pending rows (pipelined, all acks awaited), then delete them."""
-        rows = await self.pool.fetch(
+        db = conn or self.pool
+        rows = await db.fetch(
             "SELECT id, subject, data, headers FROM outbox ORDER BY id LIMIT $1", self.batch_size
         )
         if not rows:
@@ -57,14 +58,24 @@ class OutboxRelay:
         ]
         # Every ack must arrive before the rows go: an error leaves them for the next attempt.
         await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
-        await self.pool.execute("DELETE FROM outbox WHERE id <= $1", rows[-1]["id"])
+        await db.execute("DELETE FROM outbox WHERE id <= $1", rows[-1]["id"])
         self.published += len(rows)
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with self.pool.acquire() as lock_conn:
+        """Relay until `stop`; a lost database connection (and with it the relay lock) is
+        taken again after a pause."""
+        while not stop.is_set():
+            try:
+                await self._hold_lock_and_relay(stop)
+            except CONNECTION_LOST as error:
+                log.warning("outbox relay lost its connection, reconnecting", error=repr(error))
+                await _wait_or_stop(stop, self.poll_interval)
+
+    async def _hold_lock_and_relay(self, stop: asyncio.Event) -> None:
+        async with self.pool.acquire() as conn:
             while not stop.is_set():
-                held = await lock_conn.fetchval(
+                held = await conn.fetchval(
                     "SELECT pg_try_advisory_lock(hashtext('relay:' || current_schema()))"
                 )
                 if held:
@@ -73,19 +84,22 @@ class OutboxRelay:
             else:
                 return
             try:
-                await self._relay_until(stop)
+                await self._relay_until(stop, conn)
             finally:
-                await lock_conn.execute(
-                    "SELECT pg_advisory_unlock(hashtext('relay:' || current_schema()))"
-                )
+                with contextlib.suppress(*CONNECTION_LOST):
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtext('relay:' || current_schema()))"
+                    )
 
-    async def _relay_until(self, stop: asyncio.Event) -> None:
+    async def _relay_until(self, stop: asyncio.Event, conn: asyncpg.Connection) -> None:
         async with Wakeup(self.dsn, notify_channel(self.schema, "outbox")) as wakeup:
             while not stop.is_set():
                 try:
-                    if await self.relay_batch():
+                    if await self.relay_batch(conn):
                         continue
-                except (TimeoutError, OSError, asyncpg.PostgresError, nats.errors.Error) as error:
+                except CONNECTION_LOST:
+                    raise
+                except (TimeoutError, asyncpg.PostgresError, nats.errors.Error) as error:
                     log.warning("outbox relay batch failed, retrying", error=repr(error))
                 await wakeup.wait(self.poll_interval)
 

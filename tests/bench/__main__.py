@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import bench_eventstore, bench_outbox
+from tests.bench import bench_eventstore, bench_inventory, bench_outbox
 from tests.helpers.infra import running_infra
 
-BENCHMARKS = [bench_eventstore, bench_outbox]
+BENCHMARKS = [bench_eventstore, bench_outbox, bench_inventory]
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
 from tests.helpers.service import migrate, serving, start_service_process
 
 pytestmark = pytest.mark.slow
-STOCK = 300
-ORDERS = 500
+STOCK = 1200
+ORDERS = 2000
 KILLS = 3
 
 
@@ -71,8 +71,15 @@ async def test_sigkill_under_load_loses_and_duplicates_nothing(infra: Infra, nat
 
             load = asyncio.gather(*(place(i) for i in range(ORDERS)))
             unanswered_at_kill = []
-            for _ in range(KILLS):
-                await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment under load
+            for kill in range(KILLS):
+                # A random moment while orders are still arriving.
+                share = ORDERS // (KILLS + 1)
+                target = rng.randint(kill * share + 1, (kill + 1) * share)
+
+                async def reached(target: int = target) -> bool:
+                    return len(answers) >= target
+
+                await eventually(reached, within=60, what=f"{target} orders answered")
                 unanswered_at_kill.append(ORDERS - len(answers))
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
@@ -83,9 +90,16 @@ async def test_sigkill_under_load_loses_and_duplicates_nothing(infra: Infra, nat
 
             reserved_orders = {order for order, ok in answers.items() if ok}
             assert len(answers) == ORDERS
-            assert len(reserved_orders) == STOCK  # 500 orders for 300 units
-            history = await stub.GetHistory(pb.GetHistoryRequest(sku="HOT", limit=1000), timeout=10)
-            reservations = [e for e in history.entries if e.type == "pulsestock.v1.StockReserved"]
+            assert len(reserved_orders) == STOCK  # more orders than units
+            reservations = []
+            for from_version in range(1, 100_000, 1000):  # the audit trail, page by page
+                page = await stub.GetHistory(
+                    pb.GetHistoryRequest(sku="HOT", from_version=from_version, limit=1000),
+                    timeout=10,
+                )
+                reservations += [e for e in page.entries if e.type == "pulsestock.v1.StockReserved"]
+                if len(page.entries) < 1000:
+                    break
             assert len(reservations) == STOCK  # none lost, none applied twice
             assert {f"tiktok_shop:{o}:HOT" for o in reserved_orders} == {
                 __import__("json").loads(e.data_json)["reservationId"] for e in reservations

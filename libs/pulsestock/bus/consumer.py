@@ -11,14 +11,14 @@ import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from opentelemetry import trace
 from pulsestock.bus.codec import Envelope
 from pulsestock.bus.provision import ConsumerSpec, dead_letter_subject
-from pulsestock.telemetry import extract_trace_context, get_logger
+from pulsestock.telemetry import continue_trace, get_logger
 
 Handler = Callable[[Envelope], Awaitable[None]]
 log = get_logger(__name__)
-tracer = trace.get_tracer(__name__)
 
 
 class PermanentFailure(Exception):
@@ -57,7 +57,7 @@ class DurableConsumer:
         try:
             while not stop.is_set():
                 try:
-                    messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout_s)
+                    messages = await self._fetch(subscription)
                 except TimeoutError:  # nothing waiting (nats.errors.TimeoutError is one too)
                     continue
                 except nats.errors.Error as error:  # e.g. reconnecting: the loop carries on
@@ -73,25 +73,34 @@ class DurableConsumer:
         finally:
             await subscription.unsubscribe()
 
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Wait for the first message, then take what else is already there. (One
+        `fetch(batch)` would linger for its whole timeout when messages trickle in.)"""
+        first = await subscription.fetch(1, timeout=self.fetch_timeout_s)
+        if self.batch <= 1:
+            return list(first)
+        try:
+            more = await subscription.fetch(self.batch - 1, timeout=0.005)
+        except TimeoutError:
+            more = []
+        return [*first, *more]
+
     async def process(self, message: Msg) -> None:
-        delivery = message.metadata.num_delivered
         try:
             envelope = Envelope.from_headers(message.headers, message.data)
         except ValueError as error:
             await self._dead_letter(message, f"malformed: {error}")
             return
-        parent = extract_trace_context(envelope.headers)
-        with tracer.start_as_current_span(
-            f"{self.spec.durable} process", context=parent, kind=trace.SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.message.id", envelope.event_id)
-            span.set_attribute("messaging.destination.name", message.subject)
+        with continue_trace(
+            f"{self.spec.durable} process", envelope.headers, trace.SpanKind.CONSUMER
+        ):
             try:
                 await self.handler(envelope)
             except PermanentFailure as error:
                 await self._dead_letter(message, f"permanent: {error}")
             except Exception as error:  # any handler fault: retry, then dead-letter
-                span.record_exception(error)
+                trace.get_current_span().record_exception(error)
+                delivery = message.metadata.num_delivered  # parsed only when needed
                 if delivery >= self.spec.max_deliver:
                     await self._dead_letter(message, f"failed {delivery} times: {error!r}")
                 else:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 from pulsestock.eventstore.events import RecordedEvent
-from pulsestock.eventstore.store import EventStore, Wakeup, notify_channel
+from pulsestock.eventstore.store import CONNECTION_LOST, EventStore, Wakeup, notify_channel
 
 
 class Projection(Protocol):
@@ -18,6 +18,15 @@ class Projection(Protocol):
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         """Delete every row of the read model (before a rebuild)."""
+
+
+@runtime_checkable
+class BatchProjection(Projection, Protocol):
+    async def apply_batch(
+        self, conn: asyncpg.Connection, events: list[RecordedEvent], *, replay: bool
+    ) -> None:
+        """Fold several events at once (set-based writes); same result as one by one.
+        `replay` is true during a rebuild: change the rows, publish nothing again."""
 
 
 class CheckpointMovedBackwards(RuntimeError):
@@ -61,17 +70,28 @@ class ProjectionRunner:
                 f"{self.projection.name} would not advance to {position}"
             )
 
-    async def _apply_batch(self, conn: asyncpg.Connection, after: int) -> int:
-        events = await self.store.read_all(after, self.batch_size, conn=conn)
+    async def _fold(
+        self, conn: asyncpg.Connection, events: list[RecordedEvent], replay: bool = False
+    ) -> None:
+        if isinstance(self.projection, BatchProjection):
+            await self.projection.apply_batch(conn, events, replay=replay)
+            return
         for event in events:
             await self.projection.apply(conn, event)
+
+    async def _apply_batch(self, conn: asyncpg.Connection, after: int) -> int:
+        events = await self.store.read_all(after, self.batch_size, conn=conn)
+        await self._fold(conn, events)
         if events:
             await self._advance(conn, events[-1].global_position)
         return len(events)
 
-    async def run_batch(self) -> int:
+    async def run_batch(self, conn: asyncpg.Connection | None = None) -> int:
         """Apply the next batch and its checkpoint in one transaction; returns events applied."""
-        async with self.store.pool.acquire() as conn, conn.transaction():
+        if conn is None:
+            async with self.store.pool.acquire() as acquired:
+                return await self.run_batch(acquired)
+        async with conn.transaction():
             return await self._apply_batch(conn, await self._lock_checkpoint(conn))
 
     async def catch_up(self) -> int:
@@ -102,8 +122,7 @@ class ProjectionRunner:
                 events = await self.store.read_all(position, self.batch_size, conn=conn)
                 if not events:
                     break
-                for event in events:
-                    await self.projection.apply(conn, event)
+                await self._fold(conn, events, replay=True)
                 position = events[-1].global_position
                 total += len(events)
             if position:
@@ -115,6 +134,14 @@ class ProjectionRunner:
         channel = notify_channel(self.store.schema, "events")
         async with Wakeup(self._dsn, channel) as wakeup:
             while not stop.is_set():
-                if await self.run_batch():
+                try:
+                    await self._follow(stop, wakeup)
+                except CONNECTION_LOST:  # the database went away: take a new connection
+                    await wakeup.wait(self.poll_interval)
+
+    async def _follow(self, stop: asyncio.Event, wakeup: Wakeup) -> None:
+        async with self.store.pool.acquire() as conn:  # one connection while it lasts
+            while not stop.is_set():
+                if await self.run_batch(conn):
                     continue
                 await wakeup.wait(self.poll_interval)

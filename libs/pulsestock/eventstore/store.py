@@ -20,6 +20,14 @@ import asyncpg
 from pulsestock.bus.codec import cloudevent_headers
 from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, WrongExpectedVersion
 
+# Errors that mean the connection is gone (not that a statement failed): take a new one.
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+)
+
 OutboxRoute = Callable[[str, NewEvent], str | None]
 """(stream id, event) -> JetStream subject to publish it on, or None to keep it private."""
 

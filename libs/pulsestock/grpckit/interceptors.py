@@ -18,18 +18,12 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from pulsestock import errors
-from pulsestock.telemetry import extract_trace_context, get_logger
+from pulsestock.eventstore.store import CONNECTION_LOST
+from pulsestock.telemetry import continue_trace, get_logger
 
 log = get_logger("pulsestock.grpc")
-tracer = trace.get_tracer(__name__)
 
-_DATABASE_DOWN = (
-    OSError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,
-)
+_DATABASE_DOWN = (*CONNECTION_LOST, asyncpg.TooManyConnectionsError)
 
 
 def status_for(error: BaseException, reference: str) -> grpc.Status:
@@ -119,9 +113,7 @@ class _Call:
         """Log fields and a server span (continuing the caller's trace) around the call."""
         with (
             structlog.contextvars.bound_contextvars(rpc_method=self.method),
-            tracer.start_as_current_span(
-                self.method, context=extract_trace_context(self.metadata), kind=SpanKind.SERVER
-            ),
+            continue_trace(self.method, self.metadata, SpanKind.SERVER),
         ):
             yield
 

@@ -94,7 +94,9 @@ class InventorySync:
             owns=self.leases.owns_sku,
         )
         self.read_model = ProjectionRunner(
-            context.store, InventoryReadModel(), dsn=settings.database_url
+            context.store,
+            InventoryReadModel(context.store, settings.partitions),
+            dsn=settings.database_url,
         )
         self.sync = ChannelSync(
             context.pool, context.nc, self.settings.channels.clients(), utc_now, self.settings.sync
@@ -112,7 +114,10 @@ class InventorySync:
         return [inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name]
 
     async def run_writer(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        await self.writer.run(stop)
+        try:
+            await self.writer.run(stop)
+        finally:
+            await self.repository.close()
 
     async def run_leases(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await self.leases.run(stop)

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import asyncpg
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent, OutboxRoute, StreamAppend
+from pulsestock.eventstore.store import CONNECTION_LOST
 from pulsestock.inventory_sync.domain.ledger import SkuLedger
 from pulsestock.inventory_sync.domain.sku import ledger_stream
-from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 SERVICE = "inventory-sync"
-
-
-@dataclass(frozen=True)
-class OrderIndexRow:
-    channel: int
-    channel_order_id: str
-    sku: str
 
 
 class LedgerRepository:
     def __init__(self, store: EventStore, partitions: int) -> None:
         self.store = store
         self.partitions = partitions
+        self._conn: asyncpg.Connection | None = None
 
     async def load(self, sku: str) -> SkuLedger:
         ledger = SkuLedger(sku)
@@ -32,34 +27,25 @@ class LedgerRepository:
             ledger.apply(recorded.decode())
         return ledger
 
-    async def commit(
-        self,
-        appends: Sequence[StreamAppend],
-        stock_changes: Sequence[ev.StockChanged],
-        orders: Sequence[OrderIndexRow],
-    ) -> None:
-        """The batch's events, its published stock levels and its order index rows, in one
-        transaction: all of them or none."""
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            await self.store.append_many(appends, conn=conn)
-            if stock_changes:
-                await self.store.enqueue_messages(
-                    [
-                        (
-                            subject_for(SERVICE, "StockChanged", change.sku, self.partitions),
-                            NewEvent.of(change),
-                            ledger_stream(change.sku),
-                        )
-                        for change in stock_changes
-                    ],
-                    conn=conn,
-                )
-            if orders:
-                await conn.executemany(
-                    "INSERT INTO order_index (channel, channel_order_id, sku) VALUES ($1, $2, $3)"
-                    " ON CONFLICT DO NOTHING",
-                    [(o.channel, o.channel_order_id, o.sku) for o in orders],
-                )
+    async def commit(self, appends: Sequence[StreamAppend]) -> None:
+        """Append a batch's events in one statement (one round trip, its own transaction), on
+        a connection the single writer keeps."""
+        if self._conn is None:
+            self._conn = await self.store.pool.acquire()
+        try:
+            await self.store.append_many(appends, conn=self._conn)
+        except CONNECTION_LOST:
+            await self._drop_connection()
+            raise
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await self.store.pool.release(conn)
+
+    async def close(self) -> None:
+        await self._drop_connection()
 
     async def skus_of_order(self, channel: int, channel_order_id: str) -> tuple[str, ...]:
         rows = await self.store.pool.fetch(

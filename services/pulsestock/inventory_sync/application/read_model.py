@@ -4,83 +4,184 @@ channel quantities, folded from the ledger by a projection runner (rebuildable).
 from __future__ import annotations
 
 import asyncpg
-from pulsestock.eventstore import RecordedEvent
+from google.protobuf.timestamp_pb2 import Timestamp
+from pulsestock.bus.codec import subject_for
+from pulsestock.eventstore import EventStore, NewEvent, RecordedEvent
+from pulsestock.inventory_sync.domain.sku import ledger_stream
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 
-async def _move(
-    conn: asyncpg.Connection, sku: str, warehouse_id: str, on_hand: int, reserved: int, version: int
-) -> None:
-    """Add to a warehouse's levels. (Not an upsert: PostgreSQL checks the CHECK constraint
-    on the row an upsert proposes to insert, before it finds the conflict.)"""
-    status = await conn.execute(
-        "UPDATE stock_levels SET on_hand = on_hand + $3, reserved = reserved + $4, version = $5"
-        " WHERE sku = $1 AND warehouse_id = $2",
-        sku,
-        warehouse_id,
-        on_hand,
-        reserved,
-        version,
-    )
-    if status == "UPDATE 0":
+class InventoryReadModel:
+    """Also publishes `StockChanged` for each warehouse level a batch changed, through the
+    outbox in the batch's transaction (so exactly once), except while replaying a rebuild."""
+
+    name = "inventory_read_model"
+
+    def __init__(self, store: EventStore, partitions: int) -> None:
+        self.store = store
+        self.partitions = partitions
+
+    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent) -> None:
+        await self.apply_batch(conn, [event], replay=False)
+
+    async def apply_batch(
+        self, conn: asyncpg.Connection, events: list[RecordedEvent], *, replay: bool
+    ) -> None:
+        changed = await apply_batch(conn, events)
+        if replay or not changed:
+            return
+        at = Timestamp()
+        at.FromDatetime(events[-1].recorded_at)
+        messages = []
+        for row in changed:
+            change = ev.StockChanged(
+                sku=row["sku"],
+                warehouse_id=row["warehouse_id"],
+                on_hand=row["on_hand"],
+                reserved=row["reserved"],
+                available=max(0, row["on_hand"] - row["reserved"] - row["safety_hold"]),
+                at=at,
+            )
+            subject = subject_for("inventory-sync", "StockChanged", change.sku, self.partitions)
+            messages.append((subject, NewEvent.of(change), ledger_stream(change.sku)))
+        await self.store.enqueue_messages(messages, conn=conn)
+
+    async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
-            "INSERT INTO stock_levels (sku, warehouse_id, on_hand, reserved, version)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            sku,
-            warehouse_id,
-            on_hand,
-            reserved,
-            version,
+            "DELETE FROM stock_levels; DELETE FROM active_reservations;"
+            " DELETE FROM channel_quantities; DELETE FROM order_index"
         )
 
 
-class InventoryReadModel:
-    name = "inventory_read_model"
+class _BatchFold:
+    """Net effect of a batch of ledger events on the read model's rows."""
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    def __init__(self) -> None:
+        self.levels: dict[tuple[str, str], list[int]] = {}  # [on_hand, reserved, version]
+        self.added: dict[str, tuple[str, int, str, str, int, object]] = {}
+        self.removed: dict[str, tuple[bool, int]] = {}  # reservation id -> (shipped, version)
+        self.quantities: dict[tuple[str, int], tuple[int, int]] = {}
+        self.orders: set[tuple[int, str, str]] = set()
+
+    def move(self, sku: str, warehouse_id: str, on_hand: int, reserved: int, version: int) -> None:
+        level = self.levels.setdefault((sku, warehouse_id), [0, 0, 0])
+        level[0] += on_hand
+        level[1] += reserved
+        level[2] = max(level[2], version)
+
+    def fold(self, event: RecordedEvent) -> None:
         message = event.decode()
         version = event.stream_version
         if isinstance(message, ev.StockReceived):
-            await _move(conn, message.sku, message.warehouse_id, message.quantity, 0, version)
+            self.move(message.sku, message.warehouse_id, message.quantity, 0, version)
         elif isinstance(message, ev.StockAdjusted):
-            await _move(conn, message.sku, message.warehouse_id, message.delta, 0, version)
+            self.move(message.sku, message.warehouse_id, message.delta, 0, version)
         elif isinstance(message, ev.StockTransferred):
-            await _move(conn, message.sku, message.from_warehouse_id, -message.quantity, 0, version)
-            await _move(conn, message.sku, message.to_warehouse_id, message.quantity, 0, version)
+            self.move(message.sku, message.from_warehouse_id, -message.quantity, 0, version)
+            self.move(message.sku, message.to_warehouse_id, message.quantity, 0, version)
         elif isinstance(message, ev.StockReserved):
-            await _move(conn, message.sku, message.warehouse_id, 0, message.quantity, version)
-            await conn.execute(
-                "INSERT INTO active_reservations (reservation_id, sku, channel, channel_order_id,"
-                " warehouse_id, quantity, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                message.reservation_id,
+            self.move(message.sku, message.warehouse_id, 0, message.quantity, version)
+            expires = message.expires_at.ToDatetime() if message.HasField("expires_at") else None
+            self.orders.add((message.channel, message.channel_order_id, message.sku))
+            self.added[message.reservation_id] = (
                 message.sku,
                 message.channel,
                 message.channel_order_id,
                 message.warehouse_id,
                 message.quantity,
-                message.expires_at.ToDatetime() if message.HasField("expires_at") else None,
+                expires,
             )
         elif isinstance(message, ev.ReservationReleased | ev.StockShipped):
-            row = await conn.fetchrow(
-                "DELETE FROM active_reservations WHERE reservation_id = $1"
-                " RETURNING warehouse_id, quantity",
-                message.reservation_id,
-            )
-            shipped = row["quantity"] if isinstance(message, ev.StockShipped) else 0
-            await _move(conn, message.sku, row["warehouse_id"], -shipped, -row["quantity"], version)
+            shipped = isinstance(message, ev.StockShipped)
+            added = self.added.pop(message.reservation_id, None)
+            if added is None:  # made in an earlier batch: its row says where and how many
+                self.removed[message.reservation_id] = (shipped, version)
+            else:
+                _, _, _, warehouse_id, quantity, _ = added
+                self.move(
+                    message.sku, warehouse_id, -quantity if shipped else 0, -quantity, version
+                )
         elif isinstance(message, ev.ChannelQuantityChanged):
-            await conn.execute(
-                "INSERT INTO channel_quantities AS c (sku, channel, quantity, version)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (sku, channel) DO UPDATE SET"
-                " quantity = excluded.quantity, version = excluded.version",
-                message.sku,
-                message.channel,
-                message.quantity,
-                version,
-            )
+            self.quantities[(message.sku, message.channel)] = (message.quantity, version)
+        elif isinstance(message, ev.Oversold):
+            self.orders.add((message.channel, message.channel_order_id, message.sku))
 
-    async def clear(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            "DELETE FROM stock_levels; DELETE FROM active_reservations;"
-            " DELETE FROM channel_quantities"
+
+async def apply_batch(
+    conn: asyncpg.Connection, events: list[RecordedEvent]
+) -> list[asyncpg.Record]:
+    """Fold a batch into the rows; returns the stock levels it changed, as they now are."""
+    fold = _BatchFold()
+    for event in events:
+        fold.fold(event)
+    if fold.removed:
+        rows = await conn.fetch(
+            "DELETE FROM active_reservations WHERE reservation_id = ANY($1::text[])"
+            " RETURNING reservation_id, sku, warehouse_id, quantity",
+            list(fold.removed),
         )
+        for row in rows:
+            shipped, version = fold.removed[row["reservation_id"]]
+            quantity = row["quantity"]
+            fold.move(
+                row["sku"], row["warehouse_id"], -quantity if shipped else 0, -quantity, version
+            )
+    if fold.added:
+        columns = list(zip(*((rid, *row) for rid, row in fold.added.items()), strict=True))
+        await conn.execute(
+            "INSERT INTO active_reservations (reservation_id, sku, channel, channel_order_id,"
+            " warehouse_id, quantity, expires_at) SELECT * FROM unnest($1::text[], $2::text[],"
+            " $3::int[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[])",
+            *map(list, columns),
+        )
+    changed: list[asyncpg.Record] = []
+    levels = list(fold.levels.items())
+    if levels:
+        args = (
+            [k[0] for k, _ in levels],
+            [k[1] for k, _ in levels],
+            [v[0] for _, v in levels],
+            [v[1] for _, v in levels],
+            [v[2] for _, v in levels],
+        )
+        # UPDATE then INSERT, not an upsert: PostgreSQL checks the CHECK constraint on the
+        # row an upsert proposes to insert, before it finds the conflict.
+        changed += await conn.fetch(
+            "UPDATE stock_levels s SET on_hand = s.on_hand + d.on_hand,"
+            " reserved = s.reserved + d.reserved, version = greatest(s.version, d.version)"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])"
+            " AS d(sku, warehouse_id, on_hand, reserved, version)"
+            " WHERE s.sku = d.sku AND s.warehouse_id = d.warehouse_id"
+            " RETURNING s.sku, s.warehouse_id, s.on_hand, s.reserved, s.safety_hold",
+            *args,
+        )
+        changed += await conn.fetch(
+            "INSERT INTO stock_levels (sku, warehouse_id, on_hand, reserved, version)"
+            " SELECT d.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],"
+            " $5::bigint[]) AS d(sku, warehouse_id, on_hand, reserved, version)"
+            " WHERE NOT EXISTS (SELECT 1 FROM stock_levels s"
+            "   WHERE s.sku = d.sku AND s.warehouse_id = d.warehouse_id)"
+            " RETURNING sku, warehouse_id, on_hand, reserved, safety_hold",
+            *args,
+        )
+    if fold.quantities:
+        await conn.execute(
+            "INSERT INTO channel_quantities AS c (sku, channel, quantity, version)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])"
+            " ON CONFLICT (sku, channel) DO UPDATE SET quantity = excluded.quantity,"
+            " version = excluded.version",
+            [k[0] for k in fold.quantities],
+            [k[1] for k in fold.quantities],
+            [v[0] for v in fold.quantities.values()],
+            [v[1] for v in fold.quantities.values()],
+        )
+    if fold.orders:
+        channels, order_ids, skus = zip(*sorted(fold.orders), strict=True)
+        await conn.execute(
+            "INSERT INTO order_index (channel, channel_order_id, sku)"
+            " SELECT * FROM unnest($1::int[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            list(channels),
+            list(order_ids),
+            list(skus),
+        )
+    return changed

@@ -18,19 +18,17 @@ from datetime import datetime, timedelta
 from google.protobuf.message import Message
 from pulsestock.errors import DomainError, Unavailable
 from pulsestock.eventstore import NewEvent, StreamAppend, WrongExpectedVersion
-from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository, OrderIndexRow
+from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository
 from pulsestock.inventory_sync.domain.commands import (
     Applied,
     Command,
     Outcome,
-    ReserveOrder,
     decide,
     skus_of,
 )
-from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes, timestamp
+from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
 from pulsestock.inventory_sync.domain.sku import ledger_stream
 from pulsestock.telemetry import get_logger
-from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -124,10 +122,8 @@ class LedgerWriter:
                 self._ledgers[sku] = await self.repository.load(sku)
         ledgers = self._ledgers
         base_versions = {sku: ledgers[sku].version for sku in skus}
-        levels_before = {sku: _levels(ledgers[sku]) for sku in skus}
         new_events: dict[str, list[Message]] = defaultdict(list)
         outcomes: list[Outcome | Exception] = []
-        orders: list[OrderIndexRow] = []
         for item in batch:
             try:
                 events_by_sku, outcome = decide(item.command, ledgers, now, self.hold)
@@ -138,26 +134,19 @@ class LedgerWriter:
                 for event in events:
                     ledgers[sku].apply(event)
                 new_events[sku].extend(events)
-            if isinstance(item.command, ReserveOrder) and events_by_sku:
-                orders.extend(
-                    OrderIndexRow(item.command.channel, item.command.channel_order_id, sku)
-                    for sku in events_by_sku
-                )
             outcomes.append(outcome)
-        stock_changes = []
         for sku, events in new_events.items():
             quantity_events = channel_quantity_changes(ledgers[sku], now)
             for event in quantity_events:
                 ledgers[sku].apply(event)
             events.extend(quantity_events)
-            stock_changes.extend(_stock_changes(ledgers[sku], levels_before[sku], now))
         appends = [
             StreamAppend(ledger_stream(sku), base_versions[sku], [NewEvent.of(e) for e in events])
             for sku, events in new_events.items()
             if events
         ]
         if appends:
-            await self.repository.commit(appends, stock_changes, orders)
+            await self.repository.commit(appends)
         self.batches += 1
         self.commands += len(batch)
         for item, result in zip(batch, outcomes, strict=True):
@@ -167,29 +156,3 @@ class LedgerWriter:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
-
-
-def _levels(ledger: SkuLedger) -> dict[str, tuple[int, int, int]]:
-    return {
-        warehouse_id: (level.on_hand, level.reserved, level.safety_hold)
-        for warehouse_id, level in ledger.warehouses.items()
-    }
-
-
-def _stock_changes(
-    ledger: SkuLedger, before: dict[str, tuple[int, int, int]], now: datetime
-) -> list[ev.StockChanged]:
-    """One StockChanged per warehouse whose levels the batch changed, as they are after it."""
-    after = _levels(ledger)
-    return [
-        ev.StockChanged(
-            sku=ledger.sku,
-            warehouse_id=warehouse_id,
-            on_hand=on_hand,
-            reserved=reserved,
-            available=ledger.warehouses[warehouse_id].available,
-            at=timestamp(now),
-        )
-        for warehouse_id, (on_hand, reserved, _hold) in sorted(after.items())
-        if before.get(warehouse_id) != after[warehouse_id]
-    ]

@@ -9,6 +9,7 @@ it; an order the channel already sold without stock becomes Oversold, never nega
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,7 +21,10 @@ from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
 
+@functools.lru_cache(maxsize=16)
 def timestamp(moment: datetime) -> Timestamp:
+    """A batch decides hundreds of events at one `now`: convert it once. (Message fields
+    copy what they are given, so the cached value is never changed.)"""
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
