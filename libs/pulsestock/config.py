@@ -112,6 +112,15 @@ class Env:
         return value
 
 
+def _roles(value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise ConfigError("PULSESTOCK_ROLES is empty; name roles or unset it to run them all")
+    return names
+
+
 def redact(url: str) -> str:
     """Hide a password in a URL before it reaches a log or an error message."""
     parts = urlsplit(url)
@@ -135,6 +144,7 @@ class ServiceSettings:
     shutdown_grace_seconds: float
     otlp_endpoint: str | None
     schema: str
+    roles: frozenset[str] | None
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -167,4 +177,5 @@ class ServiceSettings:
             ),
             otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
             schema=service_schema(service, environ),
+            roles=_roles(env.raw("PULSESTOCK_ROLES")),
         )

@@ -75,6 +75,27 @@ def _default_route(service: str) -> Callable[[int], OutboxRoute]:
     return lambda partitions: default_outbox_route(service, partitions)
 
 
+def role_name(role: Role) -> str:
+    """`run_read_model` -> `read_model`; the outbox relay is `relay`."""
+    name = getattr(role, "__name__", "role")
+    return "relay" if name == "_relay_role" else name.removeprefix("run_")
+
+
+def selected_roles(definition: ServiceDefinition, wanted: frozenset[str] | None) -> list[Role]:
+    """Every role, or those PULSESTOCK_ROLES names (e.g. the read side in its own process)."""
+    roles: list[Role] = [_relay_role, *definition.roles]
+    if wanted is None:
+        return roles
+    known = {role_name(role) for role in roles}
+    unknown = wanted - known
+    if unknown:
+        raise ConfigError(
+            f"PULSESTOCK_ROLES names {', '.join(sorted(unknown))}; {definition.name} has"
+            f" {', '.join(sorted(known))}"
+        )
+    return [role for role in roles if role_name(role) in wanted]
+
+
 async def _relay_role(context: ServiceContext, stop: asyncio.Event) -> None:
     relay = OutboxRelay(
         context.pool, context.nc, context.settings.schema, dsn=context.settings.database_url
@@ -118,8 +139,8 @@ async def run_service(
         await server.start()
         log.info("serving", grpc=server.address, database=redact(settings.database_url))
         tasks = [
-            asyncio.create_task(role(context, stop), name=getattr(role, "__name__", "role"))
-            for role in (_relay_role, *definition.roles)
+            asyncio.create_task(role(context, stop), name=role_name(role))
+            for role in selected_roles(definition, settings.roles)
         ]
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -147,6 +168,7 @@ def main(build: Callable[[], ServiceDefinition]) -> None:
     try:
         definition = build()
         settings = ServiceSettings.from_env(definition.name)
+        selected_roles(definition, settings.roles)  # unknown role names fail here, in one line
     except ConfigError as error:
         print(f"{name}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

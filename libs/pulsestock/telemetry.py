@@ -95,6 +95,9 @@ def continue_trace(
     """Run a block as a span that continues the trace in `headers`. When nothing records
     spans, only attach the caller's context (so it still propagates onward): a no-op span
     costs a surprising share of a small message's handling."""
+    if not tracing_enabled() and not (headers and "traceparent" in headers):
+        yield  # nothing to record, nothing to pass on
+        return
     parent = extract_trace_context(headers)
     if tracing_enabled():
         with trace.get_tracer("pulsestock").start_as_current_span(name, context=parent, kind=kind):

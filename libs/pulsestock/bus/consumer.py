@@ -19,6 +19,7 @@ from pulsestock.telemetry import continue_trace, get_logger
 
 Handler = Callable[[Envelope], Awaitable[None]]
 log = get_logger(__name__)
+BATCHES_IN_FLIGHT = 2
 
 
 class PermanentFailure(Exception):
@@ -29,23 +30,32 @@ def backoff_delay(delivery: int, base_s: float = 0.5, cap_s: float = 30.0) -> fl
     return float(min(cap_s, base_s * 2 ** (delivery - 1)))
 
 
+BatchHandler = Callable[[list[Envelope]], Awaitable[list[Exception | None]]]
+"""Handles a fetched batch at once; returns, per envelope, None (done) or what went wrong."""
+
+
 class DurableConsumer:
     def __init__(
         self,
         nc: NATS,
         spec: ConsumerSpec,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         batch: int = 256,
         fetch_timeout_s: float = 1.0,
         backoff: Callable[[int], float] = backoff_delay,
         concurrent: bool = False,
     ) -> None:
-        """`concurrent` handles each fetched batch at once (for handlers whose order does not
-        matter and whose work groups well, e.g. commands into a group-commit writer)."""
+        """Give `handler` (one message at a time; `concurrent` runs a fetched batch's
+        messages at once) or `batch_handler` (the whole batch in one call, for work that
+        groups well, e.g. commands into a group-commit writer)."""
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.nc = nc
         self.spec = spec
         self.handler = handler
+        self.batch_handler = batch_handler
         self.batch = batch
         self.fetch_timeout_s = fetch_timeout_s
         self.backoff = backoff
@@ -54,6 +64,7 @@ class DurableConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
         subscription = await js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
                 try:
@@ -65,12 +76,22 @@ class DurableConsumer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
                     continue
-                if self.concurrent:
+                if self.batch_handler is not None:
+                    # Fetch the next batch while this one is handled (its commit overlaps
+                    # the next fetch); at most BATCHES_IN_FLIGHT at once.
+                    task = asyncio.create_task(self.process_batch(messages))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    if len(in_flight) >= BATCHES_IN_FLIGHT:
+                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                elif self.concurrent:
                     await asyncio.gather(*(self.process(m) for m in messages))
                 else:
                     for message in messages:
                         await self.process(message)
         finally:
+            if in_flight:
+                await asyncio.wait(in_flight)
             await subscription.unsubscribe()
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
@@ -86,6 +107,7 @@ class DurableConsumer:
         return [*first, *more]
 
     async def process(self, message: Msg) -> None:
+        assert self.handler is not None
         try:
             envelope = Envelope.from_headers(message.headers, message.data)
         except ValueError as error:
@@ -96,24 +118,50 @@ class DurableConsumer:
         ):
             try:
                 await self.handler(envelope)
-            except PermanentFailure as error:
-                await self._dead_letter(message, f"permanent: {error}")
-            except Exception as error:  # any handler fault: retry, then dead-letter
+            except Exception as error:
                 trace.get_current_span().record_exception(error)
-                delivery = message.metadata.num_delivered  # parsed only when needed
-                if delivery >= self.spec.max_deliver:
-                    await self._dead_letter(message, f"failed {delivery} times: {error!r}")
-                else:
-                    log.warning(
-                        "handler failed, will retry",
-                        consumer=self.spec.durable,
-                        event_id=envelope.event_id,
-                        delivery=delivery,
-                        error=repr(error),
-                    )
-                    await message.nak(delay=self.backoff(delivery))
+                await self._settle(message, envelope, error)
             else:
                 await message.ack()
+
+    async def process_batch(self, messages: list[Msg]) -> None:
+        assert self.batch_handler is not None
+        parsed: list[tuple[Msg, Envelope]] = []
+        for message in messages:
+            try:
+                parsed.append((message, Envelope.from_headers(message.headers, message.data)))
+            except ValueError as error:
+                await self._dead_letter(message, f"malformed: {error}")
+        if not parsed:
+            return
+        try:
+            results = await self.batch_handler([envelope for _, envelope in parsed])
+        except Exception as error:  # the whole batch failed: each message retries
+            results = [error] * len(parsed)
+        for (message, envelope), result in zip(parsed, results, strict=True):
+            await self._settle(message, envelope, result)
+
+    async def _settle(self, message: Msg, envelope: Envelope, error: Exception | None) -> None:
+        """Ack a success; dead-letter a permanent failure or the last allowed delivery;
+        nak anything else with a backoff."""
+        if error is None:
+            await message.ack()
+            return
+        if isinstance(error, PermanentFailure):
+            await self._dead_letter(message, f"permanent: {error}")
+            return
+        delivery = message.metadata.num_delivered  # parsed only when needed
+        if delivery >= self.spec.max_deliver:
+            await self._dead_letter(message, f"failed {delivery} times: {error!r}")
+            return
+        log.warning(
+            "handler failed, will retry",
+            consumer=self.spec.durable,
+            event_id=envelope.event_id,
+            delivery=delivery,
+            error=repr(error),
+        )
+        await message.nak(delay=self.backoff(delivery))
 
     async def _dead_letter(self, message: Msg, reason: str) -> None:
         headers = dict(message.headers or {})

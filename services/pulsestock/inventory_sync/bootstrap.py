@@ -84,7 +84,8 @@ class InventorySync:
         self.context = context
         settings = context.settings
         self.leases = PartitionLeases(settings.database_url, settings.schema, settings.partitions)
-        await self.leases.start()
+        if settings.roles is None or "writer" in settings.roles:
+            await self.leases.start()  # only a process that writes takes partitions
         self.repository = LedgerRepository(context.store, settings.partitions)
         self.writer = LedgerWriter(
             self.repository,
@@ -131,8 +132,8 @@ class InventorySync:
         )
 
     async def run_orders(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        handler = OrderEvents(self.writer, self.repository).handle
-        await DurableConsumer(context.nc, ORDERS, handler, concurrent=True).run(stop)
+        orders = OrderEvents(self.writer, self.repository)
+        await DurableConsumer(context.nc, ORDERS, batch_handler=orders.handle_batch).run(stop)
 
     async def run_pulses(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await DurableConsumer(context.nc, PULSES, PulseEvents(self.writer).handle).run(stop)

@@ -62,12 +62,19 @@ class LedgerWriter:
         self.commands = 0
 
     async def submit(self, command: Command) -> Outcome:
+        return await self.enqueue(command)
+
+    def enqueue(self, command: Command) -> asyncio.Future[Outcome]:
+        """Queue a command; the future resolves when its batch has committed."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         for sku in skus_of(command):
             if not self.owns(sku):
-                raise Unavailable(f"SKU {sku} belongs to a partition another replica owns; retry")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(command, future))
-        return await future
+                future.set_exception(
+                    Unavailable(f"SKU {sku} belongs to a partition another replica owns; retry")
+                )
+                return future
+        self._queue.put_nowait(_Pending(command, future))
+        return future
 
     async def run(self, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())

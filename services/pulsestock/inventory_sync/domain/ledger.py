@@ -223,18 +223,14 @@ def adjust(
 
 def warehouse_for(ledger: SkuLedger, quantity: int) -> str | None:
     """The warehouse that can cover the whole line with the most to spare (ties by id)."""
-    candidates = [
-        (level.available, warehouse_id)
-        for warehouse_id, level in ledger.warehouses.items()
-        if level.available >= quantity
-    ]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: (c[0], _reverse(c[1])))[1]
-
-
-def _reverse(text: str) -> tuple[int, ...]:
-    return tuple(-ord(ch) for ch in text)
+    best: tuple[int, str] | None = None
+    for warehouse_id, level in ledger.warehouses.items():
+        available = level.available
+        if available >= quantity and (
+            best is None or (-available, warehouse_id) < (-best[0], best[1])
+        ):
+            best = (available, warehouse_id)
+    return None if best is None else best[1]
 
 
 def reserve(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pulsestock.bus import ConsumerSpec, Envelope, PermanentFailure, service_stream
 from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository
@@ -36,22 +38,43 @@ class OrderEvents:
         self.writer = writer
         self.repository = repository
 
+    async def handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
+        """Every order of a fetched batch into the writer at once: one group commit, and no
+        task per message."""
+        pending: list[asyncio.Future[object]] = []
+        for envelope in envelopes:
+            future: asyncio.Future[object]
+            try:
+                message = envelope.decode()
+                if isinstance(message, ingest_events_pb2.OrderPlaced):
+                    future = self.writer.enqueue(self._reserve(message))  # type: ignore[assignment]
+                else:
+                    future = asyncio.ensure_future(self.handle(envelope))
+            except Exception as error:
+                future = asyncio.get_running_loop().create_future()
+                future.set_exception(error)
+            pending.append(future)
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        return [_as_failure(r) if isinstance(r, BaseException) else None for r in results]
+
+    @staticmethod
+    def _reserve(message: ingest_events_pb2.OrderPlaced) -> ReserveOrder:
+        lines = tuple((line.sku, line.quantity) for line in message.lines)
+        if not lines:
+            raise PermanentFailure("an order without lines")
+        return ReserveOrder(
+            channel=message.channel,
+            channel_order_id=message.channel_order_id,
+            lines=lines,
+            paid=not message.awaiting_payment,
+            already_sold=True,
+        )
+
     async def handle(self, envelope: Envelope) -> None:
         message = envelope.decode()
         if isinstance(message, ingest_events_pb2.OrderPlaced):
-            lines = tuple((line.sku, line.quantity) for line in message.lines)
-            if not lines:
-                raise PermanentFailure("an order without lines")
             try:
-                await self.writer.submit(
-                    ReserveOrder(
-                        channel=message.channel,
-                        channel_order_id=message.channel_order_id,
-                        lines=lines,
-                        paid=not message.awaiting_payment,
-                        already_sold=True,
-                    )
-                )
+                await self.writer.submit(self._reserve(message))
             except (InvalidArgument, PreconditionFailed) as error:
                 raise PermanentFailure(str(error)) from error
         elif isinstance(message, ingest_events_pb2.OrderCancelled):
@@ -62,6 +85,13 @@ class OrderEvents:
             await self.writer.submit(CancelOrder(message.channel, message.channel_order_id, skus))
         else:
             raise PermanentFailure(f"unexpected {envelope.type}")
+
+
+def _as_failure(error: BaseException) -> Exception:
+    """A rejected order can never succeed: dead-letter it rather than retry it."""
+    if isinstance(error, InvalidArgument | PreconditionFailed):
+        return PermanentFailure(str(error))
+    return error if isinstance(error, Exception) else RuntimeError(repr(error))
 
 
 class PulseEvents:
