@@ -32,6 +32,8 @@ def test_defaults_from_a_minimal_environment() -> None:
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"PULSESTOCK_PARTITIONS": "0"}, "PULSESTOCK_PARTITIONS"),
         ({"SHUTDOWN_GRACE_SECONDS": "soon"}, "SHUTDOWN_GRACE_SECONDS"),
+        ({"PULSESTOCK_ROLES": " , "}, "PULSESTOCK_ROLES"),
+        ({"INVENTORY_SYNC_DB_SCHEMA": "Bad-Schema"}, "INVENTORY_SYNC_DB_SCHEMA"),
     ],
 )
 def test_bad_value_names_the_variable(overrides: dict[str, str], named: str) -> None:
@@ -45,6 +47,21 @@ def test_password_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         ServiceSettings.from_env("ingest", {**GOOD, "DATABASE_URL": "mysql://u:s3cret@h/db"})
     assert "s3cret" not in str(caught.value)
+
+
+def test_unknown_role_is_refused_in_one_line() -> None:
+    env = {**os.environ, **GOOD, "PULSESTOCK_ROLES": "writer,juggler"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pulsestock.inventory_sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "PULSESTOCK_ROLES names juggler" in result.stderr
 
 
 def test_service_process_exits_with_one_line_naming_the_variable() -> None:

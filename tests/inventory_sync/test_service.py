@@ -11,6 +11,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from pulsestock.bus import cloudevent_headers, subject_for
 from pulsestock.eventstore import NewEvent
@@ -365,3 +367,54 @@ async def test_six_hundred_concurrent_orders_for_a_hundred_units(stub: Stub) -> 
         return await channel_quantities(stub, "VIRAL") == {TIKTOK: 0, SHOPIFY: 0, AMAZON: 0}
 
     await eventually(sold_out, what="every channel at zero")
+
+
+async def test_stock_changes_are_published_with_the_levels_after_them(
+    stub: Stub, bus: NATS
+) -> None:
+    changes = await bus.jetstream().subscribe("inventory_sync.stock_changed.>")
+    await receive(stub, "BOX", 9, "W7")
+    await reserve(stub, "BOX", 4, "b1", paid=True)
+    seen: list[ev.StockChanged] = []
+
+    async def reserved_seen() -> bool:
+        message = await changes.next_msg(timeout=5)
+        assert message.headers is not None
+        assert message.headers["ce-type"] == "pulsestock.v1.StockChanged"
+        seen.append(ev.StockChanged.FromString(message.data))
+        return seen[-1].reserved == 4
+
+    await eventually(reserved_seen, within=10, what="a StockChanged with the reservation")
+    last = seen[-1]
+    assert (last.sku, last.warehouse_id, last.on_hand, last.available) == ("BOX", "W7", 9, 5)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    stock=st.integers(0, 40),
+    orders=st.lists(st.integers(1, 5), min_size=1, max_size=60),
+    already_sold=st.booleans(),
+)
+async def test_successful_reservations_never_exceed_stock(
+    stub: Stub, stock: int, orders: list[int], already_sold: bool
+) -> None:
+    """Property, over real gRPC and PostgreSQL: whatever the stock and the concurrent orders,
+    what is reserved fits in the stock, and the ledger agrees with the answers."""
+    sku = f"P-{uuid.uuid4().hex[:8]}"
+    if stock:
+        await receive(stub, sku, stock)
+
+    async def order(index: int, quantity: int) -> int:
+        try:
+            reply = await reserve(
+                stub, sku, quantity, f"o{index}", paid=True, already_sold=already_sold
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            return 0
+        return quantity if reply.reserved else 0
+
+    reserved = sum(await asyncio.gather(*(order(i, q) for i, q in enumerate(orders))))
+    assert reserved <= stock
+    await wait_for_stock(stub, sku, on_hand=stock, reserved=reserved, available=stock - reserved)

@@ -43,6 +43,7 @@ class InventorySettings:
     max_batch: int
     channels: ChannelConfigs
     sync: SyncPolicy
+    lease_rebalance_seconds: float
 
     @classmethod
     def from_env(cls) -> InventorySettings:
@@ -58,6 +59,9 @@ class InventorySettings:
             ),
             max_batch=env.integer("INVENTORY_SYNC_MAX_BATCH", 1000, minimum=1, maximum=100_000),
             channels=ChannelConfigs.from_env(env),
+            lease_rebalance_seconds=env.number(
+                "INVENTORY_SYNC_LEASE_REBALANCE_SECONDS", 2.0, minimum=0.05, maximum=600
+            ),
             sync=SyncPolicy(
                 max_failures=env.integer("CHANNEL_SYNC_MAX_FAILURES", 8, minimum=1, maximum=100),
                 reconcile_every_s=env.number(
@@ -83,7 +87,12 @@ class InventorySync:
     async def prepare(self, context: ServiceContext) -> None:
         self.context = context
         settings = context.settings
-        self.leases = PartitionLeases(settings.database_url, settings.schema, settings.partitions)
+        self.leases = PartitionLeases(
+            settings.database_url,
+            settings.schema,
+            settings.partitions,
+            rebalance_interval=self.settings.lease_rebalance_seconds,
+        )
         if settings.roles is None or "writer" in settings.roles:
             await self.leases.start()  # only a process that writes takes partitions
         self.repository = LedgerRepository(context.store, settings.partitions)
