@@ -49,31 +49,26 @@ def test_password_is_not_echoed() -> None:
     assert "s3cret" not in str(caught.value)
 
 
-def test_unknown_role_is_refused_in_one_line() -> None:
-    env = {**os.environ, **GOOD, "PULSESTOCK_ROLES": "writer,juggler"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pulsestock.inventory_sync"],
-        env=env,
+def run_module(module: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        env={**os.environ, **GOOD, **overrides},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_unknown_role_is_refused_in_one_line() -> None:
+    result = run_module("pulsestock.inventory_sync", PULSESTOCK_ROLES="writer,juggler")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "PULSESTOCK_ROLES names juggler" in result.stderr
 
 
 def test_service_process_exits_with_one_line_naming_the_variable() -> None:
-    env = {**os.environ, **GOOD, "SIGNAL_GRPC_PORT": "not-a-port"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pulsestock.signal"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module("pulsestock.signal", SIGNAL_GRPC_PORT="not-a-port")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

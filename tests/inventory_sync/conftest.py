@@ -7,6 +7,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from pulsestock.devstack.servers import EmbeddedNats
+from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop
 from pulsestock.v1 import inventory_sync_pb2_grpc
 
 from tests.helpers.infra import Infra, drop_schema, unique_name
@@ -27,6 +28,20 @@ async def bus(nats_url: str) -> AsyncIterator[NATS]:
     client = await nats.connect(nats_url)
     yield client
     await client.close()
+
+
+Fakes = tuple[FakeTikTokShop, FakeShopify, FakeAmazon]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    """The three channel APIs' fakes, listening on loopback for this test."""
+    servers = (FakeTikTokShop(), FakeShopify(), FakeAmazon())
+    for server in servers:
+        await server.start()
+    yield servers
+    for server in servers:
+        await server.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from pulsestock.config import Env
@@ -13,16 +12,6 @@ from pulsestock.inventory_sync.adapters.channels.base import ChannelError
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.channels.shopify import ShopifyClient
 from pulsestock.inventory_sync.adapters.channels.tiktok_shop import TikTokShopClient
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeTikTokShop, FakeShopify, FakeAmazon]]:
-    servers = (FakeTikTokShop(), FakeShopify(), FakeAmazon())
-    for server in servers:
-        await server.start()
-    yield servers
-    for server in servers:
-        await server.stop()
 
 
 def configs(

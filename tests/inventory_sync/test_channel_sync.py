@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -24,16 +23,6 @@ CHANNEL_OF = {
     "shopify": Channel.CHANNEL_SHOPIFY,
     "amazon": Channel.CHANNEL_AMAZON,
 }
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    servers = (FakeTikTokShop(), FakeShopify(), FakeAmazon())
-    for server in servers:
-        await server.start()
-    yield servers
-    for server in servers:
-        await server.stop()
 
 
 @pytest.fixture
