@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from pulsestock.devstack.servers import EmbeddedNats
 from pulsestock.eventstore.store import EventStore, connect_pool
 
 from tests.helpers.infra import (
@@ -45,5 +47,21 @@ async def store(pool: asyncpg.Pool, schema: str) -> EventStore:
 @pytest.fixture
 async def nc(infra: Infra) -> AsyncIterator[NATS]:
     client = await nats.connect(infra.nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def nats_url(infra: Infra, tmp_path: Path) -> Iterator[str]:
+    """A NATS server of this test's own, so a service's streams and consumers start empty."""
+    server = EmbeddedNats(tmp_path)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
     yield client
     await client.close()

@@ -1,34 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-import nats
 import pytest
-from nats.aio.client import Client as NATS
-from pulsestock.devstack.servers import EmbeddedNats
 from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop
 from pulsestock.v1 import inventory_sync_pb2_grpc
 
 from tests.helpers.infra import Infra, drop_schema, unique_name
 from tests.helpers.service import RunningService, running_service
-
-
-@pytest.fixture
-def nats_url(infra: Infra, tmp_path: Path) -> Iterator[str]:
-    """A NATS server of this test's own, so its streams and consumers start empty."""
-    server = EmbeddedNats(tmp_path)
-    server.start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
-
 
 Fakes = tuple[FakeTikTokShop, FakeShopify, FakeAmazon]
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+from pulsestock.ingest.application.ingestion import Ingestion
 from pulsestock.ingest.entrypoints.grpc_api import IngestServiceServicer
 from pulsestock.ingest.entrypoints.webhooks import serve_http
 from pulsestock.runtime import ServiceContext, ServiceDefinition
@@ -14,8 +16,13 @@ from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
-def register(server: grpc.aio.Server, _context: ServiceContext) -> Sequence[str]:
-    servicer = IngestServiceServicer()  # type: ignore[abstract]
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def register(server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
+    ingestion = Ingestion(context.store, utc_now, context.settings.partitions)
+    servicer = IngestServiceServicer(ingestion)
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
     return [ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name]
 

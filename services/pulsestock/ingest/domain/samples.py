@@ -1,0 +1,127 @@
+"""Validation of content samples: pure rules, each rejection with a reason a client can act on.
+`now` comes in from the edge."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+MAX_SAMPLES_PER_MESSAGE = 1000
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    video_id: str
+    observed_at: datetime
+    views: int
+    likes: int
+    shares: int
+    comments: int
+
+    @property
+    def counters(self) -> tuple[int, int, int, int]:
+        return (self.views, self.likes, self.shares, self.comments)
+
+
+@dataclass(frozen=True)
+class Video:
+    video_id: str
+    published_at: datetime
+
+
+class Verdict:
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"  # the same sample again (a retried stream): accepted, not re-sent
+
+
+def _future(skew: timedelta) -> str:
+    return f"observed_at is in the future beyond the {int(skew.total_seconds())} s clock skew"
+
+
+def valid_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+def judge_video_sample(
+    sample: VideoSample,
+    video: Video | None,
+    previous: VideoSample | None,
+    now: datetime,
+    skew: timedelta = CLOCK_SKEW,
+    accepted_then: VideoSample | None = None,
+) -> str:
+    """Verdict.ACCEPT, Verdict.DUPLICATE, or the reason for rejecting the sample.
+
+    `previous` is the video's last accepted sample; `accepted_then`, the sample accepted at
+    exactly this sample's observed_at, if any (a retried stream resends older samples)."""
+    if not valid_id(sample.video_id):
+        return "malformed video_id"
+    if video is None:
+        return f"unknown video {sample.video_id}: register it first"
+    if min(sample.counters) < 0:
+        return "counters must not be negative"
+    if sample.observed_at > now + skew:
+        return _future(skew)
+    if sample.observed_at < video.published_at:
+        return "observed_at is before the video was published"
+    if previous is not None:
+        if sample.observed_at == previous.observed_at:
+            if sample.counters == previous.counters:
+                return Verdict.DUPLICATE
+            return "another sample was already accepted at this observed_at"
+        if sample.observed_at < previous.observed_at:
+            if accepted_then is not None and accepted_then.counters == sample.counters:
+                return Verdict.DUPLICATE
+            return "older than the last accepted sample of this video"
+        names = ("views", "likes", "shares", "comments")
+        for name, new, old in zip(names, sample.counters, previous.counters, strict=True):
+            if new < old:
+                return f"cumulative {name} went backwards ({old} -> {new})"
+    return Verdict.ACCEPT
+
+
+@dataclass(frozen=True)
+class LiveSample:
+    live_id: str
+    skus: tuple[str, ...]
+    observed_at: datetime
+    concurrent_viewers: int
+    interactions: int
+    orders_so_far: int
+
+
+def judge_live_sample(
+    sample: LiveSample,
+    previous: LiveSample | None,
+    now: datetime,
+    skew: timedelta = CLOCK_SKEW,
+) -> str:
+    if not valid_id(sample.live_id):
+        return "malformed live_id"
+    if not sample.skus or not all(valid_id(sku) for sku in sample.skus):
+        return "skus must list at least one well-formed SKU"
+    if min(sample.concurrent_viewers, sample.interactions, sample.orders_so_far) < 0:
+        return "counts must not be negative"
+    if sample.observed_at > now + skew:
+        return _future(skew)
+    if previous is not None:
+        same = (sample.interactions, sample.orders_so_far) == (
+            previous.interactions,
+            previous.orders_so_far,
+        )
+        if sample.observed_at == previous.observed_at:
+            return (
+                Verdict.DUPLICATE
+                if same
+                else "another sample was already accepted at this observed_at"
+            )
+        if sample.observed_at < previous.observed_at:
+            return "older than the last accepted sample of this live session"
+        if sample.interactions < previous.interactions:
+            return "cumulative interactions went backwards"
+        if sample.orders_so_far < previous.orders_so_far:
+            return "orders_so_far went backwards"
+    return Verdict.ACCEPT

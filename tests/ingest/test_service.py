@@ -1,0 +1,215 @@
+"""ingest over real gRPC, PostgreSQL and NATS JetStream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from nats.aio.client import Client as NATS
+from pulsestock.v1 import ingest_events_pb2 as ev
+from pulsestock.v1 import ingest_pb2 as pb
+from pulsestock.v1.common_pb2 import Channel, OrderLine
+from pulsestock.v1.ingest_pb2_grpc import IngestServiceStub as Stub
+from pulsestock.v1.inventory_sync_pb2 import GetStockRequest, ReceiveRequest
+from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
+
+from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
+from tests.helpers.service import running_service
+
+
+def stamp(moment: datetime) -> Timestamp:
+    result = Timestamp()
+    result.FromDatetime(moment)
+    return result
+
+
+NOW = datetime.now(UTC)
+
+
+async def register(stub: Stub, video_id: str = "vid-1") -> bool:
+    reply = await stub.RegisterVideo(
+        pb.RegisterVideoRequest(
+            video_id=video_id,
+            skus=["MUG-1"],
+            creator_id="creator-9",
+            creator_followers=120_000,
+            published_at=stamp(NOW - timedelta(hours=2)),
+            channel=Channel.CHANNEL_TIKTOK_SHOP,
+        ),
+        timeout=10,
+    )
+    return reply.created
+
+
+def video_sample(minutes_ago: float, views: int, video_id: str = "vid-1") -> ev.VideoSampled:
+    return ev.VideoSampled(
+        video_id=video_id,
+        observed_at=stamp(NOW - timedelta(minutes=minutes_ago)),
+        views=views,
+        likes=views // 10,
+        shares=views // 100,
+        comments=views // 200,
+    )
+
+
+async def push(stub: Stub, *messages: list[ev.VideoSampled]) -> pb.PushSamplesResponse:
+    async def requests() -> AsyncIterator[pb.PushVideoSamplesRequest]:
+        for samples in messages:
+            yield pb.PushVideoSamplesRequest(samples=samples)
+
+    return await stub.PushVideoSamples(requests(), timeout=30)
+
+
+async def stream_messages(bus: NATS, subjects: str) -> int:
+    info = await bus.jetstream().stream_info("INGEST", subjects_filter=subjects)
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_samples_are_validated_counted_and_published_once(stub: Stub, bus: NATS) -> None:
+    assert await register(stub)
+    assert not await register(stub)  # registering again updates, creates nothing new
+    good = [video_sample(50, 1000), video_sample(40, 2500), video_sample(30, 9000)]
+    bad = [
+        video_sample(20, 8000),  # views went backwards
+        video_sample(10, 9500, video_id="unknown-video"),
+        ev.VideoSampled(video_id="vid-1", views=10),  # no observed_at
+        video_sample(-30, 9900),  # 30 minutes in the future
+    ]
+    reply = await push(stub, good, bad)
+    assert (reply.accepted, reply.rejected) == (3, 4)
+    reasons = {r.index: r.reason for r in reply.rejections}
+    assert "views went backwards (9000 -> 8000)" in reasons[3]
+    assert "unknown video unknown-video" in reasons[4]
+    assert reasons[5] == "observed_at is required"
+    assert "in the future" in reasons[6]
+
+    async def published() -> bool:
+        return await stream_messages(bus, "ingest.video_sampled.>") == 3
+
+    await eventually(published, what="three samples in JetStream")
+
+    # The client's connection broke and it sends the whole stream again: nothing new goes out.
+    again = await push(stub, good)
+    assert (again.accepted, again.rejected) == (3, 0)
+    more = await push(stub, [video_sample(5, 12_000)])
+    assert more.accepted == 1
+
+    async def four() -> bool:
+        return await stream_messages(bus, "ingest.video_sampled.>") == 4
+
+    await eventually(four, what="the one new sample")
+    consumer = await bus.jetstream().subscribe("ingest.video_sampled.>", ordered_consumer=True)
+    first = await consumer.next_msg(timeout=5)
+    assert first.headers is not None
+    assert first.headers["ce-type"] == "pulsestock.v1.VideoSampled"
+    assert first.headers["Nats-Msg-Id"] == first.headers["ce-id"]
+
+
+async def test_an_oversize_message_is_rejected_whole(stub: Stub) -> None:
+    await register(stub)
+    reply = await push(stub, [video_sample(59 - i / 100, 1000 + i) for i in range(1001)])
+    assert (reply.accepted, reply.rejected) == (0, 1001)
+    assert "more than 1000 samples" in reply.rejections[0].reason
+
+
+async def test_live_samples(stub: Stub) -> None:
+    async def requests() -> AsyncIterator[pb.PushLiveSamplesRequest]:
+        yield pb.PushLiveSamplesRequest(
+            samples=[
+                ev.LiveSampled(
+                    live_id="live-1",
+                    skus=["MUG-1"],
+                    observed_at=stamp(NOW - timedelta(minutes=3)),
+                    concurrent_viewers=800,
+                    interactions=120,
+                    orders_so_far=4,
+                ),
+                ev.LiveSampled(
+                    live_id="live-1",
+                    skus=["MUG-1"],
+                    observed_at=stamp(NOW - timedelta(minutes=2)),
+                    concurrent_viewers=1500,
+                    interactions=90,
+                    orders_so_far=9,
+                ),
+                ev.LiveSampled(
+                    live_id="live-1",
+                    skus=[],
+                    observed_at=stamp(NOW),
+                    concurrent_viewers=1,
+                    interactions=200,
+                    orders_so_far=9,
+                ),
+            ]
+        )
+
+    reply = await stub.PushLiveSamples(requests(), timeout=10)
+    assert (reply.accepted, reply.rejected) == (1, 2)
+    assert "interactions went backwards" in reply.rejections[0].reason
+    assert "SKU" in reply.rejections[1].reason
+
+
+async def test_register_video_refuses_bad_fields_with_their_names(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RegisterVideo(
+            pb.RegisterVideoRequest(
+                video_id="bad id", skus=[], creator_id="c", creator_followers=-1
+            ),
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    details = error_details_pb2.BadRequest()
+    status.details[0].Unpack(details)
+    assert [v.field for v in details.field_violations] == [
+        "video_id",
+        "skus",
+        "creator_followers",
+        "published_at",
+        "channel",
+    ]
+
+
+async def test_record_order_publishes_once_and_inventory_reserves_it(
+    stub: Stub, infra: Infra, nats_url: str
+) -> None:
+    order = ev.OrderPlaced(
+        channel=Channel.CHANNEL_SHOPIFY,
+        channel_order_id="shop-1001",
+        lines=[OrderLine(sku="MUG-1", quantity=2)],
+    )
+    schema = unique_name("inv")
+    try:
+        async with running_service(
+            "inventory-sync", infra.database_url, nats_url, schema
+        ) as inventory:
+            inventory_stub = InventorySyncServiceStub(inventory.channel)
+            await inventory_stub.Receive(
+                ReceiveRequest(sku="MUG-1", warehouse_id="W1", quantity=5), timeout=10
+            )
+            first = await stub.RecordOrder(pb.RecordOrderRequest(order=order), timeout=10)
+            second = await stub.RecordOrder(pb.RecordOrderRequest(order=order), timeout=10)
+            assert (first.duplicate, second.duplicate) == (False, True)
+
+            async def reserved() -> bool:
+                stock = await inventory_stub.GetStock(GetStockRequest(sku="MUG-1"), timeout=10)
+                return stock.available == 3 and sum(w.reserved for w in stock.warehouses) == 2
+
+            await eventually(reserved, within=15, what="inventory-sync to reserve the order")
+    finally:
+        await drop_schema(infra.database_url, schema)
+
+
+async def test_record_order_refuses_bad_orders(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RecordOrder(
+            pb.RecordOrderRequest(order=ev.OrderPlaced(channel=0, channel_order_id="", lines=[])),
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
