@@ -10,9 +10,19 @@ from tests.helpers.service import RunningService, running_service
 
 
 @pytest.fixture
-async def ingest(infra: Infra, nats_url: str) -> AsyncIterator[RunningService]:
+def ingest_env() -> dict[str, str]:
+    """Tests override to configure the service (e.g. webhook secrets)."""
+    return {}
+
+
+@pytest.fixture
+async def ingest(
+    infra: Infra, nats_url: str, ingest_env: dict[str, str]
+) -> AsyncIterator[RunningService]:
     schema = unique_name("ing")
-    async with running_service("ingest", infra.database_url, nats_url, schema) as service:
+    async with running_service(
+        "ingest", infra.database_url, nats_url, schema, ingest_env
+    ) as service:
         yield service
     await drop_schema(infra.database_url, schema)
 

@@ -99,7 +99,7 @@ class DevStack:
             self.say(f"external NATS        {redact(nats_url)}")
         migrate_all(database_url, self.services)
         child_env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url}
-        if "inventory-sync" in self.services and self._wants_fake_channels(env):
+        if {"inventory-sync", "ingest"} & set(self.services) and self._wants_fake_channels(env):
             child_env.update(self._start_fake_channels())
         for name in self.services:
             port = env.port(f"{env_prefix(name)}_GRPC_PORT", DEFAULT_GRPC_PORTS[name])

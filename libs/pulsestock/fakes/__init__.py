@@ -28,6 +28,9 @@ def fake_channel_env(tiktok_url: str, shopify_url: str, amazon_url: str) -> dict
         "AMAZON_REFRESH_TOKEN": "Atzr|fake-refresh",
         "AMAZON_SELLER_ID": "A1FAKESELLER",
         "AMAZON_MARKETPLACE_ID": "ATVPDKIKX0DER",
+        # What the channels (and the Amazon notification bridge) sign webhooks with.
+        "SHOPIFY_WEBHOOK_SECRET": "fake-shopify-webhook-secret",
+        "AMAZON_WEBHOOK_TOKEN": "fake-amazon-bridge-token",
     }
 
 

@@ -13,6 +13,7 @@ from pulsestock.fakes.base import FakeChannel, RecordedRequest, TokenBucket
 
 UPDATE_PATH = "/product/202309/products/{product_id}/inventory/update"
 SEARCH_PATH = "/product/202309/inventory/search"
+ORDERS_PATH = "/order/202309/orders"
 
 
 def tiktok_signature(app_secret: str, path: str, query: dict[str, str], body: bytes) -> str:
@@ -41,6 +42,20 @@ class FakeTikTokShop(FakeChannel):
         self.warehouse_id = warehouse_id
         self.limit = TokenBucket(rate_per_second, rate_per_second)
         self.stock: dict[str, int] = {}  # by TikTok SKU id
+        self.orders: dict[str, dict[str, object]] = {}  # order id -> order detail
+
+    def add_order(
+        self, order_id: str, seller_skus: list[str], status: str = "AWAITING_SHIPMENT"
+    ) -> None:
+        """An order as TikTok holds it: one line item per unit, as the Partner API returns."""
+        self.orders[order_id] = {
+            "id": order_id,
+            "status": status,
+            "line_items": [
+                {"id": f"{order_id}-{i}", "sku_id": self.sku_id(sku), "seller_sku": sku}
+                for i, sku in enumerate(seller_skus)
+            ],
+        }
 
     # Our SKU is the seller SKU; the fake's product and SKU ids derive from it.
     @staticmethod
@@ -63,6 +78,7 @@ class FakeTikTokShop(FakeChannel):
     def routes(self, app: web.Application) -> None:
         app.router.add_post(UPDATE_PATH, self.update)
         app.router.add_post(SEARCH_PATH, self.search)
+        app.router.add_get(ORDERS_PATH, self.order_detail)
 
     def _error(self, status: int, code: int, message: str) -> web.Response:
         return web.json_response(
@@ -161,5 +177,19 @@ class FakeTikTokShop(FakeChannel):
                 "message": "Success",
                 "request_id": uuid.uuid4().hex,
                 "data": {"inventory": inventory},
+            }
+        )
+
+    async def order_detail(self, request: web.Request) -> web.Response:
+        if (refusal := await self._authenticate(request)) is not None:
+            return refusal
+        ids = [i for i in request.query.get("ids", "").split(",") if i]
+        orders = [self.orders[i] for i in ids if i in self.orders]
+        return web.json_response(
+            {
+                "code": 0,
+                "message": "Success",
+                "request_id": uuid.uuid4().hex,
+                "data": {"orders": orders},
             }
         )

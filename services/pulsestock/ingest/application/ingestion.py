@@ -355,8 +355,14 @@ class Ingestion:
         v.raise_if_invalid()
         return await self.publish_order(order)
 
-    async def publish_order(self, message: ev.OrderPlaced | ev.OrderCancelled) -> bool:
-        """Shared by RecordOrder and the channel webhooks: one event per order and kind."""
+    async def publish_order(
+        self,
+        message: ev.OrderPlaced | ev.OrderCancelled,
+        delivery: tuple[str, str] | None = None,
+    ) -> bool:
+        """Shared by RecordOrder and the channel webhooks: one event per order and kind.
+        `delivery` (source, id) is recorded in the same transaction: a redelivered webhook
+        finds it and changes nothing. True when nothing new was published."""
         kind = "placed" if isinstance(message, ev.OrderPlaced) else "cancelled"
         key = (
             message.lines[0].sku
@@ -364,6 +370,12 @@ class Ingestion:
             else message.channel_order_id
         )
         async with self.store.pool.acquire() as conn, conn.transaction():
+            if delivery is not None and not await conn.fetchval(
+                "INSERT INTO webhook_deliveries (source, delivery_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                *delivery,
+            ):
+                return True
             fresh = await conn.fetchval(
                 "INSERT INTO recorded_orders (channel, channel_order_id, kind) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING RETURNING true",

@@ -46,3 +46,11 @@ CREATE TABLE recorded_orders (
     recorded_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (channel, channel_order_id, kind)
 );
+
+-- Webhook deliveries already taken (each channel retries deliveries for hours).
+CREATE TABLE webhook_deliveries (
+    source      text NOT NULL,
+    delivery_id text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (source, delivery_id)
+);

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from dataclasses import dataclass
 
 import aiohttp
+from pulsestock.channels.tiktok_shop import sign
 from pulsestock.inventory_sync.adapters.channels.base import (
     ChannelError,
     RateLimiter,
@@ -19,15 +18,6 @@ from pulsestock.v1.common_pb2 import Channel
 
 UPDATE_PATH = "/product/202309/products/{product_id}/inventory/update"
 SEARCH_PATH = "/product/202309/inventory/search"
-
-
-def sign(app_secret: str, path: str, query: dict[str, str], body: bytes) -> str:
-    """The Partner API request signature. Written here independently of the fake's check,
-    so that a mistake in either shows up as a refused request in the tests."""
-    signed_params = sorted((k, v) for k, v in query.items() if k not in ("sign", "access_token"))
-    message = path + "".join(key + value for key, value in signed_params)
-    wrapped = app_secret.encode() + message.encode() + body + app_secret.encode()
-    return hmac.new(app_secret.encode(), wrapped, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""What more than one service needs to know about the channels' APIs."""
