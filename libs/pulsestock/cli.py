@@ -64,6 +64,54 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Run signal's pulse detector over a time series, as a stream (each row sees only the
+    rows before it), and write every row with its `score` and `alert`."""
+    import csv
+
+    from pulsestock.signal.domain.detector import PulseDetector
+
+    with open(args.input, newline="") as source:
+        reader = csv.DictReader(source)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    if not columns:
+        raise ConfigError(f"{args.input} has no header row")
+    value_col = args.value_col or (columns[1] if len(columns) > 1 else columns[0])
+    for name in (value_col, args.timestamp_col):
+        if name and name not in columns:
+            raise ConfigError(
+                f"column {name!r} is not in {args.input} (columns: {', '.join(columns)})"
+            )
+    detector = PulseDetector()
+    previous: float | None = None
+    output = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        writer = csv.DictWriter(output, fieldnames=[*columns, "score", "alert"])
+        writer.writeheader()
+        for line, row in enumerate(rows, start=2):
+            try:
+                value = float(row[value_col] or 0)
+            except ValueError:
+                raise ConfigError(
+                    f"{args.input}:{line}: {row[value_col]!r} is not a number"
+                ) from None
+            if args.kind == "cumulative":
+                rate = None if previous is None else max(0.0, value - previous)
+                previous = value
+            else:
+                rate = value
+            if rate is None:  # a counter's first row has no increment yet
+                writer.writerow({**row, "score": "0.0000", "alert": 0})
+                continue
+            step = detector.update(rate)
+            writer.writerow({**row, "score": f"{step.score:.4f}", "alert": int(step.alert)})
+    finally:
+        if output is not sys.stdout:
+            output.close()
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pulsestock.runtime import main
     from pulsestock.services import definition_of
@@ -94,6 +142,14 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--after", type=int, default=-1, help="global position (default: last 20)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.set_defaults(run=cmd_events_tail)
+
+    detect = commands.add_parser("detect", help="run the pulse detector over a CSV time series")
+    detect.add_argument("--input", required=True, help="CSV with a header row")
+    detect.add_argument("--timestamp-col", help="the time column (rows must be in time order)")
+    detect.add_argument("--value-col", help="the value column (default: the second column)")
+    detect.add_argument("--kind", choices=("rate", "cumulative"), default="rate")
+    detect.add_argument("--output", help="where to write the scored rows (default: stdout)")
+    detect.set_defaults(run=cmd_detect)
 
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=SERVICE_NAMES)

@@ -19,7 +19,6 @@ from pulsestock.telemetry import continue_trace, get_logger
 
 Handler = Callable[[Envelope], Awaitable[None]]
 log = get_logger(__name__)
-BATCHES_IN_FLIGHT = 2
 
 
 class PermanentFailure(Exception):
@@ -46,10 +45,13 @@ class DurableConsumer:
         fetch_timeout_s: float = 1.0,
         backoff: Callable[[int], float] = backoff_delay,
         concurrent: bool = False,
+        batches_in_flight: int = 1,
     ) -> None:
         """Give `handler` (one message at a time; `concurrent` runs a fetched batch's
         messages at once) or `batch_handler` (the whole batch in one call, for work that
-        groups well, e.g. commands into a group-commit writer)."""
+        groups well, e.g. commands into a group-commit writer). `batches_in_flight` > 1 lets
+        the next batch be fetched while one is handled: only for work whose order does not
+        matter."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler and batch_handler")
         self.nc = nc
@@ -60,6 +62,7 @@ class DurableConsumer:
         self.fetch_timeout_s = fetch_timeout_s
         self.backoff = backoff
         self.concurrent = concurrent
+        self.batches_in_flight = batches_in_flight
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
@@ -78,11 +81,11 @@ class DurableConsumer:
                     continue
                 if self.batch_handler is not None:
                     # Fetch the next batch while this one is handled (its commit overlaps
-                    # the next fetch); at most BATCHES_IN_FLIGHT at once.
+                    # the next fetch); at most `batches_in_flight` at once.
                     task = asyncio.create_task(self.process_batch(messages))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
-                    if len(in_flight) >= BATCHES_IN_FLIGHT:
+                    if len(in_flight) >= self.batches_in_flight:
                         await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 elif self.concurrent:
                     await asyncio.gather(*(self.process(m) for m in messages))

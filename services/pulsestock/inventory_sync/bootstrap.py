@@ -142,7 +142,9 @@ class InventorySync:
 
     async def run_orders(self, context: ServiceContext, stop: asyncio.Event) -> None:
         orders = OrderEvents(self.writer, self.repository)
-        await DurableConsumer(context.nc, ORDERS, batch_handler=orders.handle_batch).run(stop)
+        await DurableConsumer(
+            context.nc, ORDERS, batch_handler=orders.handle_batch, batches_in_flight=2
+        ).run(stop)
 
     async def run_pulses(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await DurableConsumer(context.nc, PULSES, PulseEvents(self.writer).handle).run(stop)

@@ -1,7 +1,121 @@
-"""The SignalService gRPC servicer. Its RPCs answer UNIMPLEMENTED until their issues land."""
+"""The SignalService gRPC servicer: heat, pulses, rules, and a live stream of new pulses."""
 
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from pulsestock.errors import NotFound, Validator
+from pulsestock.signal.application.engine import SignalEngine
+from pulsestock.signal.domain.metrics import METRICS, OPERATORS
+from pulsestock.v1 import signal_events_pb2 as ev
+from pulsestock.v1 import signal_pb2 as pb
 from pulsestock.v1 import signal_pb2_grpc
 
 
 class SignalServiceServicer(signal_pb2_grpc.SignalServiceServicer):
-    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""
+    def __init__(self, pool: asyncpg.Pool, nc: NATS, engine: SignalEngine) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.engine = engine
+
+    async def GetHeat(
+        self, request: pb.GetHeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetHeatResponse:
+        v = Validator()
+        v.check(bool(request.sku), "sku", "is required")
+        v.raise_if_invalid()
+        row = await self.pool.fetchrow("SELECT * FROM sku_heat WHERE sku = $1", request.sku)
+        if row is None:
+            raise NotFound(f"no heat known for SKU {request.sku}")
+        heat = ev.HeatUpdated(sku=request.sku, heat=row["heat"])
+        heat.as_of.FromDatetime(row["as_of"])
+        return pb.GetHeatResponse(heat=heat)
+
+    async def ListPulses(
+        self, request: pb.ListPulsesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPulsesResponse:
+        since = request.since.ToDatetime() if request.HasField("since") else None
+        rows = await self.pool.fetch(
+            "SELECT * FROM pulses WHERE ($1 = '' OR sku = $1) AND (NOT $2 OR phase <> 'ended')"
+            " AND ($3::timestamptz IS NULL OR detected_at >= $3)"
+            " ORDER BY detected_at DESC LIMIT 500",
+            request.sku,
+            request.active_only,
+            since,
+        )
+        pulses = []
+        for row in rows:
+            pulse = ev.PulseDetected(
+                pulse_id=row["pulse_id"],
+                sku=row["sku"],
+                video_ids=list(row["video_ids"]),
+                hot_channel=row["hot_channel"],
+                evidence=[
+                    ev.PulseEvidence(
+                        source=e["source"], description=e["description"], metrics=e["metrics"]
+                    )
+                    for e in row["evidence"]
+                ],
+            )
+            pulse.detected_at.FromDatetime(row["detected_at"])
+            pulses.append(pulse)
+        return pb.ListPulsesResponse(pulses=pulses)
+
+    async def SetRules(
+        self, request: pb.SetRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetRulesResponse:
+        v = Validator()
+        v.check(bool(request.sku), "sku", "is required (rules are set per SKU)")
+        for index, rule in enumerate(request.rules):
+            v.check(bool(rule.name), f"rules[{index}].name", "is required")
+            v.check(
+                rule.metric in METRICS,
+                f"rules[{index}].metric",
+                f"must be one of {', '.join(METRICS)}",
+            )
+            v.check(rule.op in OPERATORS, f"rules[{index}].op", "must be >, >=, < or <=")
+            v.check(rule.min_views >= 0, f"rules[{index}].min_views", "must not be negative")
+        v.raise_if_invalid()
+        rules = [
+            {
+                "name": r.name,
+                "metric": r.metric,
+                "op": r.op,
+                "threshold": r.threshold,
+                "min_views": r.min_views,
+            }
+            for r in request.rules
+        ]
+        await self.pool.execute(
+            "INSERT INTO rules VALUES ($1, $2)"
+            " ON CONFLICT (scope) DO UPDATE SET rules = excluded.rules",
+            f"sku:{request.sku}",
+            rules,
+        )
+        self.engine.forget_rules(request.sku)
+        return pb.SetRulesResponse()
+
+    async def WatchPulses(
+        self, request: pb.WatchPulsesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ev.PulseDetected]:
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1000)
+
+        async def deliver(message: Msg) -> None:
+            if not queue.full():  # a slow watcher misses pulses rather than growing memory
+                queue.put_nowait(message)
+
+        wanted = set(request.skus)
+        subscription = await self.nc.subscribe("signal.pulse_detected.>", cb=deliver)
+        try:
+            while True:
+                message = await queue.get()
+                pulse = ev.PulseDetected.FromString(message.data)
+                if not wanted or pulse.sku in wanted:
+                    yield pulse
+        finally:
+            await subscription.unsubscribe()

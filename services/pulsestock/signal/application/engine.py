@@ -1,0 +1,327 @@
+"""signal's engine: folds video samples into per-video metrics and detectors, SKU heat and
+pulses; publishes pulse and heat events through the outbox in the same transaction as its
+state, so a restart resumes from the snapshot and a redelivered or late sample (observed_at
+not after the video's last) changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from google.protobuf.message import Message
+from pulsestock.bus import Envelope
+from pulsestock.bus.codec import subject_for
+from pulsestock.eventstore import EventStore, NewEvent
+from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
+from pulsestock.signal.domain.metrics import (
+    DEFAULT_RULES,
+    WINDOW,
+    Rule,
+    Sample,
+    VideoMetrics,
+    metrics_of,
+    video_heat,
+)
+from pulsestock.signal.domain.pulses import ENDED, Evidence, Pulse, advance
+from pulsestock.v1 import ingest_events_pb2 as ingest
+from pulsestock.v1 import signal_events_pb2 as ev
+from pulsestock.v1.common_pb2 import Channel
+
+SERVICE = "signal"
+IDS = uuid.UUID("0b8f5a3e-7f5e-4a8c-8d1f-5b2a7e9c4d10")
+HEAT_EVERY = timedelta(seconds=60)  # at most one HeatUpdated per SKU per minute of samples
+
+
+@dataclass
+class VideoState:
+    video_id: str
+    skus: list[str]
+    followers: int
+    published_at: datetime
+    channel: int
+    samples: list[Sample] = field(default_factory=list)
+    detector: PulseDetector = field(default_factory=PulseDetector)
+    heat: float = 0.0
+    last_observed_at: datetime | None = None
+    metrics: VideoMetrics | None = None
+
+
+@dataclass
+class SkuState:
+    sku: str
+    video_ids: set[str]
+    heat: float = 0.0
+    heat_sent_at: datetime | None = None
+    pulse: Pulse | None = None
+
+
+def _stamp(message: Message, field_name: str, moment: datetime) -> None:
+    getattr(message, field_name).FromDatetime(moment)
+
+
+class SignalEngine:
+    def __init__(
+        self, store: EventStore, partitions: int, config: DetectorConfig | None = None
+    ) -> None:
+        self.store = store
+        self.partitions = partitions
+        self.config = config or DetectorConfig()
+        self.videos: dict[str, VideoState] = {}
+        self.skus: dict[str, SkuState] = {}
+        self.rules: dict[str, tuple[Rule, ...]] = {}
+
+    # --- consuming -----------------------------------------------------------------------------
+
+    async def handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
+        outgoing: list[tuple[str, NewEvent, str]] = []
+        touched_videos: set[str] = set()
+        touched_skus: set[str] = set()
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            for envelope in envelopes:
+                message = envelope.decode()
+                if isinstance(message, ingest.VideoRegistered):
+                    await self._register(conn, message)
+                elif isinstance(message, ingest.VideoSampled):
+                    await self._sample(conn, message, touched_videos, touched_skus, outgoing)
+            await self._persist(conn, touched_videos, touched_skus)
+            if outgoing:
+                await self.store.enqueue_messages(outgoing, conn=conn)
+        return [None] * len(envelopes)
+
+    async def _register(self, conn: asyncpg.Connection, message: ingest.VideoRegistered) -> None:
+        published_at = message.published_at.ToDatetime(tzinfo=UTC)
+        await conn.execute(
+            "INSERT INTO videos VALUES ($1, $2, $3, $4, $5) ON CONFLICT (video_id) DO UPDATE SET"
+            " skus = excluded.skus, creator_followers = excluded.creator_followers,"
+            " published_at = excluded.published_at, channel = excluded.channel",
+            message.video_id,
+            list(message.skus),
+            message.creator_followers,
+            published_at,
+            message.channel,
+        )
+        state = self.videos.get(message.video_id)
+        if state is not None:
+            state.skus, state.followers = list(message.skus), message.creator_followers
+            state.published_at, state.channel = published_at, message.channel
+        for sku in message.skus:
+            if sku in self.skus:
+                self.skus[sku].video_ids.add(message.video_id)
+
+    async def _video(self, conn: asyncpg.Connection, video_id: str) -> VideoState | None:
+        state = self.videos.get(video_id)
+        if state is not None:
+            return state
+        row = await conn.fetchrow(
+            "SELECT v.*, s.last_observed_at, s.samples, s.detector, s.heat FROM videos v"
+            " LEFT JOIN video_state s USING (video_id) WHERE v.video_id = $1",
+            video_id,
+        )
+        if row is None:
+            return None
+        state = VideoState(
+            video_id,
+            list(row["skus"]),
+            row["creator_followers"],
+            row["published_at"],
+            row["channel"],
+        )
+        if row["last_observed_at"] is not None:
+            state.last_observed_at = row["last_observed_at"]
+            state.samples = [
+                Sample(datetime.fromisoformat(s[0]), s[1], s[2], s[3], s[4]) for s in row["samples"]
+            ]
+            state.detector = PulseDetector.restore(row["detector"], self.config)
+            state.heat = row["heat"]
+            state.metrics = metrics_of(state.samples)
+        self.videos[video_id] = state
+        return state
+
+    async def _sku(self, conn: asyncpg.Connection, sku: str) -> SkuState:
+        state = self.skus.get(sku)
+        if state is not None:
+            return state
+        rows = await conn.fetch("SELECT video_id FROM videos WHERE $1 = ANY(skus)", sku)
+        state = SkuState(sku, {r["video_id"] for r in rows})
+        pulse = await conn.fetchrow("SELECT * FROM pulses WHERE sku = $1 AND phase <> 'ended'", sku)
+        if pulse is not None:
+            state.pulse = Pulse(
+                pulse["pulse_id"],
+                sku,
+                pulse["detected_at"],
+                pulse["hot_channel"],
+                [Evidence(**e) for e in pulse["evidence"]],
+                pulse["phase"],
+                pulse["peak_heat"],
+            )
+        heat = await conn.fetchrow("SELECT heat, as_of FROM sku_heat WHERE sku = $1", sku)
+        if heat is not None:
+            state.heat, state.heat_sent_at = heat["heat"], heat["as_of"]
+        self.skus[sku] = state
+        return state
+
+    async def _rules_for(self, conn: asyncpg.Connection, sku: str) -> tuple[Rule, ...]:
+        if sku not in self.rules:
+            row = await conn.fetchval("SELECT rules FROM rules WHERE scope = $1", f"sku:{sku}")
+            self.rules[sku] = tuple(Rule(**r) for r in row) if row is not None else DEFAULT_RULES
+        return self.rules[sku]
+
+    async def _sample(
+        self,
+        conn: asyncpg.Connection,
+        message: ingest.VideoSampled,
+        touched_videos: set[str],
+        touched_skus: set[str],
+        outgoing: list[tuple[str, NewEvent, str]],
+    ) -> None:
+        video = await self._video(conn, message.video_id)
+        at = message.observed_at.ToDatetime(tzinfo=UTC)
+        if video is None or (video.last_observed_at is not None and at <= video.last_observed_at):
+            return  # unknown, a duplicate, or late: it changes nothing
+        video.samples.append(
+            Sample(at, message.views, message.likes, message.shares, message.comments)
+        )
+        video.samples = [s for s in video.samples if at - s.at <= WINDOW]
+        video.last_observed_at = at
+        touched_videos.add(video.video_id)
+        metrics = metrics_of(video.samples)
+        video.metrics = metrics
+        if metrics is None:
+            return
+        step = video.detector.update(metrics.view_velocity)
+        video.heat = video_heat(metrics.view_velocity, video.followers, video.published_at, at)
+        for sku in video.skus:
+            state = await self._sku(conn, sku)
+            state.video_ids.add(video.video_id)
+            touched_skus.add(sku)
+            evidence = []
+            if step.alert:
+                evidence.append(
+                    Evidence(
+                        "detector",
+                        "CUSUM of the robust z-score of log view velocity crossed its alarm level",
+                        {"z": step.z, "score": step.score, **metrics.as_dict()},
+                        video.video_id,
+                    )
+                )
+            for rule in await self._rules_for(conn, sku):
+                if rule.fires(metrics):
+                    evidence.append(
+                        Evidence(
+                            f"rule:{rule.name}",
+                            f"{rule.metric} {rule.op} {rule.threshold}",
+                            metrics.as_dict(),
+                            video.video_id,
+                        )
+                    )
+            self._heat_and_pulse(state, at, evidence, video, outgoing)
+
+    def _heat_and_pulse(
+        self,
+        state: SkuState,
+        at: datetime,
+        evidence: list[Evidence],
+        video: VideoState,
+        outgoing: list[tuple[str, NewEvent, str]],
+    ) -> None:
+        state.heat = sum(self.videos[v].heat for v in state.video_ids if v in self.videos)
+        changed = False
+        if state.pulse is None and evidence:
+            pulse_id = str(uuid.uuid5(IDS, f"pulse|{state.sku}|{at.isoformat()}"))
+            hot = (
+                Channel.Name(Channel.ValueType(video.channel))
+                if video.channel
+                else "CHANNEL_TIKTOK_SHOP"
+            )
+            state.pulse = Pulse(pulse_id, state.sku, at, hot, evidence, peak_heat=state.heat)
+            detected = ev.PulseDetected(
+                pulse_id=pulse_id,
+                sku=state.sku,
+                video_ids=sorted({e.video_id for e in evidence}),
+                hot_channel=hot,
+                evidence=[
+                    ev.PulseEvidence(
+                        source=e.source, description=e.description, metrics=_finite(e.metrics)
+                    )
+                    for e in evidence
+                ],
+            )
+            _stamp(detected, "detected_at", at)
+            outgoing.append(self._out(detected, state.sku, ("detected", pulse_id)))
+            changed = True
+        elif state.pulse is not None and advance(state.pulse, state.heat, at):
+            ended = ev.PulseEnded(pulse_id=state.pulse.pulse_id, sku=state.sku)
+            _stamp(ended, "ended_at", at)
+            outgoing.append(self._out(ended, state.sku, ("ended", state.pulse.pulse_id)))
+            changed = True
+        if changed or state.heat_sent_at is None or at - state.heat_sent_at >= HEAT_EVERY:
+            metrics = video.metrics
+            heat = ev.HeatUpdated(
+                sku=state.sku,
+                heat=state.heat,
+                view_velocity=metrics.view_velocity if metrics else 0.0,
+                like_rate=metrics.like_rate if metrics else 0.0,
+                share_rate=metrics.share_rate if metrics else 0.0,
+            )
+            _stamp(heat, "as_of", at)
+            outgoing.append(self._out(heat, state.sku, ("heat", state.sku, at.isoformat())))
+            state.heat_sent_at = at
+
+    def _out(
+        self, message: Message, sku: str, identity: tuple[str, ...]
+    ) -> tuple[str, NewEvent, str]:
+        event = NewEvent.of(message, event_id=uuid.uuid5(IDS, "|".join(identity)))
+        return (subject_for(SERVICE, event.type, sku, self.partitions), event, sku)
+
+    async def _persist(self, conn: asyncpg.Connection, videos: set[str], skus: set[str]) -> None:
+        for video_id in videos:
+            video = self.videos[video_id]
+            await conn.execute(
+                "INSERT INTO video_state VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (video_id) DO UPDATE SET"
+                " last_observed_at = excluded.last_observed_at, samples = excluded.samples,"
+                " detector = excluded.detector, heat = excluded.heat",
+                video_id,
+                video.last_observed_at,
+                [[s.at.isoformat(), s.views, s.likes, s.shares, s.comments] for s in video.samples],
+                video.detector.snapshot(),
+                video.heat,
+            )
+        for sku in skus:
+            state = self.skus[sku]
+            await conn.execute(
+                "INSERT INTO sku_heat (sku, heat, view_velocity, like_rate, share_rate, as_of)"
+                " VALUES ($1, $2, 0, 0, 0, $3)"
+                " ON CONFLICT (sku) DO UPDATE SET heat = excluded.heat, as_of = excluded.as_of",
+                sku,
+                state.heat,
+                state.heat_sent_at or datetime.now(UTC),
+            )
+            pulse = state.pulse
+            if pulse is not None:
+                await conn.execute(
+                    "INSERT INTO pulses VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    " ON CONFLICT (pulse_id) DO UPDATE SET phase = excluded.phase,"
+                    " ended_at = excluded.ended_at, peak_heat = excluded.peak_heat",
+                    pulse.pulse_id,
+                    sku,
+                    pulse.phase,
+                    pulse.hot_channel,
+                    pulse.detected_at,
+                    pulse.ended_at,
+                    pulse.peak_heat,
+                    [e.__dict__ | {"metrics": _finite(e.metrics)} for e in pulse.evidence],
+                    sorted({e.video_id for e in pulse.evidence}),
+                )
+                if pulse.phase == ENDED:
+                    state.pulse = None
+
+    def forget_rules(self, sku: str) -> None:
+        self.rules.pop(sku, None)
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """JSON and protobuf doubles are fine with inf, JSON columns are not."""
+    return {k: (v if v == v and abs(v) != float("inf") else 1e308) for k, v in values.items()}

@@ -1,0 +1,120 @@
+"""Content metrics of a video from its recent samples, operator rules over them, and the
+heat of a SKU from the videos that feature it. Pure: time comes in with the samples."""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+WINDOW = timedelta(hours=2, minutes=10)  # enough for "the last hour against the one before"
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: datetime
+    views: int
+    likes: int
+    shares: int
+    comments: int
+
+
+@dataclass(frozen=True)
+class VideoMetrics:
+    views: int
+    view_velocity: float  # views per hour, between the last two samples
+    view_growth_1h: float  # views gained in the last hour / in the hour before, minus 1
+    like_rate: float
+    share_rate: float
+    comment_rate: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "views": float(self.views),
+            "view_velocity": self.view_velocity,
+            "view_growth_1h": self.view_growth_1h,
+            "like_rate": self.like_rate,
+            "share_rate": self.share_rate,
+            "comment_rate": self.comment_rate,
+        }
+
+
+def _views_at(samples: list[Sample], moment: datetime) -> float | None:
+    """Cumulative views at `moment`, interpolated between samples (None before the first)."""
+    if not samples or moment < samples[0].at:
+        return None
+    previous = samples[0]
+    for sample in samples:
+        if sample.at >= moment:
+            span = (sample.at - previous.at).total_seconds()
+            if span <= 0:
+                return float(sample.views)
+            share = (moment - previous.at).total_seconds() / span
+            return previous.views + share * (sample.views - previous.views)
+        previous = sample
+    return float(samples[-1].views)
+
+
+def metrics_of(samples: list[Sample]) -> VideoMetrics | None:
+    """Needs two samples; `samples` in time order, the newest last."""
+    if len(samples) < 2:
+        return None
+    last, before = samples[-1], samples[-2]
+    hours = (last.at - before.at).total_seconds() / 3600
+    velocity = (last.views - before.views) / hours if hours > 0 else 0.0
+    hour_ago = _views_at(samples, last.at - timedelta(hours=1))
+    two_hours_ago = _views_at(samples, last.at - timedelta(hours=2))
+    growth = 0.0
+    if hour_ago is not None and two_hours_ago is not None:
+        recent, earlier = last.views - hour_ago, hour_ago - two_hours_ago
+        growth = recent / earlier - 1 if earlier > 0 else (math.inf if recent > 0 else 0.0)
+    views = max(last.views, 1)
+    return VideoMetrics(
+        views=last.views,
+        view_velocity=velocity,
+        view_growth_1h=growth,
+        like_rate=last.likes / views,
+        share_rate=last.shares / views,
+        comment_rate=last.comments / views,
+    )
+
+
+OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+METRICS = ("view_velocity", "view_growth_1h", "like_rate", "share_rate", "comment_rate", "views")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    metric: str
+    op: str
+    threshold: float
+    min_views: int = 0
+
+    def fires(self, metrics: VideoMetrics) -> bool:
+        if metrics.views < self.min_views:  # tiny bases do not fire
+            return False
+        return bool(OPERATORS[self.op](metrics.as_dict()[self.metric], self.threshold))
+
+
+DEFAULT_RULES = (
+    Rule("views grew > 500 % within one hour", "view_growth_1h", ">", 5.0, min_views=5_000),
+    Rule("like rate > 10 %", "like_rate", ">", 0.10, min_views=5_000),
+)
+
+
+def reach_weight(followers: int) -> float:
+    """A creator with more followers carries a pulse further; logarithmically."""
+    return 1.0 + math.log10(1 + max(followers, 0)) / 6
+
+
+def recency_weight(
+    published_at: datetime, now: datetime, half_life: timedelta = timedelta(hours=24)
+) -> float:
+    age = max((now - published_at).total_seconds(), 0.0)
+    return float(0.5 ** (age / half_life.total_seconds()))
+
+
+def video_heat(velocity: float, followers: int, published_at: datetime, now: datetime) -> float:
+    return max(velocity, 0.0) * reach_weight(followers) * recency_weight(published_at, now)
