@@ -1,0 +1,104 @@
+"""Samples streamed into ingest over gRPC become a `signal.pulse_detected` event on NATS and
+show up in signal's GetHeat and ListPulses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client as NATS
+from pulsestock.v1 import ingest_events_pb2 as iev
+from pulsestock.v1 import ingest_pb2, signal_pb2
+from pulsestock.v1 import signal_events_pb2 as sev
+from pulsestock.v1.common_pb2 import Channel
+from pulsestock.v1.ingest_pb2_grpc import IngestServiceStub
+from pulsestock.v1.signal_pb2_grpc import SignalServiceStub
+
+from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
+from tests.helpers.service import running_service
+
+
+def stamp(moment: datetime) -> Timestamp:
+    result = Timestamp()
+    result.FromDatetime(moment)
+    return result
+
+
+@pytest.mark.slow
+async def test_a_video_taking_off_becomes_a_pulse(infra: Infra, nats_url: str, bus: NATS) -> None:
+    detected = await bus.subscribe("signal.pulse_detected.>")
+    ingest_schema, signal_schema = unique_name("ing"), unique_name("sig")
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(hours=4)
+    try:
+        async with (
+            running_service("signal", infra.database_url, nats_url, signal_schema) as signal,
+            running_service("ingest", infra.database_url, nats_url, ingest_schema) as ingest,
+        ):
+            ingest_stub = IngestServiceStub(ingest.channel)
+            await ingest_stub.RegisterVideo(
+                ingest_pb2.RegisterVideoRequest(
+                    video_id="viral-1",
+                    skus=["LAMP-7"],
+                    creator_id="creator-1",
+                    creator_followers=250_000,
+                    published_at=stamp(now - timedelta(hours=5)),
+                    channel=Channel.CHANNEL_TIKTOK_SHOP,
+                ),
+                timeout=10,
+            )
+            increments = [100, 110, 95, 105, 90, 100, 115, 100, 95, 105, 100, 98]
+            increments += [4000, 9000, 15000, 14000]
+
+            async def requests() -> AsyncIterator[ingest_pb2.PushVideoSamplesRequest]:
+                views = 1000
+                for index, increment in enumerate(increments):
+                    views += increment
+                    sample = iev.VideoSampled(
+                        video_id="viral-1",
+                        observed_at=stamp(start + timedelta(minutes=10 * index)),
+                        views=views,
+                        likes=views // 12,
+                        shares=views // 60,
+                        comments=views // 90,
+                    )
+                    yield ingest_pb2.PushVideoSamplesRequest(samples=[sample])
+
+            reply = await ingest_stub.PushVideoSamples(requests(), timeout=30)
+            assert (reply.accepted, reply.rejected) == (len(increments), 0)
+
+            message = await detected.next_msg(timeout=20)
+            pulse = sev.PulseDetected.FromString(message.data)
+            assert pulse.sku == "LAMP-7"
+            assert pulse.hot_channel == "CHANNEL_TIKTOK_SHOP"
+            assert list(pulse.video_ids) == ["viral-1"]
+            sources = {e.source for e in pulse.evidence}
+            assert "detector" in sources or any(s.startswith("rule:") for s in sources)
+            surge_start = start + timedelta(minutes=10 * 12)
+            assert (
+                surge_start
+                <= pulse.detected_at.ToDatetime(tzinfo=UTC)
+                <= surge_start + timedelta(minutes=30)
+            )
+
+            signal_stub = SignalServiceStub(signal.channel)
+
+            async def heat_known() -> bool:
+                try:
+                    heat = await signal_stub.GetHeat(
+                        signal_pb2.GetHeatRequest(sku="LAMP-7"), timeout=5
+                    )
+                except Exception:
+                    return False
+                return heat.heat.heat > 1000
+
+            await eventually(heat_known, within=10, what="GetHeat to show the heat")
+            listed = await signal_stub.ListPulses(
+                signal_pb2.ListPulsesRequest(sku="LAMP-7"), timeout=5
+            )
+            assert [p.pulse_id for p in listed.pulses] == [pulse.pulse_id]
+    finally:
+        for schema in (ingest_schema, signal_schema):
+            await drop_schema(infra.database_url, schema)
