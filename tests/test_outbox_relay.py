@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -130,3 +131,34 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert await pool.fetchval("SELECT max(times) FROM effects") == 1
     applied = {uuid.UUID(r["event_id"]) for r in await pool.fetch("SELECT event_id FROM effects")}
     assert applied == set(appended)
+
+
+async def test_a_row_committed_while_the_relay_publishes_is_not_lost(
+    nc: NATS, pool: asyncpg.Pool, schema: str
+) -> None:
+    """Outbox ids are drawn at insert, commits land in another order: a row with a lower id
+    that commits between the relay's read and its delete must survive for the next pass."""
+    token = unique_name("late").lower()
+    await ensure_stream(nc.jetstream(), StreamSpec(token.upper(), [f"{token}.>"]))
+    store = EventStore(pool, schema)
+    slow = await pool.acquire()
+    transaction = slow.transaction()
+    await transaction.start()
+    late = NewEvent.of(ev.StockReceived(sku="late", quantity=1))
+    await store.enqueue_messages([(f"{token}.x.late", late, "late")], conn=slow)  # lower id
+    early = NewEvent.of(ev.StockReceived(sku="early", quantity=1))
+    await store.enqueue_messages([(f"{token}.x.early", early, "early")])  # committed first
+
+    class CommitWhilePublishing(OutboxRelay):
+        async def publish(self, rows: list[Any]) -> None:
+            await super().publish(rows)
+            if transaction is not None and slow.is_in_transaction():
+                await transaction.commit()  # lands between the relay's read and its delete
+
+    relay = CommitWhilePublishing(pool, nc, schema)
+    try:
+        assert await relay.relay_batch() == 1  # "early"
+        assert await relay.relay_batch() == 1  # "late" was kept for this pass
+    finally:
+        await pool.release(slow)
+    assert await stream_count(nc, token.upper()) == 2

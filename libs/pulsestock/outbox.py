@@ -51,16 +51,24 @@ class OutboxRelay:
         )
         if not rows:
             return 0
+        await self.publish(rows)
+        # Exactly these rows: a row with a lower id whose transaction committed after the
+        # SELECT (while we published) is not among them and must stay for the next batch.
+        await db.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
+        )
+        self.published += len(rows)
+        return len(rows)
+
+    async def publish(self, rows: list[Any]) -> None:
+        """Publish pipelined; every ack must arrive before the rows go (an error leaves them
+        for the next attempt)."""
         js = self.nc.jetstream()
         futures: list[asyncio.Future[Any]] = [
             await js.publish_async(row["subject"], bytes(row["data"]), headers=row["headers"])
             for row in rows
         ]
-        # Every ack must arrive before the rows go: an error leaves them for the next attempt.
         await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
-        await db.execute("DELETE FROM outbox WHERE id <= $1", rows[-1]["id"])
-        self.published += len(rows)
-        return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop`; a lost database connection (and with it the relay lock) is
