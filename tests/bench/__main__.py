@@ -6,10 +6,22 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import bench_eventstore, bench_inventory, bench_outbox
+from tests.bench import (
+    bench_eventstore,
+    bench_inventory,
+    bench_outbox,
+    bench_signal_pipeline,
+    bench_signal_quality,
+)
 from tests.helpers.infra import running_infra
 
-BENCHMARKS = [bench_eventstore, bench_outbox, bench_inventory]
+BENCHMARKS = [
+    bench_eventstore,
+    bench_outbox,
+    bench_inventory,
+    bench_signal_quality,
+    bench_signal_pipeline,
+]
 
 
 def main() -> None:

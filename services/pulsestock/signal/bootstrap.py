@@ -24,6 +24,9 @@ CONTENT = ConsumerSpec(
     stream=service_stream("ingest").name,
     durable="signal__content",
     filter_subjects=["ingest.video_registered.>", "ingest.video_sampled.>"],
+    # A sample whose registration has not been folded yet is retried: leave it room.
+    max_deliver=20,
+    ack_wait_s=10,
 )
 
 

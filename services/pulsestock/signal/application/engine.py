@@ -34,6 +34,10 @@ IDS = uuid.UUID("0b8f5a3e-7f5e-4a8c-8d1f-5b2a7e9c4d10")
 HEAT_EVERY = timedelta(seconds=60)  # at most one HeatUpdated per SKU per minute of samples
 
 
+class RegistrationNotSeenYet(Exception):
+    pass
+
+
 @dataclass
 class VideoState:
     video_id: str
@@ -78,17 +82,26 @@ class SignalEngine:
         outgoing: list[tuple[str, NewEvent, str]] = []
         touched_videos: set[str] = set()
         touched_skus: set[str] = set()
+        results: list[Exception | None] = []
         async with self.store.pool.acquire() as conn, conn.transaction():
             for envelope in envelopes:
                 message = envelope.decode()
+                result: Exception | None = None
                 if isinstance(message, ingest.VideoRegistered):
                     await self._register(conn, message)
                 elif isinstance(message, ingest.VideoSampled):
-                    await self._sample(conn, message, touched_videos, touched_skus, outgoing)
+                    known = await self._sample(
+                        conn, message, touched_videos, touched_skus, outgoing
+                    )
+                    if not known:
+                        # ingest accepts samples of registered videos only: the registration
+                        # is on its way (a redelivery overtook it). Try this sample again.
+                        result = RegistrationNotSeenYet(message.video_id)
+                results.append(result)
             await self._persist(conn, touched_videos, touched_skus)
             if outgoing:
                 await self.store.enqueue_messages(outgoing, conn=conn)
-        return [None] * len(envelopes)
+        return results
 
     async def _register(self, conn: asyncpg.Connection, message: ingest.VideoRegistered) -> None:
         published_at = message.published_at.ToDatetime(tzinfo=UTC)
@@ -175,11 +188,14 @@ class SignalEngine:
         touched_videos: set[str],
         touched_skus: set[str],
         outgoing: list[tuple[str, NewEvent, str]],
-    ) -> None:
+    ) -> bool:
+        """Fold one sample; False when its video is not known yet."""
         video = await self._video(conn, message.video_id)
+        if video is None:
+            return False
         at = message.observed_at.ToDatetime(tzinfo=UTC)
-        if video is None or (video.last_observed_at is not None and at <= video.last_observed_at):
-            return  # unknown, a duplicate, or late: it changes nothing
+        if video.last_observed_at is not None and at <= video.last_observed_at:
+            return True  # a duplicate or late: it changes nothing
         video.samples.append(
             Sample(at, message.views, message.likes, message.shares, message.comments)
         )
@@ -189,7 +205,7 @@ class SignalEngine:
         metrics = metrics_of(video.samples)
         video.metrics = metrics
         if metrics is None:
-            return
+            return True
         step = video.detector.update(metrics.view_velocity)
         video.heat = video_heat(metrics.view_velocity, video.followers, video.published_at, at)
         for sku in video.skus:
@@ -217,6 +233,7 @@ class SignalEngine:
                         )
                     )
             self._heat_and_pulse(state, at, evidence, video, outgoing)
+        return True
 
     def _heat_and_pulse(
         self,
