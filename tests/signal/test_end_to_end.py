@@ -92,9 +92,11 @@ async def test_a_video_taking_off_becomes_a_pulse(infra: Infra, nats_url: str, b
                     )
                 except Exception:
                     return False
-                return heat.heat.heat > 1000
+                return heat.heat.heat > 1000 and heat.heat.view_velocity > 10_000
 
             await eventually(heat_known, within=10, what="GetHeat to show the heat")
+            heat = await signal_stub.GetHeat(signal_pb2.GetHeatRequest(sku="LAMP-7"), timeout=5)
+            assert round(heat.heat.like_rate, 2) == round(1 / 12, 2)
             listed = await signal_stub.ListPulses(
                 signal_pb2.ListPulsesRequest(sku="LAMP-7"), timeout=5
             )

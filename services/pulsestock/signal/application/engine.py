@@ -59,6 +59,10 @@ class SkuState:
     heat: float = 0.0
     heat_sent_at: datetime | None = None
     pulse: Pulse | None = None
+    view_velocity: float = 0.0  # of all its videos together
+    like_rate: float = 0.0  # of its most recently sampled video
+    share_rate: float = 0.0
+    as_of: datetime | None = None
 
 
 def _stamp(message: Message, field_name: str, moment: datetime) -> None:
@@ -169,9 +173,11 @@ class SignalEngine:
                 pulse["phase"],
                 pulse["peak_heat"],
             )
-        heat = await conn.fetchrow("SELECT heat, as_of FROM sku_heat WHERE sku = $1", sku)
+        heat = await conn.fetchrow("SELECT * FROM sku_heat WHERE sku = $1", sku)
         if heat is not None:
-            state.heat, state.heat_sent_at = heat["heat"], heat["as_of"]
+            state.heat, state.heat_sent_at, state.as_of = heat["heat"], heat["as_of"], heat["as_of"]
+            state.view_velocity = heat["view_velocity"]
+            state.like_rate, state.share_rate = heat["like_rate"], heat["share_rate"]
         self.skus[sku] = state
         return state
 
@@ -243,7 +249,12 @@ class SignalEngine:
         video: VideoState,
         outgoing: list[tuple[str, NewEvent, str]],
     ) -> None:
-        state.heat = sum(self.videos[v].heat for v in state.video_ids if v in self.videos)
+        videos = [self.videos[v] for v in state.video_ids if v in self.videos]
+        state.heat = sum(v.heat for v in videos)
+        state.view_velocity = sum(v.metrics.view_velocity for v in videos if v.metrics)
+        if video.metrics is not None:
+            state.like_rate, state.share_rate = video.metrics.like_rate, video.metrics.share_rate
+        state.as_of = at
         changed = False
         if state.pulse is None and evidence:
             pulse_id = str(uuid.uuid5(IDS, f"pulse|{state.sku}|{at.isoformat()}"))
@@ -274,13 +285,12 @@ class SignalEngine:
             outgoing.append(self._out(ended, state.sku, ("ended", state.pulse.pulse_id)))
             changed = True
         if changed or state.heat_sent_at is None or at - state.heat_sent_at >= HEAT_EVERY:
-            metrics = video.metrics
             heat = ev.HeatUpdated(
                 sku=state.sku,
                 heat=state.heat,
-                view_velocity=metrics.view_velocity if metrics else 0.0,
-                like_rate=metrics.like_rate if metrics else 0.0,
-                share_rate=metrics.share_rate if metrics else 0.0,
+                view_velocity=state.view_velocity,
+                like_rate=state.like_rate,
+                share_rate=state.share_rate,
             )
             _stamp(heat, "as_of", at)
             outgoing.append(self._out(heat, state.sku, ("heat", state.sku, at.isoformat())))
@@ -310,11 +320,16 @@ class SignalEngine:
             state = self.skus[sku]
             await conn.execute(
                 "INSERT INTO sku_heat (sku, heat, view_velocity, like_rate, share_rate, as_of)"
-                " VALUES ($1, $2, 0, 0, 0, $3)"
-                " ON CONFLICT (sku) DO UPDATE SET heat = excluded.heat, as_of = excluded.as_of",
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sku) DO UPDATE SET"
+                " heat = excluded.heat, view_velocity = excluded.view_velocity,"
+                " like_rate = excluded.like_rate, share_rate = excluded.share_rate,"
+                " as_of = excluded.as_of",
                 sku,
                 state.heat,
-                state.heat_sent_at or datetime.now(UTC),
+                state.view_velocity,
+                state.like_rate,
+                state.share_rate,
+                state.as_of or datetime.now(UTC),
             )
             pulse = state.pulse
             if pulse is not None:

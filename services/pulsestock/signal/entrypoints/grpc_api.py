@@ -32,7 +32,13 @@ class SignalServiceServicer(signal_pb2_grpc.SignalServiceServicer):
         row = await self.pool.fetchrow("SELECT * FROM sku_heat WHERE sku = $1", request.sku)
         if row is None:
             raise NotFound(f"no heat known for SKU {request.sku}")
-        heat = ev.HeatUpdated(sku=request.sku, heat=row["heat"])
+        heat = ev.HeatUpdated(
+            sku=request.sku,
+            heat=row["heat"],
+            view_velocity=row["view_velocity"],
+            like_rate=row["like_rate"],
+            share_rate=row["share_rate"],
+        )
         heat.as_of.FromDatetime(row["as_of"])
         return pb.GetHeatResponse(heat=heat)
 
