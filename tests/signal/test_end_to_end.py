@@ -3,6 +3,7 @@ show up in signal's GetHeat and ListPulses."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -101,6 +102,88 @@ async def test_a_video_taking_off_becomes_a_pulse(infra: Infra, nats_url: str, b
                 signal_pb2.ListPulsesRequest(sku="LAMP-7"), timeout=5
             )
             assert [p.pulse_id for p in listed.pulses] == [pulse.pulse_id]
+    finally:
+        for schema in (ingest_schema, signal_schema):
+            await drop_schema(infra.database_url, schema)
+
+
+@pytest.mark.slow
+async def test_live_sessions_heat_their_skus_and_pulses_can_be_watched(
+    infra: Infra, nats_url: str
+) -> None:
+    ingest_schema, signal_schema = unique_name("ing"), unique_name("sig")
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        async with (
+            running_service("signal", infra.database_url, nats_url, signal_schema) as signal,
+            running_service("ingest", infra.database_url, nats_url, ingest_schema) as ingest,
+        ):
+            signal_stub = SignalServiceStub(signal.channel)
+            watch = signal_stub.WatchPulses(signal_pb2.WatchPulsesRequest(skus=["GLOW-2"]))
+
+            async def live() -> AsyncIterator[ingest_pb2.PushLiveSamplesRequest]:
+                for minute, (viewers, interactions, orders) in enumerate(
+                    [(500, 100, 2), (1500, 400, 12), (3000, 1000, 40)]
+                ):
+                    sample = iev.LiveSampled(
+                        live_id="live-9",
+                        skus=["GLOW-2"],
+                        observed_at=stamp(now - timedelta(minutes=10 - minute)),
+                        concurrent_viewers=viewers,
+                        interactions=interactions,
+                        orders_so_far=orders,
+                    )
+                    yield ingest_pb2.PushLiveSamplesRequest(samples=[sample])
+
+            ingest_stub = IngestServiceStub(ingest.channel)
+            reply = await ingest_stub.PushLiveSamples(live(), timeout=10)
+            assert reply.accepted == 3
+
+            async def live_heat() -> bool:
+                try:
+                    heat = await signal_stub.GetHeat(
+                        signal_pb2.GetHeatRequest(sku="GLOW-2"), timeout=5
+                    )
+                except Exception:
+                    return False
+                # 3000 viewers + 10 x 600 interactions/min + 100 x 28 orders/min
+                return round(heat.heat.heat) == 3000 + 6000 + 2800
+
+            await eventually(live_heat, within=10, what="the live session's heat")
+
+            await ingest_stub.RegisterVideo(
+                ingest_pb2.RegisterVideoRequest(
+                    video_id="glow-video",
+                    skus=["GLOW-2"],
+                    creator_id="c",
+                    creator_followers=10,
+                    published_at=stamp(now - timedelta(hours=5)),
+                    channel=Channel.CHANNEL_SHOPIFY,
+                ),
+                timeout=10,
+            )
+
+            async def surge() -> AsyncIterator[ingest_pb2.PushVideoSamplesRequest]:
+                views = 0
+                for index, increment in enumerate([50] * 12 + [6000, 20000]):
+                    views += increment
+                    yield ingest_pb2.PushVideoSamplesRequest(
+                        samples=[
+                            iev.VideoSampled(
+                                video_id="glow-video",
+                                observed_at=stamp(
+                                    now - timedelta(hours=3) + timedelta(minutes=10 * index)
+                                ),
+                                views=views,
+                            )
+                        ]
+                    )
+
+            await ingest_stub.PushVideoSamples(surge(), timeout=30)
+            watched = await asyncio.wait_for(watch.read(), 20)
+            assert watched.sku == "GLOW-2"
+            assert watched.hot_channel == "CHANNEL_SHOPIFY"
+            watch.cancel()
     finally:
         for schema in (ingest_schema, signal_schema):
             await drop_schema(infra.database_url, schema)

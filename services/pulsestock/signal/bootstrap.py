@@ -23,7 +23,11 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 CONTENT = ConsumerSpec(
     stream=service_stream("ingest").name,
     durable="signal__content",
-    filter_subjects=["ingest.video_registered.>", "ingest.video_sampled.>"],
+    filter_subjects=[
+        "ingest.video_registered.>",
+        "ingest.video_sampled.>",
+        "ingest.live_sampled.>",
+    ],
     # A sample whose registration has not been folded yet is retried: leave it room.
     max_deliver=20,
     ack_wait_s=10,

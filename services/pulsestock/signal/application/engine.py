@@ -21,6 +21,8 @@ from pulsestock.signal.domain.metrics import (
     Rule,
     Sample,
     VideoMetrics,
+    live_heat,
+    live_metrics,
     metrics_of,
     video_heat,
 )
@@ -53,9 +55,21 @@ class VideoState:
 
 
 @dataclass
+class LiveState:
+    live_id: str
+    skus: list[str]
+    last_observed_at: datetime
+    viewers: int
+    interactions: int
+    orders_so_far: int
+    heat: float = 0.0
+
+
+@dataclass
 class SkuState:
     sku: str
     video_ids: set[str]
+    live_ids: set[str] = field(default_factory=set)
     heat: float = 0.0
     heat_sent_at: datetime | None = None
     pulse: Pulse | None = None
@@ -77,6 +91,7 @@ class SignalEngine:
         self.partitions = partitions
         self.config = config or DetectorConfig()
         self.videos: dict[str, VideoState] = {}
+        self.lives: dict[str, LiveState] = {}
         self.skus: dict[str, SkuState] = {}
         self.rules: dict[str, tuple[Rule, ...]] = {}
 
@@ -101,6 +116,8 @@ class SignalEngine:
                         # ingest accepts samples of registered videos only: the registration
                         # is on its way (a redelivery overtook it). Try this sample again.
                         result = RegistrationNotSeenYet(message.video_id)
+                elif isinstance(message, ingest.LiveSampled):
+                    await self._live(conn, message, touched_skus, outgoing)
                 results.append(result)
             await self._persist(conn, touched_videos, touched_skus)
             if outgoing:
@@ -162,6 +179,9 @@ class SignalEngine:
             return state
         rows = await conn.fetch("SELECT video_id FROM videos WHERE $1 = ANY(skus)", sku)
         state = SkuState(sku, {r["video_id"] for r in rows})
+        for row in await conn.fetch("SELECT * FROM live_state WHERE $1 = ANY(skus)", sku):
+            state.live_ids.add(row["live_id"])
+            self.lives.setdefault(row["live_id"], _live_state(row))
         pulse = await conn.fetchrow("SELECT * FROM pulses WHERE sku = $1 AND phase <> 'ended'", sku)
         if pulse is not None:
             state.pulse = Pulse(
@@ -180,6 +200,56 @@ class SignalEngine:
             state.like_rate, state.share_rate = heat["like_rate"], heat["share_rate"]
         self.skus[sku] = state
         return state
+
+    async def _live(
+        self,
+        conn: asyncpg.Connection,
+        message: ingest.LiveSampled,
+        touched_skus: set[str],
+        outgoing: list[tuple[str, NewEvent, str]],
+    ) -> None:
+        at = message.observed_at.ToDatetime(tzinfo=UTC)
+        live = self.lives.get(message.live_id)
+        if live is None:
+            row = await conn.fetchrow(
+                "SELECT * FROM live_state WHERE live_id = $1", message.live_id
+            )
+            if row is not None:
+                live = self.lives[row["live_id"]] = _live_state(row)
+        if live is not None and at <= live.last_observed_at:
+            return  # a duplicate or late: it changes nothing
+        previous = (live.last_observed_at, live.interactions, live.orders_so_far) if live else None
+        metrics = live_metrics(
+            message.concurrent_viewers, message.interactions, message.orders_so_far, at, previous
+        )
+        live = LiveState(
+            message.live_id,
+            list(message.skus),
+            at,
+            message.concurrent_viewers,
+            message.interactions,
+            message.orders_so_far,
+            live_heat(metrics),
+        )
+        self.lives[live.live_id] = live
+        await conn.execute(
+            "INSERT INTO live_state VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (live_id)"
+            " DO UPDATE SET skus = excluded.skus, last_observed_at = excluded.last_observed_at,"
+            " viewers = excluded.viewers, interactions = excluded.interactions,"
+            " orders_so_far = excluded.orders_so_far, heat = excluded.heat",
+            live.live_id,
+            live.skus,
+            at,
+            live.viewers,
+            live.interactions,
+            live.orders_so_far,
+            live.heat,
+        )
+        for sku in live.skus:
+            state = await self._sku(conn, sku)
+            state.live_ids.add(live.live_id)
+            touched_skus.add(sku)
+            self._refresh_heat(state, at, outgoing)
 
     async def _rules_for(self, conn: asyncpg.Connection, sku: str) -> tuple[Rule, ...]:
         if sku not in self.rules:
@@ -238,25 +308,28 @@ class SignalEngine:
                             video.video_id,
                         )
                     )
-            self._heat_and_pulse(state, at, evidence, video, outgoing)
+            self._refresh_heat(state, at, outgoing, video, evidence)
         return True
 
-    def _heat_and_pulse(
+    def _refresh_heat(
         self,
         state: SkuState,
         at: datetime,
-        evidence: list[Evidence],
-        video: VideoState,
         outgoing: list[tuple[str, NewEvent, str]],
+        video: VideoState | None = None,
+        evidence: list[Evidence] | None = None,
     ) -> None:
+        """Recompute the SKU's heat from its videos and live sessions; start a pulse on new
+        evidence, move an active one along, and publish heat at a bounded rate."""
         videos = [self.videos[v] for v in state.video_ids if v in self.videos]
-        state.heat = sum(v.heat for v in videos)
+        lives = [self.lives[v] for v in state.live_ids if v in self.lives]
+        state.heat = sum(v.heat for v in videos) + sum(live.heat for live in lives)
         state.view_velocity = sum(v.metrics.view_velocity for v in videos if v.metrics)
-        if video.metrics is not None:
+        if video is not None and video.metrics is not None:
             state.like_rate, state.share_rate = video.metrics.like_rate, video.metrics.share_rate
         state.as_of = at
         changed = False
-        if state.pulse is None and evidence:
+        if state.pulse is None and evidence and video is not None:
             pulse_id = str(uuid.uuid5(IDS, f"pulse|{state.sku}|{at.isoformat()}"))
             hot = (
                 Channel.Name(Channel.ValueType(video.channel))
@@ -352,6 +425,18 @@ class SignalEngine:
 
     def forget_rules(self, sku: str) -> None:
         self.rules.pop(sku, None)
+
+
+def _live_state(row: asyncpg.Record) -> LiveState:
+    return LiveState(
+        row["live_id"],
+        list(row["skus"]),
+        row["last_observed_at"],
+        row["viewers"],
+        row["interactions"],
+        row["orders_so_far"],
+        row["heat"],
+    )
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:

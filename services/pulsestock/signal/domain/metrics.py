@@ -118,3 +118,37 @@ def recency_weight(
 
 def video_heat(velocity: float, followers: int, published_at: datetime, now: datetime) -> float:
     return max(velocity, 0.0) * reach_weight(followers) * recency_weight(published_at, now)
+
+
+@dataclass(frozen=True)
+class LiveMetrics:
+    viewers: int
+    interactions_per_minute: float
+    orders_per_minute: float
+
+
+def live_metrics(
+    viewers: int,
+    interactions: int,
+    orders: int,
+    at: datetime,
+    previous: tuple[datetime, int, int] | None,
+) -> LiveMetrics:
+    """From a live sample and the one before (observed_at, interactions, orders so far)."""
+    if previous is None:
+        return LiveMetrics(viewers, 0.0, 0.0)
+    minutes = (at - previous[0]).total_seconds() / 60
+    if minutes <= 0:
+        return LiveMetrics(viewers, 0.0, 0.0)
+    return LiveMetrics(
+        viewers,
+        max(interactions - previous[1], 0) / minutes,
+        max(orders - previous[2], 0) / minutes,
+    )
+
+
+def live_heat(metrics: LiveMetrics) -> float:
+    """A live session's heat on the video scale (views per hour): every viewer counts as one,
+    an interaction a minute as ten, an order a minute as a hundred (orders are the signal
+    the first minutes of a live are judged by)."""
+    return metrics.viewers + 10 * metrics.interactions_per_minute + 100 * metrics.orders_per_minute
