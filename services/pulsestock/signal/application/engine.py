@@ -5,6 +5,7 @@ not after the video's last) changes nothing."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -376,34 +377,49 @@ class SignalEngine:
         return (subject_for(SERVICE, event.type, sku, self.partitions), event, sku)
 
     async def _persist(self, conn: asyncpg.Connection, videos: set[str], skus: set[str]) -> None:
-        for video_id in videos:
-            video = self.videos[video_id]
+        """The batch's snapshots: one statement per table, not one per row."""
+        if videos:
+            states = [self.videos[video_id] for video_id in sorted(videos)]
             await conn.execute(
-                "INSERT INTO video_state VALUES ($1, $2, $3, $4, $5)"
+                # JSON as text: asyncpg would read nested lists as a multi-dimensional array.
+                "INSERT INTO video_state SELECT v, t, s::jsonb, d::jsonb, h FROM unnest("
+                " $1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::float8[])"
+                " AS u(v, t, s, d, h)"
                 " ON CONFLICT (video_id) DO UPDATE SET"
                 " last_observed_at = excluded.last_observed_at, samples = excluded.samples,"
                 " detector = excluded.detector, heat = excluded.heat",
-                video_id,
-                video.last_observed_at,
-                [[s.at.isoformat(), s.views, s.likes, s.shares, s.comments] for s in video.samples],
-                video.detector.snapshot(),
-                video.heat,
+                [v.video_id for v in states],
+                [v.last_observed_at for v in states],
+                [
+                    json.dumps(
+                        [
+                            [x.at.isoformat(), x.views, x.likes, x.shares, x.comments]
+                            for x in v.samples
+                        ]
+                    )
+                    for v in states
+                ],
+                [json.dumps(v.detector.snapshot()) for v in states],
+                [v.heat for v in states],
             )
-        for sku in skus:
-            state = self.skus[sku]
+        if skus:
+            heats = [self.skus[sku] for sku in sorted(skus)]
             await conn.execute(
                 "INSERT INTO sku_heat (sku, heat, view_velocity, like_rate, share_rate, as_of)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sku) DO UPDATE SET"
+                " SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[],"
+                " $5::float8[], $6::timestamptz[]) ON CONFLICT (sku) DO UPDATE SET"
                 " heat = excluded.heat, view_velocity = excluded.view_velocity,"
                 " like_rate = excluded.like_rate, share_rate = excluded.share_rate,"
                 " as_of = excluded.as_of",
-                sku,
-                state.heat,
-                state.view_velocity,
-                state.like_rate,
-                state.share_rate,
-                state.as_of or datetime.now(UTC),
+                [h.sku for h in heats],
+                [h.heat for h in heats],
+                [h.view_velocity for h in heats],
+                [h.like_rate for h in heats],
+                [h.share_rate for h in heats],
+                [h.as_of or datetime.now(UTC) for h in heats],
             )
+        for sku in skus:
+            state = self.skus[sku]
             pulse = state.pulse
             if pulse is not None:
                 await conn.execute(
