@@ -83,7 +83,9 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        # Through the Unix socket in the data directory: on one machine it costs a fraction
+        # of loopback TCP per round trip. (It also listens on 127.0.0.1 for other tools.)
+        return f"postgresql://postgres@/postgres?host={self.pgdata}&port={self.port}"
 
     def _prepare_root(self) -> None:
         import pwd
