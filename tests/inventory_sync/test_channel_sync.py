@@ -9,15 +9,15 @@ import time
 import grpc
 import pytest
 from nats.aio.client import Client as NATS
-from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop, fake_channel_env
+from pulsestock.fakes import fake_channel_env
 from pulsestock.v1 import inventory_sync_pb2 as pb
 from pulsestock.v1.common_pb2 import Channel
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub as Stub
 
 from tests.helpers.infra import eventually
+from tests.inventory_sync.conftest import Fakes
 from tests.inventory_sync.test_service import channel_quantities, receive, reserve
 
-Fakes = tuple[FakeTikTokShop, FakeShopify, FakeAmazon]
 CHANNEL_OF = {
     "tiktok_shop": Channel.CHANNEL_TIKTOK_SHOP,
     "shopify": Channel.CHANNEL_SHOPIFY,

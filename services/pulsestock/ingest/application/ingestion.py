@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -34,6 +35,7 @@ from pulsestock.v1.common_pb2 import Channel
 SERVICE = "ingest"
 EVENT_IDS = uuid.UUID("6f1c3c6e-3f0b-4b7e-9a55-2f3d1a0c9b21")  # namespace of ingest's ids
 Clock = Callable[[], datetime]
+Sample = TypeVar("Sample", ev.VideoSampled, ev.LiveSampled)
 
 
 def event_id(*parts: str) -> uuid.UUID:
@@ -51,6 +53,26 @@ class Tally:
         self.rejected += 1
         if len(self.rejections) < 1000:  # enough to act on; the counts say the rest
             self.rejections.append((index, reason))
+
+
+async def _tally_stream(
+    batches: AsyncIterator[Sequence[Sample]],
+    handle: Callable[[Sequence[Sample], int, Tally], Awaitable[None]],
+) -> Tally:
+    """Count a stream's samples message by message (indexes run across the whole stream);
+    an oversize message is rejected whole."""
+    tally = Tally()
+    index = 0
+    async for batch in batches:
+        if len(batch) > MAX_SAMPLES_PER_MESSAGE:
+            for offset in range(len(batch)):
+                tally.reject(
+                    index + offset, f"message holds more than {MAX_SAMPLES_PER_MESSAGE} samples"
+                )
+        else:
+            await handle(batch, index, tally)
+        index += len(batch)
+    return tally
 
 
 def _video_sample(row: asyncpg.Record) -> VideoSample:
@@ -128,18 +150,7 @@ class Ingestion:
         return bool(created)
 
     async def push_video_samples(self, batches: AsyncIterator[Sequence[ev.VideoSampled]]) -> Tally:
-        tally = Tally()
-        index = 0
-        async for batch in batches:
-            if len(batch) > MAX_SAMPLES_PER_MESSAGE:
-                for offset in range(len(batch)):
-                    tally.reject(
-                        index + offset, f"message holds more than {MAX_SAMPLES_PER_MESSAGE} samples"
-                    )
-            else:
-                await self._video_batch(batch, index, tally)
-            index += len(batch)
-        return tally
+        return await _tally_stream(batches, self._video_batch)
 
     async def _video_batch(
         self, batch: Sequence[ev.VideoSampled], first_index: int, tally: Tally
@@ -261,18 +272,7 @@ class Ingestion:
     # --- live sessions -------------------------------------------------------------------------
 
     async def push_live_samples(self, batches: AsyncIterator[Sequence[ev.LiveSampled]]) -> Tally:
-        tally = Tally()
-        index = 0
-        async for batch in batches:
-            if len(batch) > MAX_SAMPLES_PER_MESSAGE:
-                for offset in range(len(batch)):
-                    tally.reject(
-                        index + offset, f"message holds more than {MAX_SAMPLES_PER_MESSAGE} samples"
-                    )
-            else:
-                await self._live_batch(batch, index, tally)
-            index += len(batch)
-        return tally
+        return await _tally_stream(batches, self._live_batch)
 
     async def _live_batch(
         self, batch: Sequence[ev.LiveSampled], first_index: int, tally: Tally
