@@ -96,3 +96,13 @@ def test_live_sample_accepted_and_duplicate() -> None:
         == Verdict.ACCEPT
     )
     assert judge_live_sample(LIVE_LAST, LIVE_LAST, NOW) == Verdict.DUPLICATE
+
+
+def test_a_resent_older_live_sample_is_recognised_only_with_the_same_counts() -> None:
+    older = LiveSample("live1", ("S",), NOW - timedelta(minutes=3), 400, 60, 5)
+    assert judge_live_sample(older, LIVE_LAST, NOW, accepted_then=older) == Verdict.DUPLICATE
+    changed = LiveSample("live1", ("S",), older.observed_at, 401, 60, 5)
+    assert "older than" in judge_live_sample(changed, LIVE_LAST, NOW, accepted_then=older)
+    assert "older than" in judge_live_sample(older, LIVE_LAST, NOW)
+    same_time_other_viewers = LiveSample("live1", ("S",), LIVE_LAST.observed_at, 501, 80, 7)
+    assert "already accepted" in judge_live_sample(same_time_other_viewers, LIVE_LAST, NOW)

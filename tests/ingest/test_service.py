@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -152,6 +153,57 @@ async def test_live_samples(stub: Stub) -> None:
     assert (reply.accepted, reply.rejected) == (1, 2)
     assert "interactions went backwards" in reply.rejections[0].reason
     assert "SKU" in reply.rejections[1].reason
+
+
+def live_sample(minutes_ago: int, viewers: int) -> ev.LiveSampled:
+    return ev.LiveSampled(
+        live_id="live-2",
+        skus=["MUG-1"],
+        observed_at=stamp(NOW - timedelta(minutes=minutes_ago)),
+        concurrent_viewers=viewers,
+        interactions=1000 - minutes_ago,
+        orders_so_far=100 - minutes_ago,
+    )
+
+
+async def test_a_resent_live_stream_is_recognised_and_published_once(stub: Stub, bus: NATS) -> None:
+    async def push_live(samples: list[ev.LiveSampled]) -> pb.PushSamplesResponse:
+        async def requests() -> AsyncIterator[pb.PushLiveSamplesRequest]:
+            yield pb.PushLiveSamplesRequest(samples=samples)
+
+        return await stub.PushLiveSamples(requests(), timeout=10)
+
+    sent = [live_sample(m, 100 + m) for m in (9, 7, 5)]
+    assert (await push_live(sent)).accepted == 3
+    again = await push_live([*sent, live_sample(3, 50)])
+    assert (again.accepted, again.rejected) == (4, 0)
+    altered = await push_live([live_sample(7, 999)])  # the same moment, other counts
+    assert "older than the last accepted sample" in altered.rejections[0].reason
+
+    async def published() -> bool:
+        return await stream_messages(bus, "ingest.live_sampled.>") == 4
+
+    await eventually(published, what="four live samples in JetStream")
+
+
+async def test_concurrent_streams_of_the_same_samples_publish_each_once(
+    stub: Stub, bus: NATS
+) -> None:
+    """Streams retried in parallel land in shared transactions (group commit): a sample
+    already accepted in the same batch or before is a duplicate, never a second event."""
+    await register(stub, "vid-c")
+    samples = [video_sample(60 - m, 1000 + 50 * m, video_id="vid-c") for m in range(30)]
+
+    async def one_stream() -> pb.PushSamplesResponse:
+        return await push(stub, *[samples[i : i + 3] for i in range(0, len(samples), 3)])
+
+    replies = await asyncio.gather(*(one_stream() for _ in range(12)))
+    assert [(r.accepted, r.rejected) for r in replies] == [(30, 0)] * 12
+
+    async def published() -> bool:
+        return await stream_messages(bus, "ingest.video_sampled.>") == 30
+
+    await eventually(published, what="thirty samples in JetStream")
 
 
 async def test_register_video_refuses_bad_fields_with_their_names(stub: Stub) -> None:

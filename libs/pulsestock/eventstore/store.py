@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -105,18 +104,6 @@ class EventStore:
         self.source = source or f"/pulsestock/{schema}"
         self._outbox_route = outbox_route
 
-    @asynccontextmanager
-    async def _transaction(
-        self, conn: asyncpg.Connection | None
-    ) -> AsyncIterator[asyncpg.Connection]:
-        """Join the caller's transaction when given one, else run in a new one."""
-        if conn is not None:
-            async with conn.transaction():
-                yield conn
-            return
-        async with self.pool.acquire() as acquired, acquired.transaction():
-            yield acquired
-
     async def append(
         self,
         stream_id: str,
@@ -185,14 +172,6 @@ class EventStore:
         ):
             column.append(value)
 
-    async def _insert_outbox(self, tx: asyncpg.Connection, outbox: tuple[list[Any], ...]) -> None:
-        await tx.execute(
-            "INSERT INTO outbox (event_id, subject, type, data, headers)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])",
-            *outbox,
-        )
-        await tx.execute("SELECT pg_notify($1, '')", notify_channel(self.schema, "outbox"))
-
     async def enqueue_messages(
         self,
         messages: Sequence[tuple[str, NewEvent, str]],
@@ -200,12 +179,20 @@ class EventStore:
         conn: asyncpg.Connection | None = None,
     ) -> None:
         """Put (subject, event, ce-subject) in the outbox without logging them as stream events
-        (for services whose facts are not event-sourced, e.g. ingest's samples)."""
+        (for services whose facts are not event-sourced, e.g. ingest's samples). One statement,
+        so it joins the caller's transaction (or is its own) without a savepoint."""
+        if not messages:
+            return
         outbox: tuple[list[Any], ...] = ([], [], [], [], [])
         for subject, event, ce_subject in messages:
             self._add_to_outbox(outbox, ce_subject, event, subject)
-        async with self._transaction(conn) as tx:
-            await self._insert_outbox(tx, outbox)
+        await (conn or self.pool).execute(
+            "WITH queued AS (INSERT INTO outbox (event_id, subject, type, data, headers)"
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[]))"
+            " SELECT pg_notify($6, '')",
+            *outbox,
+            notify_channel(self.schema, "outbox"),
+        )
 
     async def read_stream(
         self,

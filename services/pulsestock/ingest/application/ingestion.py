@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from pulsestock.bus.codec import subject_for
 from pulsestock.errors import InvalidArgument, Validator
 from pulsestock.eventstore import EventStore, NewEvent
+from pulsestock.group_commit import GroupCommit
 from pulsestock.ingest.domain.samples import (
     MAX_SAMPLES_PER_MESSAGE,
     LiveSample,
@@ -57,10 +58,11 @@ class Tally:
 
 async def _tally_stream(
     batches: AsyncIterator[Sequence[Sample]],
-    handle: Callable[[Sequence[Sample], int, Tally], Awaitable[None]],
+    judge: Callable[[Sequence[Sample]], Awaitable[list[str]]],
 ) -> Tally:
     """Count a stream's samples message by message (indexes run across the whole stream);
-    an oversize message is rejected whole."""
+    an oversize message is rejected whole. The next message is read only once this one is
+    committed: a fast client waits (HTTP/2 flow control) instead of filling our memory."""
     tally = Tally()
     index = 0
     async for batch in batches:
@@ -70,19 +72,86 @@ async def _tally_stream(
                     index + offset, f"message holds more than {MAX_SAMPLES_PER_MESSAGE} samples"
                 )
         else:
-            await handle(batch, index, tally)
+            for offset, verdict in enumerate(await judge(batch)):
+                if verdict in (Verdict.ACCEPT, Verdict.DUPLICATE):
+                    tally.accepted += 1
+                else:
+                    tally.reject(index + offset, verdict)
         index += len(batch)
     return tally
 
 
-def _video_sample(row: asyncpg.Record) -> VideoSample:
+def _per_message(verdicts: list[str], messages: Sequence[Sequence[object]]) -> list[list[str]]:
+    out, at = [], 0
+    for message in messages:
+        out.append(verdicts[at : at + len(message)])
+        at += len(message)
+    return out
+
+
+def _video_sample(proto: ev.VideoSampled) -> VideoSample | None:
+    if not proto.HasField("observed_at"):
+        return None
     return VideoSample(
-        row["video_id"],
-        row["observed_at"],
-        row["views"],
-        row["likes"],
-        row["shares"],
-        row["comments"],
+        proto.video_id,
+        proto.observed_at.ToDatetime(tzinfo=UTC),
+        proto.views,
+        proto.likes,
+        proto.shares,
+        proto.comments,
+    )
+
+
+def _live_sample(proto: ev.LiveSampled) -> LiveSample | None:
+    if not proto.HasField("observed_at"):
+        return None
+    return LiveSample(
+        proto.live_id,
+        tuple(proto.skus),
+        proto.observed_at.ToDatetime(tzinfo=UTC),
+        proto.concurrent_viewers,
+        proto.interactions,
+        proto.orders_so_far,
+    )
+
+
+async def _remember_video_samples(conn: asyncpg.Connection, accepted: list[VideoSample]) -> None:
+    """Each accepted sample, and each video's newest one on its row (one statement)."""
+    await conn.execute(
+        "WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[],"
+        "   $4::bigint[], $5::bigint[], $6::bigint[])"
+        "   AS s(video_id, observed_at, views, likes, shares, comments)),"
+        " stored AS (INSERT INTO video_samples SELECT * FROM s)"
+        " UPDATE videos v SET last_observed_at = n.observed_at, last_views = n.views,"
+        "   last_likes = n.likes, last_shares = n.shares, last_comments = n.comments"
+        " FROM (SELECT DISTINCT ON (video_id) * FROM s ORDER BY video_id, observed_at DESC) n"
+        " WHERE v.video_id = n.video_id",
+        [s.video_id for s in accepted],
+        [s.observed_at for s in accepted],
+        [s.views for s in accepted],
+        [s.likes for s in accepted],
+        [s.shares for s in accepted],
+        [s.comments for s in accepted],
+    )
+
+
+async def _remember_live_samples(conn: asyncpg.Connection, accepted: list[LiveSample]) -> None:
+    await conn.execute(
+        "WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[],"
+        "   $4::bigint[], $5::bigint[]) AS s(live_id, observed_at, viewers, interactions,"
+        "   orders_so_far)),"
+        " stored AS (INSERT INTO live_samples SELECT * FROM s)"
+        " INSERT INTO live_latest (live_id, observed_at, interactions, orders_so_far, viewers)"
+        " SELECT DISTINCT ON (live_id) live_id, observed_at, interactions, orders_so_far, viewers"
+        " FROM s ORDER BY live_id, observed_at DESC"
+        " ON CONFLICT (live_id) DO UPDATE SET observed_at = excluded.observed_at,"
+        " interactions = excluded.interactions, orders_so_far = excluded.orders_so_far,"
+        " viewers = excluded.viewers",
+        [s.live_id for s in accepted],
+        [s.observed_at for s in accepted],
+        [s.concurrent_viewers for s in accepted],
+        [s.interactions for s in accepted],
+        [s.orders_so_far for s in accepted],
     )
 
 
@@ -91,6 +160,9 @@ class Ingestion:
         self.store = store
         self.clock = clock
         self.partitions = partitions
+        # Concurrent streams share transactions (group commit).
+        self._video_commits = GroupCommit(self._judge_video_messages)
+        self._live_commits = GroupCommit(self._judge_live_messages)
 
     def _message(
         self, message: Message, *, key: str, subject_of: str, identity: tuple[str, ...]
@@ -150,62 +222,54 @@ class Ingestion:
         return bool(created)
 
     async def push_video_samples(self, batches: AsyncIterator[Sequence[ev.VideoSampled]]) -> Tally:
-        return await _tally_stream(batches, self._video_batch)
+        return await _tally_stream(batches, self._video_commits.submit)
 
-    async def _video_batch(
-        self, batch: Sequence[ev.VideoSampled], first_index: int, tally: Tally
-    ) -> None:
+    async def _judge_video_messages(
+        self, messages: list[Sequence[ev.VideoSampled]]
+    ) -> list[list[str]]:
+        """Judge and remember the messages of all streams waiting now in one transaction."""
         now = self.clock()
-        ids = list({s.video_id for s in batch})
-        samples = [
-            VideoSample(
-                p.video_id,
-                p.observed_at.ToDatetime(tzinfo=UTC),
-                p.views,
-                p.likes,
-                p.shares,
-                p.comments,
-            )
-            if p.HasField("observed_at")
-            else None
-            for p in batch
-        ]
+        protos = [proto for message in messages for proto in message]
+        samples = [_video_sample(proto) for proto in protos]
+        verdicts: list[str] = []
         async with self.store.pool.acquire() as conn, conn.transaction():
-            videos = {
-                r["video_id"]: Video(r["video_id"], r["published_at"])
-                for r in await conn.fetch(
-                    "SELECT video_id, published_at FROM videos WHERE video_id = ANY($1::text[])",
-                    ids,
-                )
-            }
-            latest = {
-                r["video_id"]: _video_sample(r)
-                for r in await conn.fetch(
-                    "SELECT * FROM video_latest WHERE video_id = ANY($1::text[]) FOR UPDATE", ids
-                )
-            }
-            earlier = await self._accepted_at(conn, samples, latest)
-            outgoing = []
+            videos: dict[str, Video] = {}
+            latest: dict[str, VideoSample] = {}
+            for row in await conn.fetch(
+                # Sorted, so two writers lock shared videos in the same order (no deadlock).
+                "SELECT * FROM videos WHERE video_id = ANY($1::text[]) ORDER BY video_id"
+                " FOR NO KEY UPDATE",
+                sorted({proto.video_id for proto in protos}),
+            ):
+                videos[row["video_id"]] = Video(row["video_id"], row["published_at"])
+                if row["last_observed_at"] is not None:
+                    latest[row["video_id"]] = VideoSample(
+                        row["video_id"],
+                        row["last_observed_at"],
+                        row["last_views"],
+                        row["last_likes"],
+                        row["last_shares"],
+                        row["last_comments"],
+                    )
+            earlier = await self._video_samples_at(conn, samples, latest)
             accepted: list[VideoSample] = []
-            for offset, (proto, sample) in enumerate(zip(batch, samples, strict=True)):
+            outgoing = []
+            for proto, sample in zip(protos, samples, strict=True):
                 if sample is None:
-                    tally.reject(first_index + offset, "observed_at is required")
+                    verdicts.append("observed_at is required")
                     continue
+                key = (sample.video_id, sample.observed_at)
                 verdict = judge_video_sample(
                     sample,
                     videos.get(sample.video_id),
                     latest.get(sample.video_id),
                     now,
-                    accepted_then=earlier.get((sample.video_id, sample.observed_at)),
+                    accepted_then=earlier.get(key),
                 )
-                if verdict == Verdict.DUPLICATE:
-                    tally.accepted += 1
-                    continue
+                verdicts.append(verdict)
                 if verdict != Verdict.ACCEPT:
-                    tally.reject(first_index + offset, verdict)
                     continue
-                tally.accepted += 1
-                latest[sample.video_id] = sample
+                latest[sample.video_id] = earlier[key] = sample
                 accepted.append(sample)
                 outgoing.append(
                     self._message(
@@ -216,42 +280,18 @@ class Ingestion:
                     )
                 )
             if accepted:
-                await self._remember(conn, accepted)
+                await _remember_video_samples(conn, accepted)
                 await self.store.enqueue_messages(outgoing, conn=conn)
+        return _per_message(verdicts, messages)
 
     @staticmethod
-    async def _remember(conn: asyncpg.Connection, accepted: list[VideoSample]) -> None:
-        """Each accepted sample's key and counters, and each video's newest sample."""
-        columns = [
-            [s.video_id for s in accepted],
-            [s.observed_at for s in accepted],
-            [s.views for s in accepted],
-            [s.likes for s in accepted],
-            [s.shares for s in accepted],
-            [s.comments for s in accepted],
-        ]
-        rows = (
-            "unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],"
-            " $6::bigint[])"
-        )
-        await conn.execute(f"INSERT INTO video_samples SELECT * FROM {rows}", *columns)
-        await conn.execute(
-            f"INSERT INTO video_latest SELECT DISTINCT ON (1) * FROM {rows} AS r"
-            "   (video_id, observed_at, views, likes, shares, comments)"
-            " ORDER BY 1, 2 DESC"
-            " ON CONFLICT (video_id) DO UPDATE SET observed_at = excluded.observed_at,"
-            " views = excluded.views, likes = excluded.likes, shares = excluded.shares,"
-            " comments = excluded.comments",
-            *columns,
-        )
-
-    @staticmethod
-    async def _accepted_at(
+    async def _video_samples_at(
         conn: asyncpg.Connection,
         samples: Sequence[VideoSample | None],
         latest: dict[str, VideoSample],
     ) -> dict[tuple[str, datetime], VideoSample]:
-        """The samples accepted before at the times of this batch's late ones (one query)."""
+        """The samples accepted before at the times of these late ones (one query, and only
+        when some are late: a retried stream)."""
         late = [
             s
             for s in samples
@@ -267,50 +307,57 @@ class Ingestion:
             [s.video_id for s in late],
             [s.observed_at for s in late],
         )
-        return {(r["video_id"], r["observed_at"]): _video_sample(r) for r in rows}
+        return {
+            (r["video_id"], r["observed_at"]): VideoSample(
+                r["video_id"], r["observed_at"], r["views"], r["likes"], r["shares"], r["comments"]
+            )
+            for r in rows
+        }
 
     # --- live sessions -------------------------------------------------------------------------
 
     async def push_live_samples(self, batches: AsyncIterator[Sequence[ev.LiveSampled]]) -> Tally:
-        return await _tally_stream(batches, self._live_batch)
+        return await _tally_stream(batches, self._live_commits.submit)
 
-    async def _live_batch(
-        self, batch: Sequence[ev.LiveSampled], first_index: int, tally: Tally
-    ) -> None:
+    async def _judge_live_messages(
+        self, messages: list[Sequence[ev.LiveSampled]]
+    ) -> list[list[str]]:
         now = self.clock()
-        ids = list({s.live_id for s in batch})
+        protos = [proto for message in messages for proto in message]
+        samples = [_live_sample(proto) for proto in protos]
+        verdicts: list[str] = []
         async with self.store.pool.acquire() as conn, conn.transaction():
             latest = {
                 r["live_id"]: LiveSample(
-                    r["live_id"], (), r["observed_at"], 0, r["interactions"], r["orders_so_far"]
+                    r["live_id"],
+                    (),
+                    r["observed_at"],
+                    r["viewers"],
+                    r["interactions"],
+                    r["orders_so_far"],
                 )
                 for r in await conn.fetch(
-                    "SELECT * FROM live_latest WHERE live_id = ANY($1::text[]) FOR UPDATE", ids
+                    "SELECT * FROM live_latest WHERE live_id = ANY($1::text[]) ORDER BY live_id"
+                    " FOR UPDATE",
+                    sorted({proto.live_id for proto in protos}),
                 )
             }
+            earlier = await self._live_samples_at(conn, samples, latest)
+            accepted: list[LiveSample] = []
             outgoing = []
-            changed: dict[str, LiveSample] = {}
-            for offset, proto in enumerate(batch):
-                if not proto.HasField("observed_at"):
-                    tally.reject(first_index + offset, "observed_at is required")
+            for proto, sample in zip(protos, samples, strict=True):
+                if sample is None:
+                    verdicts.append("observed_at is required")
                     continue
-                sample = LiveSample(
-                    proto.live_id,
-                    tuple(proto.skus),
-                    proto.observed_at.ToDatetime(tzinfo=UTC),
-                    proto.concurrent_viewers,
-                    proto.interactions,
-                    proto.orders_so_far,
+                key = (sample.live_id, sample.observed_at)
+                verdict = judge_live_sample(
+                    sample, latest.get(sample.live_id), now, accepted_then=earlier.get(key)
                 )
-                verdict = judge_live_sample(sample, latest.get(sample.live_id), now)
-                if verdict == Verdict.DUPLICATE:
-                    tally.accepted += 1
-                    continue
+                verdicts.append(verdict)
                 if verdict != Verdict.ACCEPT:
-                    tally.reject(first_index + offset, verdict)
                     continue
-                tally.accepted += 1
-                latest[sample.live_id] = changed[sample.live_id] = sample
+                latest[sample.live_id] = earlier[key] = sample
+                accepted.append(sample)
                 outgoing.append(
                     self._message(
                         proto,
@@ -319,19 +366,43 @@ class Ingestion:
                         identity=("live_sampled", sample.live_id, sample.observed_at.isoformat()),
                     )
                 )
-            if changed:
-                rows = list(changed.values())
-                await conn.execute(
-                    "INSERT INTO live_latest SELECT * FROM unnest($1::text[], $2::timestamptz[],"
-                    " $3::bigint[], $4::bigint[]) ON CONFLICT (live_id) DO UPDATE SET"
-                    " observed_at = excluded.observed_at, interactions = excluded.interactions,"
-                    " orders_so_far = excluded.orders_so_far",
-                    [s.live_id for s in rows],
-                    [s.observed_at for s in rows],
-                    [s.interactions for s in rows],
-                    [s.orders_so_far for s in rows],
-                )
+            if accepted:
+                await _remember_live_samples(conn, accepted)
                 await self.store.enqueue_messages(outgoing, conn=conn)
+        return _per_message(verdicts, messages)
+
+    @staticmethod
+    async def _live_samples_at(
+        conn: asyncpg.Connection,
+        samples: Sequence[LiveSample | None],
+        latest: dict[str, LiveSample],
+    ) -> dict[tuple[str, datetime], LiveSample]:
+        late = [
+            s
+            for s in samples
+            if s is not None
+            and s.live_id in latest
+            and s.observed_at < latest[s.live_id].observed_at
+        ]
+        if not late:
+            return {}
+        rows = await conn.fetch(
+            "SELECT l.* FROM live_samples l JOIN unnest($1::text[], $2::timestamptz[])"
+            " AS k(live_id, observed_at) USING (live_id, observed_at)",
+            [s.live_id for s in late],
+            [s.observed_at for s in late],
+        )
+        return {
+            (r["live_id"], r["observed_at"]): LiveSample(
+                r["live_id"],
+                (),
+                r["observed_at"],
+                r["viewers"],
+                r["interactions"],
+                r["orders_so_far"],
+            )
+            for r in rows
+        }
 
     # --- orders --------------------------------------------------------------------------------
 

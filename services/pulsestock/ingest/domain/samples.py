@@ -92,13 +92,20 @@ class LiveSample:
     interactions: int
     orders_so_far: int
 
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return (self.concurrent_viewers, self.interactions, self.orders_so_far)
+
 
 def judge_live_sample(
     sample: LiveSample,
     previous: LiveSample | None,
     now: datetime,
     skew: timedelta = CLOCK_SKEW,
+    accepted_then: LiveSample | None = None,
 ) -> str:
+    """As for videos: `previous` is the session's last accepted sample, `accepted_then` the
+    one accepted at exactly this sample's observed_at, if any."""
     if not valid_id(sample.live_id):
         return "malformed live_id"
     if not sample.skus or not all(valid_id(sku) for sku in sample.skus):
@@ -108,17 +115,15 @@ def judge_live_sample(
     if sample.observed_at > now + skew:
         return _future(skew)
     if previous is not None:
-        same = (sample.interactions, sample.orders_so_far) == (
-            previous.interactions,
-            previous.orders_so_far,
-        )
         if sample.observed_at == previous.observed_at:
             return (
                 Verdict.DUPLICATE
-                if same
+                if sample.counts == previous.counts
                 else "another sample was already accepted at this observed_at"
             )
         if sample.observed_at < previous.observed_at:
+            if accepted_then is not None and accepted_then.counts == sample.counts:
+                return Verdict.DUPLICATE
             return "older than the last accepted sample of this live session"
         if sample.interactions < previous.interactions:
             return "cumulative interactions went backwards"
