@@ -15,10 +15,10 @@ from google.protobuf.message import Message
 from pulsestock.bus import Envelope
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent
+from pulsestock.signal.application.sample_window import SampleWindow
 from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
 from pulsestock.signal.domain.metrics import (
     DEFAULT_RULES,
-    WINDOW,
     Rule,
     Sample,
     VideoMetrics,
@@ -48,7 +48,7 @@ class VideoState:
     followers: int
     published_at: datetime
     channel: int
-    samples: list[Sample] = field(default_factory=list)
+    window: SampleWindow = field(default_factory=SampleWindow)
     detector: PulseDetector = field(default_factory=PulseDetector)
     heat: float = 0.0
     last_observed_at: datetime | None = None
@@ -150,7 +150,7 @@ class SignalEngine:
         if state is not None:
             return state
         row = await conn.fetchrow(
-            "SELECT v.*, s.last_observed_at, s.samples, s.detector, s.heat FROM videos v"
+            "SELECT v.*, s.last_observed_at, s.sample_window, s.detector, s.heat FROM videos v"
             " LEFT JOIN video_state s USING (video_id) WHERE v.video_id = $1",
             video_id,
         )
@@ -165,12 +165,10 @@ class SignalEngine:
         )
         if row["last_observed_at"] is not None:
             state.last_observed_at = row["last_observed_at"]
-            state.samples = [
-                Sample(datetime.fromisoformat(s[0]), s[1], s[2], s[3], s[4]) for s in row["samples"]
-            ]
+            state.window = SampleWindow.unpack(row["sample_window"])
             state.detector = PulseDetector.restore(row["detector"], self.config)
             state.heat = row["heat"]
-            state.metrics = metrics_of(state.samples)
+            state.metrics = metrics_of(state.window.samples)
         self.videos[video_id] = state
         return state
 
@@ -273,13 +271,10 @@ class SignalEngine:
         at = message.observed_at.ToDatetime(tzinfo=UTC)
         if video.last_observed_at is not None and at <= video.last_observed_at:
             return True  # a duplicate or late: it changes nothing
-        video.samples.append(
-            Sample(at, message.views, message.likes, message.shares, message.comments)
-        )
-        video.samples = [s for s in video.samples if at - s.at <= WINDOW]
+        video.window.add(Sample(at, message.views, message.likes, message.shares, message.comments))
         video.last_observed_at = at
         touched_videos.add(video.video_id)
-        metrics = metrics_of(video.samples)
+        metrics = metrics_of(video.window.samples)
         video.metrics = metrics
         if metrics is None:
             return True
@@ -381,24 +376,18 @@ class SignalEngine:
         if videos:
             states = [self.videos[video_id] for video_id in sorted(videos)]
             await conn.execute(
-                # JSON as text: asyncpg would read nested lists as a multi-dimensional array.
-                "INSERT INTO video_state SELECT v, t, s::jsonb, d::jsonb, h FROM unnest("
-                " $1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::float8[])"
-                " AS u(v, t, s, d, h)"
+                "INSERT INTO video_state"
+                " (video_id, last_observed_at, sample_window, detector, heat)"
+                " SELECT v, t, w, d::jsonb, h FROM unnest("
+                " $1::text[], $2::timestamptz[], $3::bytea[], $4::text[], $5::float8[])"
+                " AS u(v, t, w, d, h)"
                 " ON CONFLICT (video_id) DO UPDATE SET"
-                " last_observed_at = excluded.last_observed_at, samples = excluded.samples,"
+                " last_observed_at = excluded.last_observed_at,"
+                " sample_window = excluded.sample_window,"
                 " detector = excluded.detector, heat = excluded.heat",
                 [v.video_id for v in states],
                 [v.last_observed_at for v in states],
-                [
-                    json.dumps(
-                        [
-                            [x.at.isoformat(), x.views, x.likes, x.shares, x.comments]
-                            for x in v.samples
-                        ]
-                    )
-                    for v in states
-                ],
+                [v.window.packed() for v in states],
                 [json.dumps(v.detector.snapshot()) for v in states],
                 [v.heat for v in states],
             )
