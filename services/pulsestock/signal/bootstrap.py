@@ -37,6 +37,7 @@ CONTENT = ConsumerSpec(
 class Signal:
     async def prepare(self, context: ServiceContext) -> None:
         self.engine = SignalEngine(context.store, context.settings.partitions)
+        await self.engine.recover_pending_heat()
         js = context.nc.jetstream()
         await ensure_stream(js, service_stream("ingest"))
         await ensure_consumer(js, CONTENT)
@@ -50,6 +51,9 @@ class Signal:
         # One batch at a time: a video's samples must be folded in order.
         await DurableConsumer(context.nc, CONTENT, batch_handler=self.engine.handle_batch).run(stop)
 
+    async def run_heat_flusher(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await self.engine.run_heat_flusher(stop)
+
 
 def build() -> ServiceDefinition:
     service = Signal()
@@ -58,5 +62,5 @@ def build() -> ServiceDefinition:
         register=service.register,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
-        roles=[service.run_content],
+        roles=[service.run_content, service.run_heat_flusher],
     )

@@ -5,8 +5,12 @@ not after the video's last) changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +19,7 @@ from google.protobuf.message import Message
 from pulsestock.bus import Envelope
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent
+from pulsestock.eventstore.store import CONNECTION_LOST
 from pulsestock.signal.application.sample_window import SampleWindow
 from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
 from pulsestock.signal.domain.metrics import (
@@ -28,13 +33,19 @@ from pulsestock.signal.domain.metrics import (
     video_heat,
 )
 from pulsestock.signal.domain.pulses import ENDED, Evidence, Pulse, advance
+from pulsestock.telemetry import get_logger
 from pulsestock.v1 import ingest_events_pb2 as ingest
 from pulsestock.v1 import signal_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
+log = get_logger(__name__)
 SERVICE = "signal"
 IDS = uuid.UUID("0b8f5a3e-7f5e-4a8c-8d1f-5b2a7e9c4d10")
-HEAT_EVERY = timedelta(seconds=60)  # at most one HeatUpdated per SKU per minute of samples
+# HeatUpdated per SKU: at most one per minute of content time, and at most one per second of
+# wall time (a backfill or burst folds a SKU's samples far faster than they were observed;
+# its latest heat then goes out when the second is up, by `flush_heat`).
+HEAT_EVERY = timedelta(seconds=60)
+HEAT_MIN_INTERVAL_S = 1.0
 
 
 class RegistrationNotSeenYet(Exception):
@@ -72,7 +83,8 @@ class SkuState:
     video_ids: set[str]
     live_ids: set[str] = field(default_factory=set)
     heat: float = 0.0
-    heat_sent_at: datetime | None = None
+    heat_sent_at: datetime | None = None  # as_of of the last heat published
+    heat_sent_wall: float = float("-inf")  # monotonic time of that
     pulse: Pulse | None = None
     view_velocity: float = 0.0  # of all its videos together
     like_rate: float = 0.0  # of its most recently sampled video
@@ -86,11 +98,19 @@ def _stamp(message: Message, field_name: str, moment: datetime) -> None:
 
 class SignalEngine:
     def __init__(
-        self, store: EventStore, partitions: int, config: DetectorConfig | None = None
+        self,
+        store: EventStore,
+        partitions: int,
+        config: DetectorConfig | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.partitions = partitions
         self.config = config or DetectorConfig()
+        self.monotonic = monotonic
+        self.heat_pending: set[str] = set()  # SKUs whose latest heat waits for its second
+        # Batches and heat flushes take turns: both move SKU state and write its snapshot.
+        self._turn = asyncio.Lock()
         self.videos: dict[str, VideoState] = {}
         self.lives: dict[str, LiveState] = {}
         self.skus: dict[str, SkuState] = {}
@@ -103,9 +123,10 @@ class SignalEngine:
         touched_videos: set[str] = set()
         touched_skus: set[str] = set()
         results: list[Exception | None] = []
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            for envelope in envelopes:
-                message = envelope.decode()
+        messages = [envelope.decode() for envelope in envelopes]
+        async with self._turn, self.store.pool.acquire() as conn, conn.transaction():
+            await self._preload(conn, messages)
+            for message in messages:
                 result: Exception | None = None
                 if isinstance(message, ingest.VideoRegistered):
                     await self._register(conn, message)
@@ -146,59 +167,92 @@ class SignalEngine:
                 self.skus[sku].video_ids.add(message.video_id)
 
     async def _video(self, conn: asyncpg.Connection, video_id: str) -> VideoState | None:
-        state = self.videos.get(video_id)
-        if state is not None:
-            return state
-        row = await conn.fetchrow(
+        if video_id not in self.videos:
+            await self._load_videos(conn, [video_id])
+        return self.videos.get(video_id)
+
+    async def _load_videos(self, conn: asyncpg.Connection, video_ids: list[str]) -> None:
+        """Bring videos (registration and snapshot) into memory, one query for all."""
+        for row in await conn.fetch(
             "SELECT v.*, s.last_observed_at, s.sample_window, s.detector, s.heat FROM videos v"
-            " LEFT JOIN video_state s USING (video_id) WHERE v.video_id = $1",
-            video_id,
-        )
-        if row is None:
-            return None
-        state = VideoState(
-            video_id,
-            list(row["skus"]),
-            row["creator_followers"],
-            row["published_at"],
-            row["channel"],
-        )
-        if row["last_observed_at"] is not None:
-            state.last_observed_at = row["last_observed_at"]
-            state.window = SampleWindow.unpack(row["sample_window"])
-            state.detector = PulseDetector.restore(row["detector"], self.config)
-            state.heat = row["heat"]
-            state.metrics = metrics_of(state.window.samples)
-        self.videos[video_id] = state
-        return state
+            " LEFT JOIN video_state s USING (video_id) WHERE v.video_id = ANY($1::text[])",
+            video_ids,
+        ):
+            state = VideoState(
+                row["video_id"],
+                list(row["skus"]),
+                row["creator_followers"],
+                row["published_at"],
+                row["channel"],
+            )
+            if row["last_observed_at"] is not None:
+                state.last_observed_at = row["last_observed_at"]
+                state.window = SampleWindow.unpack(row["sample_window"])
+                state.detector = PulseDetector.restore(row["detector"], self.config)
+                state.heat = row["heat"]
+                state.metrics = metrics_of(state.window.samples)
+            self.videos[state.video_id] = state
 
     async def _sku(self, conn: asyncpg.Connection, sku: str) -> SkuState:
-        state = self.skus.get(sku)
-        if state is not None:
-            return state
-        rows = await conn.fetch("SELECT video_id FROM videos WHERE $1 = ANY(skus)", sku)
-        state = SkuState(sku, {r["video_id"] for r in rows})
-        for row in await conn.fetch("SELECT * FROM live_state WHERE $1 = ANY(skus)", sku):
-            state.live_ids.add(row["live_id"])
+        if sku not in self.skus:
+            await self._load_skus(conn, [sku])
+        return self.skus[sku]
+
+    async def _load_skus(self, conn: asyncpg.Connection, skus: list[str]) -> None:
+        """Bring SKUs (their videos, live sessions, open pulse and heat) into memory: four
+        queries for all of them."""
+        states = {sku: SkuState(sku, set()) for sku in skus}
+        for row in await conn.fetch(
+            "SELECT s.sku, v.video_id FROM videos v CROSS JOIN unnest(v.skus) AS s(sku)"
+            " WHERE v.skus && $1::text[] AND s.sku = ANY($1::text[])",
+            skus,
+        ):
+            states[row["sku"]].video_ids.add(row["video_id"])
+        for row in await conn.fetch("SELECT * FROM live_state WHERE skus && $1::text[]", skus):
+            for sku in set(row["skus"]) & states.keys():
+                states[sku].live_ids.add(row["live_id"])
             self.lives.setdefault(row["live_id"], _live_state(row))
-        pulse = await conn.fetchrow("SELECT * FROM pulses WHERE sku = $1 AND phase <> 'ended'", sku)
-        if pulse is not None:
-            state.pulse = Pulse(
+        for pulse in await conn.fetch(
+            "SELECT * FROM pulses WHERE sku = ANY($1::text[]) AND phase <> 'ended'", skus
+        ):
+            states[pulse["sku"]].pulse = Pulse(
                 pulse["pulse_id"],
-                sku,
+                pulse["sku"],
                 pulse["detected_at"],
                 pulse["hot_channel"],
                 [Evidence(**e) for e in pulse["evidence"]],
                 pulse["phase"],
                 pulse["peak_heat"],
             )
-        heat = await conn.fetchrow("SELECT * FROM sku_heat WHERE sku = $1", sku)
-        if heat is not None:
-            state.heat, state.heat_sent_at, state.as_of = heat["heat"], heat["as_of"], heat["as_of"]
+        for heat in await conn.fetch("SELECT * FROM sku_heat WHERE sku = ANY($1::text[])", skus):
+            state = states[heat["sku"]]
+            state.heat, state.as_of = heat["heat"], heat["as_of"]
+            state.heat_sent_at = heat["published_at"]
+            if state.heat_sent_at != state.as_of:  # heat folded but not sent before a stop
+                self.heat_pending.add(state.sku)
             state.view_velocity = heat["view_velocity"]
             state.like_rate, state.share_rate = heat["like_rate"], heat["share_rate"]
-        self.skus[sku] = state
-        return state
+        self.skus.update(states)
+
+    async def _preload(self, conn: asyncpg.Connection, messages: list[Message]) -> None:
+        """What this batch's samples need and memory lacks, loaded set-based up front (after
+        a restart, or for new videos, one query per video and four per SKU added up)."""
+        videos = {
+            m.video_id
+            for m in messages
+            if isinstance(m, ingest.VideoSampled) and m.video_id not in self.videos
+        }
+        if videos:
+            await self._load_videos(conn, sorted(videos))
+        skus = {
+            sku
+            for m in messages
+            if isinstance(m, ingest.VideoSampled) and m.video_id in self.videos
+            for sku in self.videos[m.video_id].skus
+        } | {sku for m in messages if isinstance(m, ingest.LiveSampled) for sku in m.skus}
+        missing = sorted(skus - self.skus.keys())
+        if missing:
+            await self._load_skus(conn, missing)
 
     async def _live(
         self,
@@ -353,17 +407,59 @@ class SignalEngine:
             _stamp(ended, "ended_at", at)
             outgoing.append(self._out(ended, state.sku, ("ended", state.pulse.pulse_id)))
             changed = True
-        if changed or state.heat_sent_at is None or at - state.heat_sent_at >= HEAT_EVERY:
-            heat = ev.HeatUpdated(
-                sku=state.sku,
-                heat=state.heat,
-                view_velocity=state.view_velocity,
-                like_rate=state.like_rate,
-                share_rate=state.share_rate,
-            )
-            _stamp(heat, "as_of", at)
-            outgoing.append(self._out(heat, state.sku, ("heat", state.sku, at.isoformat())))
-            state.heat_sent_at = at
+        due = changed or state.heat_sent_at is None or at - state.heat_sent_at >= HEAT_EVERY
+        if changed or (due and self._heat_may_go(state)):
+            outgoing.append(self._heat_event(state))
+        elif due or state.sku in self.heat_pending:
+            self.heat_pending.add(state.sku)
+
+    def _heat_may_go(self, state: SkuState) -> bool:
+        return self.monotonic() - state.heat_sent_wall >= HEAT_MIN_INTERVAL_S
+
+    def _heat_event(self, state: SkuState) -> tuple[str, NewEvent, str]:
+        """The SKU's current heat as an event; it counts as sent from now."""
+        assert state.as_of is not None
+        heat = ev.HeatUpdated(
+            sku=state.sku,
+            heat=state.heat,
+            view_velocity=state.view_velocity,
+            like_rate=state.like_rate,
+            share_rate=state.share_rate,
+        )
+        _stamp(heat, "as_of", state.as_of)
+        state.heat_sent_at, state.heat_sent_wall = state.as_of, self.monotonic()
+        self.heat_pending.discard(state.sku)
+        return self._out(heat, state.sku, ("heat", state.sku, state.as_of.isoformat()))
+
+    async def recover_pending_heat(self) -> None:
+        """After a restart: SKUs whose last folded heat was never published."""
+        rows = await self.store.pool.fetch(
+            "SELECT sku FROM sku_heat WHERE published_at IS DISTINCT FROM as_of"
+        )
+        self.heat_pending.update(row["sku"] for row in rows)
+
+    async def flush_heat(self) -> int:
+        """Publish the latest heat of pending SKUs whose second is up; how many went out."""
+        async with self._turn:
+            if not self.heat_pending:
+                return 0
+            async with self.store.pool.acquire() as conn, conn.transaction():
+                await self._load_skus(conn, sorted(self.heat_pending - self.skus.keys()))
+                due = [self.skus[sku] for sku in sorted(self.heat_pending)]
+                outgoing = [self._heat_event(state) for state in due if self._heat_may_go(state)]
+                if outgoing:
+                    await self._persist(conn, set(), {sku for _, _, sku in outgoing})
+                    await self.store.enqueue_messages(outgoing, conn=conn)
+            return len(outgoing)
+
+    async def run_heat_flusher(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEAT_MIN_INTERVAL_S / 4)
+            try:
+                await self.flush_heat()
+            except (*CONNECTION_LOST, asyncpg.PostgresError) as error:  # pending stays pending
+                log.warning("heat flush failed, retrying", error=repr(error))
 
     def _out(
         self, message: Message, sku: str, identity: tuple[str, ...]
@@ -394,18 +490,20 @@ class SignalEngine:
         if skus:
             heats = [self.skus[sku] for sku in sorted(skus)]
             await conn.execute(
-                "INSERT INTO sku_heat (sku, heat, view_velocity, like_rate, share_rate, as_of)"
+                "INSERT INTO sku_heat"
+                " (sku, heat, view_velocity, like_rate, share_rate, as_of, published_at)"
                 " SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[],"
-                " $5::float8[], $6::timestamptz[]) ON CONFLICT (sku) DO UPDATE SET"
-                " heat = excluded.heat, view_velocity = excluded.view_velocity,"
+                " $5::float8[], $6::timestamptz[], $7::timestamptz[]) ON CONFLICT (sku) DO UPDATE"
+                " SET heat = excluded.heat, view_velocity = excluded.view_velocity,"
                 " like_rate = excluded.like_rate, share_rate = excluded.share_rate,"
-                " as_of = excluded.as_of",
+                " as_of = excluded.as_of, published_at = excluded.published_at",
                 [h.sku for h in heats],
                 [h.heat for h in heats],
                 [h.view_velocity for h in heats],
                 [h.like_rate for h in heats],
                 [h.share_rate for h in heats],
                 [h.as_of or datetime.now(UTC) for h in heats],
+                [h.heat_sent_at for h in heats],
             )
         for sku in skus:
             state = self.skus[sku]
