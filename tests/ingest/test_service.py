@@ -210,7 +210,11 @@ async def test_register_video_refuses_bad_fields_with_their_names(stub: Stub) ->
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.RegisterVideo(
             pb.RegisterVideoRequest(
-                video_id="bad id", skus=[], creator_id="c", creator_followers=-1
+                video_id="bad id",
+                skus=[],
+                creator_id="c",
+                creator_followers=-1,
+                seller_id="seller with spaces",
             ),
             timeout=10,
         )
@@ -223,6 +227,7 @@ async def test_register_video_refuses_bad_fields_with_their_names(stub: Stub) ->
         "video_id",
         "skus",
         "creator_followers",
+        "seller_id",
         "published_at",
         "channel",
     ]

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pulsestock/v1/ingest_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\xbb\x01\n\x0fVideoRegistered\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\x12\x12\n\ncreator_id\x18\x03 \x01(\t\x12\x19\n\x11\x63reator_followers\x18\x04 \x01(\x03\x12\x30\n\x0cpublished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x16.pulsestock.v1.Channel\"\x91\x01\n\x0cVideoSampled\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05views\x18\x03 \x01(\x03\x12\r\n\x05likes\x18\x04 \x01(\x03\x12\x0e\n\x06shares\x18\x05 \x01(\x03\x12\x10\n\x08\x63omments\x18\x06 \x01(\x03\"\xa6\x01\n\x0bLiveSampled\x12\x0f\n\x07live_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63oncurrent_viewers\x18\x04 \x01(\x03\x12\x14\n\x0cinteractions\x18\x05 \x01(\x03\x12\x15\n\rorders_so_far\x18\x06 \x01(\x03\"\xd8\x01\n\x0bOrderPlaced\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\'\n\x05lines\x18\x03 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12-\n\tplaced_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x62uyer_region\x18\x05 \x01(\t\x12\x18\n\x10\x61waiting_payment\x18\x06 \x01(\x08\"\x95\x01\n\x0eOrderCancelled\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61ncelled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pulsestock/v1/ingest_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\xce\x01\n\x0fVideoRegistered\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\x12\x12\n\ncreator_id\x18\x03 \x01(\t\x12\x19\n\x11\x63reator_followers\x18\x04 \x01(\x03\x12\x30\n\x0cpublished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x11\n\tseller_id\x18\x07 \x01(\t\"\x91\x01\n\x0cVideoSampled\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05views\x18\x03 \x01(\x03\x12\r\n\x05likes\x18\x04 \x01(\x03\x12\x0e\n\x06shares\x18\x05 \x01(\x03\x12\x10\n\x08\x63omments\x18\x06 \x01(\x03\"\xa6\x01\n\x0bLiveSampled\x12\x0f\n\x07live_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63oncurrent_viewers\x18\x04 \x01(\x03\x12\x14\n\x0cinteractions\x18\x05 \x01(\x03\x12\x15\n\rorders_so_far\x18\x06 \x01(\x03\"\xd8\x01\n\x0bOrderPlaced\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\'\n\x05lines\x18\x03 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12-\n\tplaced_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x62uyer_region\x18\x05 \x01(\t\x12\x18\n\x10\x61waiting_payment\x18\x06 \x01(\x08\"\x95\x01\n\x0eOrderCancelled\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61ncelled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pulsestock.v1.ingest_events
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VIDEOREGISTERED']._serialized_start=114
-  _globals['_VIDEOREGISTERED']._serialized_end=301
-  _globals['_VIDEOSAMPLED']._serialized_start=304
-  _globals['_VIDEOSAMPLED']._serialized_end=449
-  _globals['_LIVESAMPLED']._serialized_start=452
-  _globals['_LIVESAMPLED']._serialized_end=618
-  _globals['_ORDERPLACED']._serialized_start=621
-  _globals['_ORDERPLACED']._serialized_end=837
-  _globals['_ORDERCANCELLED']._serialized_start=840
-  _globals['_ORDERCANCELLED']._serialized_end=989
+  _globals['_VIDEOREGISTERED']._serialized_end=320
+  _globals['_VIDEOSAMPLED']._serialized_start=323
+  _globals['_VIDEOSAMPLED']._serialized_end=468
+  _globals['_LIVESAMPLED']._serialized_start=471
+  _globals['_LIVESAMPLED']._serialized_end=637
+  _globals['_ORDERPLACED']._serialized_start=640
+  _globals['_ORDERPLACED']._serialized_end=856
+  _globals['_ORDERCANCELLED']._serialized_start=859
+  _globals['_ORDERCANCELLED']._serialized_end=1008
 # @@protoc_insertion_point(module_scope)

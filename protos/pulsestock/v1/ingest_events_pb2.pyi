@@ -32,10 +32,12 @@ class VideoRegistered(_message.Message):
     CREATOR_FOLLOWERS_FIELD_NUMBER: _builtins.int
     PUBLISHED_AT_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    SELLER_ID_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     creator_id: _builtins.str
     creator_followers: _builtins.int
     channel: _common_pb2.Channel.ValueType
+    seller_id: _builtins.str
     @_builtins.property
     def skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -49,10 +51,11 @@ class VideoRegistered(_message.Message):
         creator_followers: _builtins.int = ...,
         published_at: _timestamp_pb2.Timestamp | None = ...,
         channel: _common_pb2.Channel.ValueType = ...,
+        seller_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["published_at", b"published_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "creator_followers", b"creator_followers", "creator_id", b"creator_id", "published_at", b"published_at", "skus", b"skus", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "creator_followers", b"creator_followers", "creator_id", b"creator_id", "published_at", b"published_at", "seller_id", b"seller_id", "skus", b"skus", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

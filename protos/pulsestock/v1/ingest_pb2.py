@@ -27,7 +27,7 @@ from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 from pulsestock.v1 import ingest_events_pb2 as pulsestock_dot_v1_dot_ingest__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apulsestock/v1/ingest.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\x1a!pulsestock/v1/ingest_events.proto\"\xc0\x01\n\x14RegisterVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\x12\x12\n\ncreator_id\x18\x03 \x01(\t\x12\x19\n\x11\x63reator_followers\x18\x04 \x01(\x03\x12\x30\n\x0cpublished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x16.pulsestock.v1.Channel\"(\n\x15RegisterVideoResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"G\n\x17PushVideoSamplesRequest\x12,\n\x07samples\x18\x01 \x03(\x0b\x32\x1b.pulsestock.v1.VideoSampled\"E\n\x16PushLiveSamplesRequest\x12+\n\x07samples\x18\x01 \x03(\x0b\x32\x1a.pulsestock.v1.LiveSampled\"0\n\x0fSampleRejection\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"m\n\x13PushSamplesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x32\n\nrejections\x18\x03 \x03(\x0b\x32\x1e.pulsestock.v1.SampleRejection\"?\n\x12RecordOrderRequest\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.pulsestock.v1.OrderPlaced\"(\n\x13RecordOrderResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x32\x83\x03\n\rIngestService\x12Z\n\rRegisterVideo\x12#.pulsestock.v1.RegisterVideoRequest\x1a$.pulsestock.v1.RegisterVideoResponse\x12`\n\x10PushVideoSamples\x12&.pulsestock.v1.PushVideoSamplesRequest\x1a\".pulsestock.v1.PushSamplesResponse(\x01\x12^\n\x0fPushLiveSamples\x12%.pulsestock.v1.PushLiveSamplesRequest\x1a\".pulsestock.v1.PushSamplesResponse(\x01\x12T\n\x0bRecordOrder\x12!.pulsestock.v1.RecordOrderRequest\x1a\".pulsestock.v1.RecordOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apulsestock/v1/ingest.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\x1a!pulsestock/v1/ingest_events.proto\"\xd3\x01\n\x14RegisterVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\x12\x12\n\ncreator_id\x18\x03 \x01(\t\x12\x19\n\x11\x63reator_followers\x18\x04 \x01(\x03\x12\x30\n\x0cpublished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x11\n\tseller_id\x18\x07 \x01(\t\"(\n\x15RegisterVideoResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"G\n\x17PushVideoSamplesRequest\x12,\n\x07samples\x18\x01 \x03(\x0b\x32\x1b.pulsestock.v1.VideoSampled\"E\n\x16PushLiveSamplesRequest\x12+\n\x07samples\x18\x01 \x03(\x0b\x32\x1a.pulsestock.v1.LiveSampled\"0\n\x0fSampleRejection\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"m\n\x13PushSamplesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x32\n\nrejections\x18\x03 \x03(\x0b\x32\x1e.pulsestock.v1.SampleRejection\"?\n\x12RecordOrderRequest\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.pulsestock.v1.OrderPlaced\"(\n\x13RecordOrderResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x32\x83\x03\n\rIngestService\x12Z\n\rRegisterVideo\x12#.pulsestock.v1.RegisterVideoRequest\x1a$.pulsestock.v1.RegisterVideoResponse\x12`\n\x10PushVideoSamples\x12&.pulsestock.v1.PushVideoSamplesRequest\x1a\".pulsestock.v1.PushSamplesResponse(\x01\x12^\n\x0fPushLiveSamples\x12%.pulsestock.v1.PushLiveSamplesRequest\x1a\".pulsestock.v1.PushSamplesResponse(\x01\x12T\n\x0bRecordOrder\x12!.pulsestock.v1.RecordOrderRequest\x1a\".pulsestock.v1.RecordOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pulsestock.v1.ingest_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERVIDEOREQUEST']._serialized_start=142
-  _globals['_REGISTERVIDEOREQUEST']._serialized_end=334
-  _globals['_REGISTERVIDEORESPONSE']._serialized_start=336
-  _globals['_REGISTERVIDEORESPONSE']._serialized_end=376
-  _globals['_PUSHVIDEOSAMPLESREQUEST']._serialized_start=378
-  _globals['_PUSHVIDEOSAMPLESREQUEST']._serialized_end=449
-  _globals['_PUSHLIVESAMPLESREQUEST']._serialized_start=451
-  _globals['_PUSHLIVESAMPLESREQUEST']._serialized_end=520
-  _globals['_SAMPLEREJECTION']._serialized_start=522
-  _globals['_SAMPLEREJECTION']._serialized_end=570
-  _globals['_PUSHSAMPLESRESPONSE']._serialized_start=572
-  _globals['_PUSHSAMPLESRESPONSE']._serialized_end=681
-  _globals['_RECORDORDERREQUEST']._serialized_start=683
-  _globals['_RECORDORDERREQUEST']._serialized_end=746
-  _globals['_RECORDORDERRESPONSE']._serialized_start=748
-  _globals['_RECORDORDERRESPONSE']._serialized_end=788
-  _globals['_INGESTSERVICE']._serialized_start=791
-  _globals['_INGESTSERVICE']._serialized_end=1178
+  _globals['_REGISTERVIDEOREQUEST']._serialized_end=353
+  _globals['_REGISTERVIDEORESPONSE']._serialized_start=355
+  _globals['_REGISTERVIDEORESPONSE']._serialized_end=395
+  _globals['_PUSHVIDEOSAMPLESREQUEST']._serialized_start=397
+  _globals['_PUSHVIDEOSAMPLESREQUEST']._serialized_end=468
+  _globals['_PUSHLIVESAMPLESREQUEST']._serialized_start=470
+  _globals['_PUSHLIVESAMPLESREQUEST']._serialized_end=539
+  _globals['_SAMPLEREJECTION']._serialized_start=541
+  _globals['_SAMPLEREJECTION']._serialized_end=589
+  _globals['_PUSHSAMPLESRESPONSE']._serialized_start=591
+  _globals['_PUSHSAMPLESRESPONSE']._serialized_end=700
+  _globals['_RECORDORDERREQUEST']._serialized_start=702
+  _globals['_RECORDORDERREQUEST']._serialized_end=765
+  _globals['_RECORDORDERRESPONSE']._serialized_start=767
+  _globals['_RECORDORDERRESPONSE']._serialized_end=807
+  _globals['_INGESTSERVICE']._serialized_start=810
+  _globals['_INGESTSERVICE']._serialized_end=1197
 # @@protoc_insertion_point(module_scope)

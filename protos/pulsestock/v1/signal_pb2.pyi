@@ -140,6 +140,10 @@ Global___Rule: _TypeAlias = Rule  # noqa: Y015
 
 @_typing.final
 class SetRulesRequest(_message.Message):
+    """Rules for one scope: a seller (every SKU its videos feature) or one SKU, which then uses
+    these instead of its seller's. No rules set anywhere: the defaults apply.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SELLER_ID_FIELD_NUMBER: _builtins.int

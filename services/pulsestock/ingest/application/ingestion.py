@@ -20,6 +20,7 @@ from pulsestock.bus.codec import subject_for
 from pulsestock.errors import InvalidArgument, Validator
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.group_commit import GroupCommit
+from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.ingest.domain.samples import (
     MAX_SAMPLES_PER_MESSAGE,
     LiveSample,
@@ -28,7 +29,6 @@ from pulsestock.ingest.domain.samples import (
     VideoSample,
     judge_live_sample,
     judge_video_sample,
-    valid_id,
 )
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
@@ -175,12 +175,17 @@ class Ingestion:
     async def register_video(self, request: ev.VideoRegistered) -> bool:
         """Register or update a video; True when it was new."""
         v = Validator()
-        v.check(valid_id(request.video_id), "video_id", "must be 1-128 letters, digits or _.:-")
+        v.check(valid_id(request.video_id), "video_id", ID_RULE)
         v.check(0 < len(request.skus) <= 100, "skus", "must list 1 to 100 SKUs")
         for index, sku in enumerate(request.skus):
             v.check(valid_id(sku), f"skus[{index}]", "malformed SKU")
-        v.check(valid_id(request.creator_id), "creator_id", "must be 1-128 letters, digits or _.:-")
+        v.check(valid_id(request.creator_id), "creator_id", ID_RULE)
         v.check(request.creator_followers >= 0, "creator_followers", "must not be negative")
+        v.check(
+            not request.seller_id or valid_id(request.seller_id),
+            "seller_id",
+            f"{ID_RULE} (or empty)",
+        )
         v.check(request.HasField("published_at"), "published_at", "is required")
         v.check(
             request.channel in Channel.values() and request.channel != Channel.CHANNEL_UNSPECIFIED,

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+from pulsestock.ids import valid_id
+
 MAX_SAMPLES_PER_MESSAGE = 1000
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -39,10 +39,6 @@ class Verdict:
 
 def _future(skew: timedelta) -> str:
     return f"observed_at is in the future beyond the {int(skew.total_seconds())} s clock skew"
-
-
-def valid_id(value: str) -> bool:
-    return ID_PATTERN.fullmatch(value) is not None
 
 
 def judge_video_sample(

@@ -32,6 +32,7 @@ class IngestServiceServicer(ingest_pb2_grpc.IngestServiceServicer):
             creator_id=request.creator_id,
             creator_followers=request.creator_followers,
             channel=request.channel,
+            seller_id=request.seller_id,
         )
         if request.HasField("published_at"):
             registered.published_at.CopyFrom(request.published_at)

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from pulsestock.ids import valid_id
 from pulsestock.ingest.adapters.tiktok_orders import TikTokOrderLookupFailed, TikTokOrders
 from pulsestock.ingest.application.ingestion import Ingestion
-from pulsestock.ingest.domain.samples import valid_id
 from pulsestock.runtime import ServiceContext
 from pulsestock.telemetry import get_logger
 from pulsestock.v1 import ingest_events_pb2 as ev

@@ -46,6 +46,13 @@ IDS = uuid.UUID("0b8f5a3e-7f5e-4a8c-8d1f-5b2a7e9c4d10")
 # its latest heat then goes out when the second is up, by `flush_heat`).
 HEAT_EVERY = timedelta(seconds=60)
 HEAT_MIN_INTERVAL_S = 1.0
+RULES_TTL_S = 5.0
+
+
+def rules_scope(*, sku: str = "", seller_id: str = "") -> str | None:
+    if sku:
+        return f"sku:{sku}"
+    return f"seller:{seller_id}" if seller_id else None
 
 
 class RegistrationNotSeenYet(Exception):
@@ -59,6 +66,7 @@ class VideoState:
     followers: int
     published_at: datetime
     channel: int
+    seller_id: str
     window: SampleWindow = field(default_factory=SampleWindow)
     detector: PulseDetector = field(default_factory=PulseDetector)
     heat: float = 0.0
@@ -114,7 +122,9 @@ class SignalEngine:
         self.videos: dict[str, VideoState] = {}
         self.lives: dict[str, LiveState] = {}
         self.skus: dict[str, SkuState] = {}
-        self.rules: dict[str, tuple[Rule, ...]] = {}
+        # Rules by scope ("sku:…", "seller:…"); None: nothing set there. Entries expire, so a
+        # SetRules served by another replica takes effect here too.
+        self._rules: dict[str, tuple[tuple[Rule, ...] | None, float]] = {}
 
     # --- consuming -----------------------------------------------------------------------------
 
@@ -149,19 +159,23 @@ class SignalEngine:
     async def _register(self, conn: asyncpg.Connection, message: ingest.VideoRegistered) -> None:
         published_at = message.published_at.ToDatetime(tzinfo=UTC)
         await conn.execute(
-            "INSERT INTO videos VALUES ($1, $2, $3, $4, $5) ON CONFLICT (video_id) DO UPDATE SET"
+            "INSERT INTO videos (video_id, skus, creator_followers, published_at, channel,"
+            " seller_id) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (video_id) DO UPDATE SET"
             " skus = excluded.skus, creator_followers = excluded.creator_followers,"
-            " published_at = excluded.published_at, channel = excluded.channel",
+            " published_at = excluded.published_at, channel = excluded.channel,"
+            " seller_id = excluded.seller_id",
             message.video_id,
             list(message.skus),
             message.creator_followers,
             published_at,
             message.channel,
+            message.seller_id,
         )
         state = self.videos.get(message.video_id)
         if state is not None:
             state.skus, state.followers = list(message.skus), message.creator_followers
             state.published_at, state.channel = published_at, message.channel
+            state.seller_id = message.seller_id
         for sku in message.skus:
             if sku in self.skus:
                 self.skus[sku].video_ids.add(message.video_id)
@@ -184,6 +198,7 @@ class SignalEngine:
                 row["creator_followers"],
                 row["published_at"],
                 row["channel"],
+                row["seller_id"],
             )
             if row["last_observed_at"] is not None:
                 state.last_observed_at = row["last_observed_at"]
@@ -304,11 +319,21 @@ class SignalEngine:
             touched_skus.add(sku)
             self._refresh_heat(state, at, outgoing)
 
-    async def _rules_for(self, conn: asyncpg.Connection, sku: str) -> tuple[Rule, ...]:
-        if sku not in self.rules:
-            row = await conn.fetchval("SELECT rules FROM rules WHERE scope = $1", f"sku:{sku}")
-            self.rules[sku] = tuple(Rule(**r) for r in row) if row is not None else DEFAULT_RULES
-        return self.rules[sku]
+    async def _rules_for(
+        self, conn: asyncpg.Connection, sku: str, seller_id: str
+    ) -> tuple[Rule, ...]:
+        """The SKU's own rules, else its seller's, else the defaults."""
+        for scope in (rules_scope(sku=sku), rules_scope(seller_id=seller_id)):
+            if scope is None:
+                continue
+            cached = self._rules.get(scope)
+            if cached is None or self.monotonic() - cached[1] > RULES_TTL_S:
+                row = await conn.fetchval("SELECT rules FROM rules WHERE scope = $1", scope)
+                rules = tuple(Rule(**r) for r in row) if row is not None else None
+                cached = self._rules[scope] = (rules, self.monotonic())
+            if cached[0] is not None:
+                return cached[0]
+        return DEFAULT_RULES
 
     async def _sample(
         self,
@@ -348,7 +373,7 @@ class SignalEngine:
                         video.video_id,
                     )
                 )
-            for rule in await self._rules_for(conn, sku):
+            for rule in await self._rules_for(conn, sku, video.seller_id):
                 if rule.fires(metrics):
                     evidence.append(
                         Evidence(
@@ -526,8 +551,8 @@ class SignalEngine:
                 if pulse.phase == ENDED:
                     state.pulse = None
 
-    def forget_rules(self, sku: str) -> None:
-        self.rules.pop(sku, None)
+    def forget_rules(self, scope: str) -> None:
+        self._rules.pop(scope, None)
 
 
 def _live_state(row: asyncpg.Record) -> LiveState:

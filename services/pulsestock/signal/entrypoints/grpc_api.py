@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -10,7 +11,8 @@ import grpc
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pulsestock.errors import NotFound, Validator
-from pulsestock.signal.application.engine import SignalEngine
+from pulsestock.ids import ID_RULE, valid_id
+from pulsestock.signal.application.engine import SignalEngine, rules_scope
 from pulsestock.signal.domain.metrics import METRICS, OPERATORS
 from pulsestock.v1 import signal_events_pb2 as ev
 from pulsestock.v1 import signal_pb2 as pb
@@ -76,15 +78,25 @@ class SignalServiceServicer(signal_pb2_grpc.SignalServiceServicer):
         self, request: pb.SetRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetRulesResponse:
         v = Validator()
-        v.check(bool(request.sku), "sku", "is required (rules are set per SKU)")
+        v.check(
+            bool(request.sku) != bool(request.seller_id),
+            "sku" if request.sku else "seller_id",
+            "set exactly one of seller_id (a seller's rules) and sku (one SKU's rules)",
+        )
+        for name in ("sku", "seller_id"):
+            value = getattr(request, name)
+            v.check(not value or valid_id(value), name, ID_RULE)
+        names = [rule.name for rule in request.rules]
         for index, rule in enumerate(request.rules):
             v.check(bool(rule.name), f"rules[{index}].name", "is required")
+            v.check(names.count(rule.name) == 1, f"rules[{index}].name", "is not unique")
             v.check(
                 rule.metric in METRICS,
                 f"rules[{index}].metric",
                 f"must be one of {', '.join(METRICS)}",
             )
             v.check(rule.op in OPERATORS, f"rules[{index}].op", "must be >, >=, < or <=")
+            v.check(math.isfinite(rule.threshold), f"rules[{index}].threshold", "must be finite")
             v.check(rule.min_views >= 0, f"rules[{index}].min_views", "must not be negative")
         v.raise_if_invalid()
         rules = [
@@ -97,13 +109,15 @@ class SignalServiceServicer(signal_pb2_grpc.SignalServiceServicer):
             }
             for r in request.rules
         ]
+        scope = rules_scope(sku=request.sku, seller_id=request.seller_id)
+        assert scope is not None  # validated above
         await self.pool.execute(
             "INSERT INTO rules VALUES ($1, $2)"
             " ON CONFLICT (scope) DO UPDATE SET rules = excluded.rules",
-            f"sku:{request.sku}",
+            scope,
             rules,
         )
-        self.engine.forget_rules(request.sku)
+        self.engine.forget_rules(scope)
         return pb.SetRulesResponse()
 
     async def WatchPulses(
