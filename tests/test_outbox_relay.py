@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 from pulsestock.bus import ConsumerSpec, DurableConsumer, Envelope, StreamSpec, idempotent
@@ -52,6 +53,30 @@ async def test_relay_publishes_with_cloudevent_headers(
         sku="A", quantity=3
     )
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_batch_jetstream_does_not_store_stays_in_the_outbox(
+    nc: NATS, pool: asyncpg.Pool, schema: str
+) -> None:
+    """One message of the batch has no stream to go to: the relay fails the batch (nothing
+    deleted, the stored ones are dropped as duplicates on the next attempt)."""
+    token = unique_name("r").lower()
+    await ensure_stream(nc.jetstream(), StreamSpec(token.upper(), [f"{token}.ok.>"]))
+    store = EventStore(
+        pool,
+        schema,
+        outbox_route=lambda s, _e: f"{token}.{'lost' if s == 'sku-B' else 'ok'}.{s}",
+    )
+    for sku in ("sku-A", "sku-B", "sku-C"):
+        await store.append(sku, NO_STREAM, [NewEvent.of(ev.StockReceived(sku=sku, quantity=1))])
+    relay = OutboxRelay(pool, nc, schema, publish_timeout_s=5)
+    with pytest.raises(nats.errors.Error, match="1 not stored"):
+        await relay.relay_batch()
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 3
+    await ensure_stream(nc.jetstream(), StreamSpec(f"{token.upper()}_LOST", [f"{token}.lost.>"]))
+    assert await relay.relay_batch() == 3
+    assert await stream_count(nc, token.upper()) == 2  # A and C once each
+    assert await stream_count(nc, f"{token.upper()}_LOST") == 1
 
 
 async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(

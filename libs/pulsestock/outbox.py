@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
+from pulsestock.bus.publisher import BatchPublisher
 from pulsestock.eventstore.store import CONNECTION_LOST, Wakeup, notify_channel
 from pulsestock.telemetry import get_logger
 
@@ -42,6 +43,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.publish_timeout_s = publish_timeout_s
         self.published = 0
+        self._publisher = BatchPublisher(nc)
 
     async def relay_batch(self, conn: asyncpg.Connection | None = None) -> int:
         """Publish the oldest pending rows (pipelined, all acks awaited), then delete them."""
@@ -63,12 +65,10 @@ class OutboxRelay:
     async def publish(self, rows: list[Any]) -> None:
         """Publish pipelined; every ack must arrive before the rows go (an error leaves them
         for the next attempt)."""
-        js = self.nc.jetstream()
-        futures: list[asyncio.Future[Any]] = [
-            await js.publish_async(row["subject"], bytes(row["data"]), headers=row["headers"])
-            for row in rows
-        ]
-        await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
+        await self._publisher.publish(
+            [(row["subject"], row["data"], row["headers"]) for row in rows],
+            self.publish_timeout_s,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop`; a lost database connection (and with it the relay lock) is
