@@ -6,6 +6,8 @@ import asyncio
 import uuid
 
 import asyncpg
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from opentelemetry import trace
 from pulsestock.bus import (
@@ -21,6 +23,7 @@ from pulsestock.bus import (
     partition_for,
     subject_for,
 )
+from pulsestock.bus.codec import header_block, parse_header_block
 from pulsestock.telemetry import configure_telemetry
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
@@ -50,6 +53,17 @@ async def publish(nc: NATS, subject: str, event_id: str | None = None) -> str:
     payload = ev.StockReceived(sku="S", quantity=1).SerializeToString()
     await nc.jetstream().publish(subject, payload, headers=headers)
     return event_id
+
+
+header_names = st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"))
+header_values = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r\n"))
+
+
+@given(st.dictionaries(header_names.filter(bool), header_values))
+def test_a_header_block_reads_back_as_the_headers_it_was_made_of(
+    headers: dict[str, str],
+) -> None:
+    assert parse_header_block(header_block(headers)) == headers
 
 
 async def test_provisioning_is_idempotent_and_updates_in_place(nc: NATS) -> None:

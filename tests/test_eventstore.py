@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pulsestock.bus.codec import parse_header_block
 from pulsestock.eventstore import (
     NO_STREAM,
     EventStore,
@@ -100,7 +101,7 @@ async def test_outbox_rows_commit_with_the_events_and_only_with_them(
     events = await store.read_stream("sku-A")
     assert [r["event_id"] for r in rows] == [e.event_id for e in events]
     assert rows[0]["subject"] == "test.sku-A"
-    headers = rows[0]["headers"]
+    headers = parse_header_block(rows[0]["headers"])
     assert headers["Nats-Msg-Id"] == headers["ce-id"] == str(events[0].event_id)
     assert headers["ce-type"] == "pulsestock.v1.StockReceived"
     assert headers["ce-specversion"] == "1.0"

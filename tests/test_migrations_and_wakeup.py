@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import asyncpg
 import pytest
+from pulsestock.bus.codec import parse_header_block
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent, ProjectionRunner, RecordedEvent
-from pulsestock.eventstore.migrations import Migration, apply_migrations
+from pulsestock.eventstore.migrations import Migration, apply_migrations, event_store_migrations
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
@@ -31,6 +33,26 @@ async def test_migrations_apply_once_and_refuse_a_changed_history(infra: Infra) 
             await apply_migrations(conn, schema, [first, second, broken])
         versions = await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
         assert sorted(r["version"] for r in versions) == [1, 2]  # the failed one left nothing
+    finally:
+        await conn.close()
+        await drop_schema(infra.database_url, schema)
+
+
+async def test_outbox_headers_move_from_json_to_header_blocks_intact(infra: Infra) -> None:
+    schema = unique_name("mig_hdr")
+    migrations = event_store_migrations()
+    headers = {"Nats-Msg-Id": "e-1", "ce-type": "pulsestock.v1.X", "traceparent": "00-ab-cd-01"}
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await apply_migrations(conn, schema, [m for m in migrations if m.version < 3])
+        await conn.execute(
+            f"INSERT INTO {schema}.outbox (event_id, subject, type, data, headers)"
+            " VALUES (gen_random_uuid(), 's', 't', '', $1::jsonb)",
+            json.dumps(headers),
+        )
+        await apply_migrations(conn, schema, migrations)
+        block = await conn.fetchval(f"SELECT headers FROM {schema}.outbox")
+        assert parse_header_block(block) == headers
     finally:
         await conn.close()
         await drop_schema(infra.database_url, schema)

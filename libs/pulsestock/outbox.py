@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
+from pulsestock.bus.codec import parse_header_block
 from pulsestock.bus.publisher import BatchPublisher
 from pulsestock.eventstore.store import CONNECTION_LOST, Wakeup, notify_channel
 from pulsestock.telemetry import get_logger
@@ -66,7 +67,7 @@ class OutboxRelay:
         """Publish pipelined; every ack must arrive before the rows go (an error leaves them
         for the next attempt)."""
         await self._publisher.publish(
-            [(row["subject"], row["data"], row["headers"]) for row in rows],
+            [(row["subject"], row["data"], parse_header_block(row["headers"])) for row in rows],
             self.publish_timeout_s,
         )
 

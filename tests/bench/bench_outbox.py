@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 import nats
+from pulsestock.bus.codec import parse_header_block
 from pulsestock.bus.provision import StreamSpec, ensure_stream
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.eventstore.store import connect_pool
@@ -36,7 +37,9 @@ async def run(infra: Infra) -> None:
             batch = [NewEvent.of(ev.StockReserved(sku="S", quantity=1)) for _ in range(100)]
             await store.append(f"sku-{chunk}", NO_STREAM, batch)
         rows = await pool.fetch("SELECT subject, data, headers FROM outbox ORDER BY id")
-        messages = [(r["subject"], bytes(r["data"]), dict(r["headers"])) for r in rows]
+        messages = [
+            (r["subject"], bytes(r["data"]), parse_header_block(r["headers"])) for r in rows
+        ]
         relay = OutboxRelay(pool, nc, schema, batch_size=RELAY_BATCH)
 
         async def ours() -> None:

@@ -48,6 +48,15 @@ def cloudevent_headers(
     return inject_trace_headers(headers)
 
 
+def header_block(headers: dict[str, str]) -> str:
+    """Headers as NATS writes them after its status line: "name: value" lines, CRLF-ended."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+
+def parse_header_block(block: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in block.split("\r\n") if line)
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A received event: CloudEvents attributes plus the raw protobuf payload."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
-from pulsestock.bus.codec import cloudevent_headers
+from pulsestock.bus.codec import cloudevent_headers, header_block
 from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, WrongExpectedVersion
 
 # Errors that mean the connection is gone (not that a statement failed): take a new one.
@@ -168,7 +168,9 @@ class EventStore:
             subject=stream_id,
         )
         for column, value in zip(
-            outbox, (event.event_id, subject, event.type, event.data, headers), strict=True
+            outbox,
+            (event.event_id, subject, event.type, event.data, header_block(headers)),
+            strict=True,
         ):
             column.append(value)
 
@@ -188,7 +190,7 @@ class EventStore:
             self._add_to_outbox(outbox, ce_subject, event, subject)
         await (conn or self.pool).execute(
             "WITH queued AS (INSERT INTO outbox (event_id, subject, type, data, headers)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[]))"
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[]))"
             " SELECT pg_notify($6, '')",
             *outbox,
             notify_channel(self.schema, "outbox"),
