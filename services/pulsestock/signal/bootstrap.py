@@ -48,8 +48,11 @@ class Signal:
         return [signal_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name]
 
     async def run_content(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        # One batch at a time: a video's samples must be folded in order.
-        await DurableConsumer(context.nc, CONTENT, batch_handler=self.engine.handle_batch).run(stop)
+        # One batch at a time: a video's samples must be folded in order. Large batches: a
+        # video sampled several times within one is snapshotted once.
+        await DurableConsumer(
+            context.nc, CONTENT, batch_handler=self.engine.handle_batch, batch=1000
+        ).run(stop)
 
     async def run_heat_flusher(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await self.engine.run_heat_flusher(stop)
