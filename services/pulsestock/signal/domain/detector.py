@@ -19,7 +19,9 @@ class DetectorConfig:
     alpha: float = 0.08  # weight of a new observation in the baseline
     k: float = 1.0  # CUSUM slack, in robust-z units
     h: float = 8.0  # CUSUM alarm level
-    z_cap: float = 6.0  # one observation adds at most this much
+    # One observation adds at most z_cap - k: above h, so one extreme jump alone can alarm
+    # (daily data would otherwise catch a one-day pulse a day late); tune_detector.py.
+    z_cap: float = 10.0
     min_scale: float = 0.1  # floor of the robust scale (log units)
 
 
