@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pulsestock.signal.domain.detector import PulseDetector
 from pulsestock.signal.domain.metrics import Rule, Sample, metrics_of
 from pulsestock.signal.domain.pulses import DECAYING, ENDED, PEAKING, Pulse, advance
@@ -59,6 +60,26 @@ def test_metrics_growth_of_the_last_hour_against_the_hour_before() -> None:
     assert round(metrics.view_growth_1h, 6) == 6.0  # +600 %
     assert round(metrics.view_velocity) == 4200  # 700 per 10 minutes
     assert round(metrics.like_rate, 3) == 0.125
+
+
+def test_rate_trends_compare_the_last_hours_new_viewers_with_the_earlier_ones() -> None:
+    # An hour at 1 like per 8 views, then an hour whose 6,000 new views bring 1,500 likes
+    # (1 per 4) and the same share and comment rates as before.
+    first = [Sample(T0 + i * timedelta(minutes=10), 800 * i, 100 * i, 8 * i, 0) for i in range(7)]
+    second = [
+        Sample(T0 + (6 + i) * timedelta(minutes=10), 4800 + 1000 * i, 600 + 250 * i, 48 + 10 * i, 0)
+        for i in range(1, 7)
+    ]
+    metrics = metrics_of(first + second)
+    assert metrics is not None
+    assert metrics.like_rate_trend == pytest.approx(0.25 - 0.125)
+    assert metrics.share_rate_trend == pytest.approx(0.01 - 0.01)
+    assert metrics.comment_rate_trend == 0.0
+    rule = Rule("engages new viewers more", "like_rate_trend", ">", 0.1)
+    assert rule.fires(metrics)
+    young = metrics_of(first[:2])  # not an hour of history yet
+    assert young is not None
+    assert young.like_rate_trend == 0.0
 
 
 def test_rules_fire_only_above_their_minimum_views() -> None:

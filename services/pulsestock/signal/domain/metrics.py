@@ -28,6 +28,11 @@ class VideoMetrics:
     like_rate: float
     share_rate: float
     comment_rate: float
+    # Trends: the rate among the last hour's new views minus the whole rate an hour ago
+    # (> 0: the video engages its new viewers more than its earlier ones); 0 without history.
+    like_rate_trend: float = 0.0
+    share_rate_trend: float = 0.0
+    comment_rate_trend: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -37,23 +42,32 @@ class VideoMetrics:
             "like_rate": self.like_rate,
             "share_rate": self.share_rate,
             "comment_rate": self.comment_rate,
+            "like_rate_trend": self.like_rate_trend,
+            "share_rate_trend": self.share_rate_trend,
+            "comment_rate_trend": self.comment_rate_trend,
         }
 
 
-def _views_at(samples: list[Sample], moment: datetime) -> float | None:
-    """Cumulative views at `moment`, interpolated between samples (None before the first)."""
+def _at(samples: list[Sample], moment: datetime) -> tuple[float, ...] | None:
+    """The cumulative counters (views, likes, shares, comments) at `moment`, interpolated
+    between samples (None before the first)."""
     if not samples or moment < samples[0].at:
         return None
     previous = samples[0]
     for sample in samples:
         if sample.at >= moment:
             span = (sample.at - previous.at).total_seconds()
-            if span <= 0:
-                return float(sample.views)
-            share = (moment - previous.at).total_seconds() / span
-            return previous.views + share * (sample.views - previous.views)
+            share = (moment - previous.at).total_seconds() / span if span > 0 else 1.0
+            return tuple(
+                old + share * (new - old)
+                for old, new in zip(_counts(previous), _counts(sample), strict=True)
+            )
         previous = sample
-    return float(samples[-1].views)
+    return tuple(float(c) for c in _counts(samples[-1]))
+
+
+def _counts(sample: Sample) -> tuple[int, int, int, int]:
+    return (sample.views, sample.likes, sample.shares, sample.comments)
 
 
 def metrics_of(samples: list[Sample]) -> VideoMetrics | None:
@@ -63,25 +77,47 @@ def metrics_of(samples: list[Sample]) -> VideoMetrics | None:
     last, before = samples[-1], samples[-2]
     hours = (last.at - before.at).total_seconds() / 3600
     velocity = (last.views - before.views) / hours if hours > 0 else 0.0
-    hour_ago = _views_at(samples, last.at - timedelta(hours=1))
-    two_hours_ago = _views_at(samples, last.at - timedelta(hours=2))
+    hour_ago = _at(samples, last.at - timedelta(hours=1))
+    two_hours_ago = _at(samples, last.at - timedelta(hours=2))
     growth = 0.0
     if hour_ago is not None and two_hours_ago is not None:
-        recent, earlier = last.views - hour_ago, hour_ago - two_hours_ago
+        recent, earlier = last.views - hour_ago[0], hour_ago[0] - two_hours_ago[0]
         growth = recent / earlier - 1 if earlier > 0 else (math.inf if recent > 0 else 0.0)
     views = max(last.views, 1)
+    now = _counts(last)
+    rates = [count / views for count in now[1:]]
+    trends = [0.0, 0.0, 0.0]
+    if hour_ago is not None and hour_ago[0] > 0 and now[0] > hour_ago[0]:
+        new_views = now[0] - hour_ago[0]
+        trends = [
+            (count - then) / new_views - then / hour_ago[0]
+            for count, then in zip(now[1:], hour_ago[1:], strict=True)
+        ]
     return VideoMetrics(
         views=last.views,
         view_velocity=velocity,
         view_growth_1h=growth,
-        like_rate=last.likes / views,
-        share_rate=last.shares / views,
-        comment_rate=last.comments / views,
+        like_rate=rates[0],
+        share_rate=rates[1],
+        comment_rate=rates[2],
+        like_rate_trend=trends[0],
+        share_rate_trend=trends[1],
+        comment_rate_trend=trends[2],
     )
 
 
 OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-METRICS = ("view_velocity", "view_growth_1h", "like_rate", "share_rate", "comment_rate", "views")
+METRICS = (
+    "view_velocity",
+    "view_growth_1h",
+    "like_rate",
+    "share_rate",
+    "comment_rate",
+    "like_rate_trend",
+    "share_rate_trend",
+    "comment_rate_trend",
+    "views",
+)
 
 
 @dataclass(frozen=True)
