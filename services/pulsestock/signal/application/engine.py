@@ -10,7 +10,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -134,7 +134,7 @@ class SignalEngine:
         touched_skus: set[str] = set()
         results: list[Exception | None] = []
         messages = [envelope.decode() for envelope in envelopes]
-        async with self._turn, self.store.pool.acquire() as conn, conn.transaction():
+        async with self._turn_in_transaction() as conn:
             await self._preload(conn, messages)
             for message in messages:
                 result: Exception | None = None
@@ -465,17 +465,33 @@ class SignalEngine:
 
     async def flush_heat(self) -> int:
         """Publish the latest heat of pending SKUs whose second is up; how many went out."""
+        if not self.heat_pending:
+            return 0
+        async with self._turn_in_transaction() as conn:
+            await self._load_skus(conn, sorted(self.heat_pending - self.skus.keys()))
+            due = [self.skus[sku] for sku in sorted(self.heat_pending)]
+            outgoing = [self._heat_event(state) for state in due if self._heat_may_go(state)]
+            if outgoing:
+                await self._persist(conn, set(), {sku for _, _, sku in outgoing})
+                await self.store.enqueue_messages(outgoing, conn=conn)
+        return len(outgoing)
+
+    @contextlib.asynccontextmanager
+    async def _turn_in_transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A batch or a heat flush: one at a time, in one transaction. Memory is folded
+        ahead of the commit; if the commit fails, memory forgets everything and reloads from
+        the snapshots, or a redelivered batch would look like duplicates and be lost."""
         async with self._turn:
-            if not self.heat_pending:
-                return 0
-            async with self.store.pool.acquire() as conn, conn.transaction():
-                await self._load_skus(conn, sorted(self.heat_pending - self.skus.keys()))
-                due = [self.skus[sku] for sku in sorted(self.heat_pending)]
-                outgoing = [self._heat_event(state) for state in due if self._heat_may_go(state)]
-                if outgoing:
-                    await self._persist(conn, set(), {sku for _, _, sku in outgoing})
-                    await self.store.enqueue_messages(outgoing, conn=conn)
-            return len(outgoing)
+            pending = set(self.heat_pending)
+            try:
+                async with self.store.pool.acquire() as conn, conn.transaction():
+                    yield conn
+            except BaseException:
+                self.videos.clear()
+                self.lives.clear()
+                self.skus.clear()
+                self.heat_pending |= pending
+                raise
 
     async def run_heat_flusher(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

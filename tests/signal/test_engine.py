@@ -1,5 +1,6 @@
-"""HeatUpdated's rate bound: at most one per SKU per minute of content and per second of
-wall time; a burst's latest heat still goes out once its second is up (real PostgreSQL)."""
+"""signal's engine against a real PostgreSQL: HeatUpdated's rate bound (at most one per SKU
+per minute of content and per second of wall time; a burst's latest heat still goes out once
+its second is up), and a batch whose transaction fails leaving no trace in memory."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from pulsestock.bus import Envelope
 from pulsestock.eventstore import EventStore
@@ -107,3 +109,26 @@ async def test_heat_folded_but_not_sent_before_a_restart_is_sent_after_it(
     await restarted.recover_pending_heat()
     assert await restarted.flush_heat() == 1
     assert (await heat_sent(restarted))[-1] == START + timedelta(minutes=15)
+
+
+async def test_a_failed_batch_is_folded_again_in_full_when_redelivered(
+    engine: tuple[SignalEngine, Clock],
+) -> None:
+    """The batch's commit fails (a table is briefly missing): nothing was stored, so memory
+    must not remember the batch either, or its redelivery would look like duplicates."""
+    signal, clock = engine
+    await signal.handle_batch([sample(0), sample(5)])
+    batch = [sample(10), sample(15)]
+    pool = signal.store.pool
+    await pool.execute("ALTER TABLE sku_heat RENAME TO sku_heat_away")
+    with pytest.raises(asyncpg.UndefinedTableError):
+        await signal.handle_batch(batch)
+    await pool.execute("ALTER TABLE sku_heat_away RENAME TO sku_heat")
+    await signal.handle_batch(batch)  # the redelivery
+    folded = await pool.fetchrow("SELECT last_observed_at, detector FROM video_state")
+    assert folded["last_observed_at"] == START + timedelta(minutes=15)
+    assert folded["detector"]["seen"] == 3  # velocities at 5, 10 and 15: none twice
+    clock.now += 1
+    assert await signal.flush_heat() == 1
+    # Reloaded, the SKU's wall-clock gate starts open (it is not persisted): 10 goes at once.
+    assert await heat_sent(signal) == [START + timedelta(minutes=m) for m in (5, 10, 15)]
