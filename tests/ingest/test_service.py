@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,7 +21,7 @@ from pulsestock.v1.inventory_sync_pb2 import GetStockRequest, ReceiveRequest
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
 
 from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
-from tests.helpers.service import running_service
+from tests.helpers.service import RunningService, running_service
 
 
 def stamp(moment: datetime) -> Timestamp:
@@ -270,3 +271,63 @@ async def test_record_order_refuses_bad_orders(stub: Stub) -> None:
             timeout=10,
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_fast_client_is_held_back_while_ingest_cannot_commit(
+    ingest: RunningService, stub: Stub, infra: Infra
+) -> None:
+    """Backpressure: while the video's row is locked elsewhere nothing commits, ingest reads
+    no further message, and the client's writes stop completing once gRPC's HTTP/2 flow
+    control windows are full, instead of piling up in ingest's memory. Released, all count."""
+    video = "v" * 120  # long ids: the windows fill with fewer samples to ingest afterwards
+    await register(stub, video)
+    start = NOW - timedelta(minutes=90)
+
+    def message(number: int) -> pb.PushVideoSamplesRequest:
+        first = number * 1000
+        return pb.PushVideoSamplesRequest(
+            samples=[
+                ev.VideoSampled(
+                    video_id=video,
+                    observed_at=stamp(start + timedelta(milliseconds=20 * (first + i))),
+                    views=first + i,
+                )
+                for i in range(1000)
+            ]
+        )
+
+    size = message(0).ByteSize()  # ~140 kB
+    call = stub.PushVideoSamples(timeout=120)
+    written = 0
+    stop_writing = asyncio.Event()
+
+    async def write_fast() -> None:
+        nonlocal written
+        while written < 250 and not stop_writing.is_set():
+            await call.write(message(written))
+            written += 1
+        await call.done_writing()
+
+    locker = await asyncpg.connect(infra.database_url)
+    try:
+        locking = locker.transaction()
+        await locking.start()
+        await locker.execute(
+            f"SELECT 1 FROM {ingest.settings.schema}.videos WHERE video_id = $1 FOR UPDATE", video
+        )
+        writing = asyncio.create_task(write_fast())
+        seen = -1
+        while written != seen:  # until two seconds pass without a write completing
+            seen = written
+            await asyncio.wait({writing}, timeout=2.0)
+            assert not writing.done(), f"{250 * size} bytes went in while nothing committed"
+        held_back = written
+        stop_writing.set()
+        await locking.rollback()  # ingest commits again
+    finally:
+        await locker.close()
+    await asyncio.wait_for(writing, 60)
+    reply = await call
+    assert (reply.accepted, reply.rejected) == (written * 1000, 0)
+    assert written == held_back + 1  # the write that was held back went in after all
+    assert held_back * size < 16 * 2**20, held_back * size  # bounded by gRPC's windows
