@@ -49,13 +49,15 @@ class Signal:
 
     async def run_content(self, context: ServiceContext, stop: asyncio.Event) -> None:
         # One batch at a time: a video's samples must be folded in order. Large batches: a
-        # video sampled several times within one is snapshotted once.
-        await DurableConsumer(
+        # video sampled several times within one is snapshotted once. The heat flusher runs
+        # beside the consumer, not as a role of its own: the heat it sends waits in this
+        # process's memory.
+        consumer = DurableConsumer(
             context.nc, CONTENT, batch_handler=self.engine.handle_batch, batch=1000
-        ).run(stop)
-
-    async def run_heat_flusher(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        await self.engine.run_heat_flusher(stop)
+        )
+        async with asyncio.TaskGroup() as both:  # one failing stops the other
+            both.create_task(consumer.run(stop))
+            both.create_task(self.engine.run_heat_flusher(stop))
 
 
 def build() -> ServiceDefinition:
@@ -65,5 +67,5 @@ def build() -> ServiceDefinition:
         register=service.register,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
-        roles=[service.run_content, service.run_heat_flusher],
+        roles=[service.run_content],
     )
