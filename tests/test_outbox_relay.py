@@ -104,7 +104,8 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(
                 schema,
                 infra.nats_url,
                 "40",
-            ]
+            ],
+            stdout=subprocess.PIPE,
         )
 
     kills_with_work_left = 0
@@ -119,10 +120,15 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         await eventually(progressed, within=30, what="relay progress")
         relay.send_signal(signal.SIGKILL)
         relay.wait(10)
+        assert relay.stdout is not None
+        relay.stdout.close()
         kills_with_work_left += bool(await pool.fetchval("SELECT count(*) FROM outbox"))
     assert kills_with_work_left >= 1, "every kill came too late to test anything"
 
     relay = start_relay()
+    assert relay.stdout is not None
+    ready = await asyncio.wait_for(asyncio.to_thread(relay.stdout.readline), 30)
+    assert ready == b"ready\n"  # a SIGTERM before its handler would just kill it
 
     async def outbox_empty() -> bool:
         return await pool.fetchval("SELECT count(*) FROM outbox") == 0
@@ -130,6 +136,7 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     await eventually(outbox_empty, within=60, what="outbox drained")
     relay.send_signal(signal.SIGTERM)
     assert relay.wait(10) == 0
+    relay.stdout.close()
     assert await stream_count(nc, stream.name) == total  # nothing lost, nothing twice
 
     await pool.execute(EFFECTS_TABLE)

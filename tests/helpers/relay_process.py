@@ -20,6 +20,7 @@ async def main(database_url: str, schema: str, nats_url: str, batch_size: int) -
     pool = await connect_pool(database_url, schema, max_size=3)
     nc = await nats.connect(nats_url)
     relay = OutboxRelay(pool, nc, schema, dsn=database_url, batch_size=batch_size)
+    print("ready", flush=True)  # SIGTERM is handled from here on
     try:
         await relay.run(stop)
     finally:
