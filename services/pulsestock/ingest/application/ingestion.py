@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -155,6 +155,79 @@ async def _remember_live_samples(conn: asyncpg.Connection, accepted: list[LiveSa
     )
 
 
+def _video_sample_row(row: asyncpg.Record) -> VideoSample:
+    return VideoSample(
+        row["video_id"],
+        row["observed_at"],
+        row["views"],
+        row["likes"],
+        row["shares"],
+        row["comments"],
+    )
+
+
+def _live_sample_row(row: asyncpg.Record) -> LiveSample:
+    return LiveSample(
+        row["live_id"],
+        (),
+        row["observed_at"],
+        row["viewers"],
+        row["interactions"],
+        row["orders_so_far"],
+    )
+
+
+AnySample = TypeVar("AnySample", VideoSample, LiveSample)
+
+
+@dataclass(frozen=True)
+class _SampleKind(Generic[AnySample]):
+    """What differs between video and live samples on their way in."""
+
+    event: str  # the first part of an accepted sample's event identity
+    id_column: str  # the sample's source (video or live session) in `table` and its rows
+    table: str  # every accepted sample, to recognise an older one sent again
+    from_row: Callable[[asyncpg.Record], AnySample]
+    remember: Callable[[asyncpg.Connection, list[AnySample]], Awaitable[None]]
+
+    def source_of(self, sample: AnySample) -> str:
+        return str(getattr(sample, self.id_column))
+
+
+VIDEO = _SampleKind(
+    "video_sampled", "video_id", "video_samples", _video_sample_row, _remember_video_samples
+)
+LIVE = _SampleKind(
+    "live_sampled", "live_id", "live_samples", _live_sample_row, _remember_live_samples
+)
+
+
+async def _accepted_at(
+    conn: asyncpg.Connection,
+    kind: _SampleKind[AnySample],
+    samples: Sequence[AnySample | None],
+    latest: dict[str, AnySample],
+) -> dict[tuple[str, datetime], AnySample]:
+    """The samples accepted before at the times of these late ones (one query, and only
+    when some are late: a retried stream)."""
+    late = [
+        s
+        for s in samples
+        if s is not None
+        and kind.source_of(s) in latest
+        and s.observed_at < latest[kind.source_of(s)].observed_at
+    ]
+    if not late:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT t.* FROM {kind.table} t JOIN unnest($1::text[], $2::timestamptz[])"
+        f" AS k({kind.id_column}, observed_at) USING ({kind.id_column}, observed_at)",
+        [kind.source_of(s) for s in late],
+        [s.observed_at for s in late],
+    )
+    return {(r[kind.id_column], r["observed_at"]): kind.from_row(r) for r in rows}
+
+
 class Ingestion:
     def __init__(self, store: EventStore, clock: Clock, partitions: int) -> None:
         self.store = store
@@ -235,8 +308,6 @@ class Ingestion:
         """Judge and remember the messages of all streams waiting now in one transaction."""
         now = self.clock()
         protos = [proto for message in messages for proto in message]
-        samples = [_video_sample(proto) for proto in protos]
-        verdicts: list[str] = []
         async with self.store.pool.acquire() as conn, conn.transaction():
             videos: dict[str, Video] = {}
             latest: dict[str, VideoSample] = {}
@@ -256,68 +327,17 @@ class Ingestion:
                         row["last_shares"],
                         row["last_comments"],
                     )
-            earlier = await self._video_samples_at(conn, samples, latest)
-            accepted: list[VideoSample] = []
-            outgoing = []
-            for proto, sample in zip(protos, samples, strict=True):
-                if sample is None:
-                    verdicts.append("observed_at is required")
-                    continue
-                key = (sample.video_id, sample.observed_at)
-                verdict = judge_video_sample(
-                    sample,
-                    videos.get(sample.video_id),
-                    latest.get(sample.video_id),
-                    now,
-                    accepted_then=earlier.get(key),
-                )
-                verdicts.append(verdict)
-                if verdict != Verdict.ACCEPT:
-                    continue
-                latest[sample.video_id] = earlier[key] = sample
-                accepted.append(sample)
-                outgoing.append(
-                    self._message(
-                        proto,
-                        key=sample.video_id,
-                        subject_of=sample.video_id,
-                        identity=("video_sampled", sample.video_id, sample.observed_at.isoformat()),
-                    )
-                )
-            if accepted:
-                await _remember_video_samples(conn, accepted)
-                await self.store.enqueue_messages(outgoing, conn=conn)
-        return _per_message(verdicts, messages)
 
-    @staticmethod
-    async def _video_samples_at(
-        conn: asyncpg.Connection,
-        samples: Sequence[VideoSample | None],
-        latest: dict[str, VideoSample],
-    ) -> dict[tuple[str, datetime], VideoSample]:
-        """The samples accepted before at the times of these late ones (one query, and only
-        when some are late: a retried stream)."""
-        late = [
-            s
-            for s in samples
-            if s is not None
-            and s.video_id in latest
-            and s.observed_at < latest[s.video_id].observed_at
-        ]
-        if not late:
-            return {}
-        rows = await conn.fetch(
-            "SELECT v.* FROM video_samples v JOIN unnest($1::text[], $2::timestamptz[])"
-            " AS k(video_id, observed_at) USING (video_id, observed_at)",
-            [s.video_id for s in late],
-            [s.observed_at for s in late],
-        )
-        return {
-            (r["video_id"], r["observed_at"]): VideoSample(
-                r["video_id"], r["observed_at"], r["views"], r["likes"], r["shares"], r["comments"]
+            def judge(
+                sample: VideoSample, previous: VideoSample | None, then: VideoSample | None
+            ) -> str:
+                video = videos.get(sample.video_id)
+                return judge_video_sample(sample, video, previous, now, accepted_then=then)
+
+            verdicts = await self._judge_in_order(
+                conn, VIDEO, protos, [_video_sample(p) for p in protos], latest, judge
             )
-            for r in rows
-        }
+        return _per_message(verdicts, messages)
 
     # --- live sessions -------------------------------------------------------------------------
 
@@ -329,85 +349,68 @@ class Ingestion:
     ) -> list[list[str]]:
         now = self.clock()
         protos = [proto for message in messages for proto in message]
-        samples = [_live_sample(proto) for proto in protos]
-        verdicts: list[str] = []
         async with self.store.pool.acquire() as conn, conn.transaction():
             latest = {
-                r["live_id"]: LiveSample(
-                    r["live_id"],
-                    (),
-                    r["observed_at"],
-                    r["viewers"],
-                    r["interactions"],
-                    r["orders_so_far"],
-                )
-                for r in await conn.fetch(
+                row["live_id"]: _live_sample_row(row)
+                for row in await conn.fetch(
                     "SELECT * FROM live_latest WHERE live_id = ANY($1::text[]) ORDER BY live_id"
                     " FOR UPDATE",
                     sorted({proto.live_id for proto in protos}),
                 )
             }
-            earlier = await self._live_samples_at(conn, samples, latest)
-            accepted: list[LiveSample] = []
-            outgoing = []
-            for proto, sample in zip(protos, samples, strict=True):
-                if sample is None:
-                    verdicts.append("observed_at is required")
-                    continue
-                key = (sample.live_id, sample.observed_at)
-                verdict = judge_live_sample(
-                    sample, latest.get(sample.live_id), now, accepted_then=earlier.get(key)
-                )
-                verdicts.append(verdict)
-                if verdict != Verdict.ACCEPT:
-                    continue
-                latest[sample.live_id] = earlier[key] = sample
-                accepted.append(sample)
-                outgoing.append(
-                    self._message(
-                        proto,
-                        key=sample.live_id,
-                        subject_of=sample.live_id,
-                        identity=("live_sampled", sample.live_id, sample.observed_at.isoformat()),
-                    )
-                )
-            if accepted:
-                await _remember_live_samples(conn, accepted)
-                await self.store.enqueue_messages(outgoing, conn=conn)
+
+            def judge(
+                sample: LiveSample, previous: LiveSample | None, then: LiveSample | None
+            ) -> str:
+                return judge_live_sample(sample, previous, now, accepted_then=then)
+
+            verdicts = await self._judge_in_order(
+                conn, LIVE, protos, [_live_sample(p) for p in protos], latest, judge
+            )
         return _per_message(verdicts, messages)
 
-    @staticmethod
-    async def _live_samples_at(
+    # --- both kinds of samples -----------------------------------------------------------------
+
+    async def _judge_in_order(
+        self,
         conn: asyncpg.Connection,
-        samples: Sequence[LiveSample | None],
-        latest: dict[str, LiveSample],
-    ) -> dict[tuple[str, datetime], LiveSample]:
-        late = [
-            s
-            for s in samples
-            if s is not None
-            and s.live_id in latest
-            and s.observed_at < latest[s.live_id].observed_at
-        ]
-        if not late:
-            return {}
-        rows = await conn.fetch(
-            "SELECT l.* FROM live_samples l JOIN unnest($1::text[], $2::timestamptz[])"
-            " AS k(live_id, observed_at) USING (live_id, observed_at)",
-            [s.live_id for s in late],
-            [s.observed_at for s in late],
-        )
-        return {
-            (r["live_id"], r["observed_at"]): LiveSample(
-                r["live_id"],
-                (),
-                r["observed_at"],
-                r["viewers"],
-                r["interactions"],
-                r["orders_so_far"],
+        kind: _SampleKind[AnySample],
+        protos: Sequence[Message],
+        samples: Sequence[AnySample | None],
+        latest: dict[str, AnySample],
+        judge: Callable[[AnySample, AnySample | None, AnySample | None], str],
+    ) -> list[str]:
+        """A verdict per sample, in order: each accepted one is the next one's `previous`
+        and recognises a copy of it later in the batch; the accepted are remembered and
+        queued for publishing in the caller's transaction."""
+        earlier = await _accepted_at(conn, kind, samples, latest)
+        verdicts: list[str] = []
+        accepted: list[AnySample] = []
+        outgoing = []
+        for proto, sample in zip(protos, samples, strict=True):
+            if sample is None:
+                verdicts.append("observed_at is required")
+                continue
+            source = kind.source_of(sample)
+            key = (source, sample.observed_at)
+            verdict = judge(sample, latest.get(source), earlier.get(key))
+            verdicts.append(verdict)
+            if verdict != Verdict.ACCEPT:
+                continue
+            latest[source] = earlier[key] = sample
+            accepted.append(sample)
+            outgoing.append(
+                self._message(
+                    proto,
+                    key=source,
+                    subject_of=source,
+                    identity=(kind.event, source, sample.observed_at.isoformat()),
+                )
             )
-            for r in rows
-        }
+        if accepted:
+            await kind.remember(conn, accepted)
+            await self.store.enqueue_messages(outgoing, conn=conn)
+        return verdicts
 
     # --- orders --------------------------------------------------------------------------------
 
