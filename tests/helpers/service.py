@@ -15,11 +15,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pulsestock.config import ServiceSettings, env_prefix
 from pulsestock.devstack.servers import free_port
+from pulsestock.eventstore import EventStore
 from pulsestock.eventstore.migrations import apply_migrations
+from pulsestock.eventstore.store import connect_pool
 from pulsestock.runtime import run_service
 from pulsestock.services import definition_of
 
-from tests.helpers.infra import eventually
+from tests.helpers.infra import drop_schema, eventually, unique_name
 
 
 async def migrate(database_url: str, service: str, schema: str) -> None:
@@ -28,6 +30,20 @@ async def migrate(database_url: str, service: str, schema: str) -> None:
         await apply_migrations(conn, schema, definition_of(service).migrations())
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def service_store(database_url: str, service: str) -> AsyncIterator[EventStore]:
+    """A fresh schema with the service's migrations and a store over it, for driving the
+    service's application layer directly; dropped afterwards."""
+    schema = unique_name(service.replace("-", "_")[:8])
+    await migrate(database_url, service, schema)
+    pool = await connect_pool(database_url, schema, max_size=4)
+    try:
+        yield EventStore(pool, schema)
+    finally:
+        await pool.close()
+        await drop_schema(database_url, schema)
 
 
 async def serving(port: int) -> bool:

@@ -8,32 +8,26 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from pulsestock.eventstore import EventStore
-from pulsestock.eventstore.store import connect_pool
 from pulsestock.ingest.application.ingestion import Ingestion
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
-from tests.helpers.infra import Infra, drop_schema, unique_name
-from tests.helpers.service import migrate
+from tests.helpers.infra import Infra
+from tests.helpers.service import service_store
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 async def ingestion(infra: Infra) -> AsyncIterator[Ingestion]:
-    schema = unique_name("ing_gc")
-    await migrate(infra.database_url, "ingest", schema)
-    pool = await connect_pool(infra.database_url, schema, max_size=4)
-    ingestion = Ingestion(EventStore(pool, schema), lambda: NOW, 16)
-    registered = ev.VideoRegistered(
-        video_id="v1", skus=["S1"], creator_id="c", channel=Channel.CHANNEL_TIKTOK_SHOP
-    )
-    registered.published_at.FromDatetime(NOW - timedelta(days=1))
-    await ingestion.register_video(registered)
-    yield ingestion
-    await pool.close()
-    await drop_schema(infra.database_url, schema)
+    async with service_store(infra.database_url, "ingest") as store:
+        ingestion = Ingestion(store, lambda: NOW, 16)
+        registered = ev.VideoRegistered(
+            video_id="v1", skus=["S1"], creator_id="c", channel=Channel.CHANNEL_TIKTOK_SHOP
+        )
+        registered.published_at.FromDatetime(NOW - timedelta(days=1))
+        await ingestion.register_video(registered)
+        yield ingestion
 
 
 def sample(minutes_ago: int, views: int) -> ev.VideoSampled:

@@ -11,15 +11,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from pulsestock.bus import Envelope
-from pulsestock.eventstore import EventStore
-from pulsestock.eventstore.store import connect_pool
 from pulsestock.signal.application.engine import SignalEngine
 from pulsestock.v1 import ingest_events_pb2 as iev
 from pulsestock.v1 import signal_events_pb2 as sev
 from pulsestock.v1.common_pb2 import Channel
 
-from tests.helpers.infra import Infra, drop_schema, unique_name
-from tests.helpers.service import migrate
+from tests.helpers.infra import Infra
+from tests.helpers.service import service_store
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -52,19 +50,18 @@ def sample(minute: int) -> Envelope:
 
 @pytest.fixture
 async def engine(infra: Infra) -> AsyncIterator[tuple[SignalEngine, Clock]]:
-    schema = unique_name("sig_heat")
-    await migrate(infra.database_url, "signal", schema)
-    pool = await connect_pool(infra.database_url, schema, max_size=4)
-    clock = Clock()
-    engine = SignalEngine(EventStore(pool, schema), 16, monotonic=clock)
-    registered = iev.VideoRegistered(
-        video_id="v1", skus=["SKU-1"], creator_followers=5000, channel=Channel.CHANNEL_TIKTOK_SHOP
-    )
-    registered.published_at.FromDatetime(START - timedelta(hours=1))
-    await engine.handle_batch([envelope(registered)])
-    yield engine, clock
-    await pool.close()
-    await drop_schema(infra.database_url, schema)
+    async with service_store(infra.database_url, "signal") as store:
+        clock = Clock()
+        engine = SignalEngine(store, 16, monotonic=clock)
+        registered = iev.VideoRegistered(
+            video_id="v1",
+            skus=["SKU-1"],
+            creator_followers=5000,
+            channel=Channel.CHANNEL_TIKTOK_SHOP,
+        )
+        registered.published_at.FromDatetime(START - timedelta(hours=1))
+        await engine.handle_batch([envelope(registered)])
+        yield engine, clock
 
 
 async def heat_sent(engine: SignalEngine) -> list[datetime]:
