@@ -34,7 +34,6 @@ class GroupCommit(Generic[Item, Result]):
         self.max_batch = max_batch
         self._waiting: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._drain: asyncio.Task[None] | None = None
-        self.batches = 0
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -59,7 +58,6 @@ class GroupCommit(Generic[Item, Result]):
             except Exception as error:  # the batch's transaction failed: all of it did
                 _fail(batch, error)
                 continue
-            self.batches += 1
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -58,8 +58,6 @@ class LedgerWriter:
         self.owns = owns
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._ledgers: dict[str, SkuLedger] = {}
-        self.batches = 0
-        self.commands = 0
 
     async def submit(self, command: Command) -> Outcome:
         return await self.enqueue(command)
@@ -154,8 +152,6 @@ class LedgerWriter:
         ]
         if appends:
             await self.repository.commit(appends)
-        self.batches += 1
-        self.commands += len(batch)
         for item, result in zip(batch, outcomes, strict=True):
             if isinstance(result, Applied):  # the version the stream has after this batch
                 result = Applied(result.sku, ledgers[result.sku].version)

@@ -435,7 +435,7 @@ class SignalEngine:
         due = changed or state.heat_sent_at is None or at - state.heat_sent_at >= HEAT_EVERY
         if changed or (due and self._heat_may_go(state)):
             outgoing.append(self._heat_event(state))
-        elif due or state.sku in self.heat_pending:
+        elif due:
             self.heat_pending.add(state.sku)
 
     def _heat_may_go(self, state: SkuState) -> bool:
