@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pulsestock.signal.domain.detector import PulseDetector
+from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
 
 from tests.bench.report import emit
 
@@ -108,8 +108,8 @@ def wikipedia() -> list[Series]:
     return series
 
 
-def detector_alerts(values: list[float]) -> list[int]:
-    detector = PulseDetector()
+def detector_alerts(values: list[float], config: DetectorConfig | None = None) -> list[int]:
+    detector = PulseDetector(config or DetectorConfig())
     return [i for i, v in enumerate(values) if detector.update(v).alert]
 
 

@@ -13,21 +13,13 @@ late. At 10, daily detection rose from 0.942 to 0.958 with no more false alarms 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 
-from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
+from pulsestock.signal.domain.detector import DetectorConfig
 
-from tests.bench.bench_signal_quality import daily, evaluate, generate
+from tests.bench.bench_signal_quality import daily, detector_alerts, evaluate, generate
 
 TUNING_SEEDS = range(0, 1000)
-
-
-def alerts_with(config: DetectorConfig) -> Callable[[list[float]], list[int]]:
-    def alerts(values: list[float]) -> list[int]:
-        detector = PulseDetector(config)
-        return [i for i, value in enumerate(values) if detector.update(value).alert]
-
-    return alerts
 
 
 def main() -> None:
@@ -38,9 +30,9 @@ def main() -> None:
         print(
             f"z_cap={z_cap}",
             "hourly",
-            evaluate(hourly, alerts_with(config), 1.0),
+            evaluate(hourly, partial(detector_alerts, config=config), 1.0),
             "daily",
-            evaluate(per_day, alerts_with(config), 24.0),
+            evaluate(per_day, partial(detector_alerts, config=config), 24.0),
         )
 
 
