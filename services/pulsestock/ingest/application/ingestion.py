@@ -23,12 +23,16 @@ from pulsestock.group_commit import GroupCommit
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.ingest.domain.samples import (
     MAX_SAMPLES_PER_MESSAGE,
+    AnySample,
     LiveSample,
+    SampleKey,
     Verdict,
     Video,
     VideoSample,
+    judge_in_order,
     judge_live_sample,
     judge_video_sample,
+    keys_to_recheck,
 )
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
@@ -177,9 +181,6 @@ def _live_sample_row(row: asyncpg.Record) -> LiveSample:
     )
 
 
-AnySample = TypeVar("AnySample", VideoSample, LiveSample)
-
-
 @dataclass(frozen=True)
 class _SampleKind(Generic[AnySample]):
     """What differs between video and live samples on their way in."""
@@ -203,27 +204,17 @@ LIVE = _SampleKind(
 
 
 async def _accepted_at(
-    conn: asyncpg.Connection,
-    kind: _SampleKind[AnySample],
-    samples: Sequence[AnySample | None],
-    latest: dict[str, AnySample],
-) -> dict[tuple[str, datetime], AnySample]:
-    """The samples accepted before at the times of these late ones (one query, and only
-    when some are late: a retried stream)."""
-    late = [
-        s
-        for s in samples
-        if s is not None
-        and kind.source_of(s) in latest
-        and s.observed_at < latest[kind.source_of(s)].observed_at
-    ]
-    if not late:
+    conn: asyncpg.Connection, kind: _SampleKind[AnySample], keys: Sequence[SampleKey]
+) -> dict[SampleKey, AnySample]:
+    """The samples accepted before at these moments (one query, and only when a retried
+    stream resends some)."""
+    if not keys:
         return {}
     rows = await conn.fetch(
         f"SELECT t.* FROM {kind.table} t JOIN unnest($1::text[], $2::timestamptz[])"
         f" AS k({kind.id_column}, observed_at) USING ({kind.id_column}, observed_at)",
-        [kind.source_of(s) for s in late],
-        [s.observed_at for s in late],
+        [source for source, _ in keys],
+        [observed_at for _, observed_at in keys],
     )
     return {(r[kind.id_column], r["observed_at"]): kind.from_row(r) for r in rows}
 
@@ -380,24 +371,17 @@ class Ingestion:
         latest: dict[str, AnySample],
         judge: Callable[[AnySample, AnySample | None, AnySample | None], str],
     ) -> list[str]:
-        """A verdict per sample, in order: each accepted one is the next one's `previous`
-        and recognises a copy of it later in the batch; the accepted are remembered and
-        queued for publishing in the caller's transaction."""
-        earlier = await _accepted_at(conn, kind, samples, latest)
-        verdicts: list[str] = []
+        """A verdict per sample (domain `judge_in_order`); the accepted are remembered and
+        queued for publishing in the caller's transaction, which holds the sources' rows
+        locked, so `latest` and what was accepted before cannot change underneath."""
+        earlier = await _accepted_at(conn, kind, keys_to_recheck(samples, latest, kind.source_of))
+        verdicts = judge_in_order(samples, latest, earlier, kind.source_of, judge)
         accepted: list[AnySample] = []
         outgoing = []
-        for proto, sample in zip(protos, samples, strict=True):
-            if sample is None:
-                verdicts.append("observed_at is required")
+        for proto, sample, verdict in zip(protos, samples, verdicts, strict=True):
+            if sample is None or verdict != Verdict.ACCEPT:
                 continue
             source = kind.source_of(sample)
-            key = (source, sample.observed_at)
-            verdict = judge(sample, latest.get(source), earlier.get(key))
-            verdicts.append(verdict)
-            if verdict != Verdict.ACCEPT:
-                continue
-            latest[source] = earlier[key] = sample
             accepted.append(sample)
             outgoing.append(
                 self._message(

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pulsestock.ids import valid_id
 
@@ -126,3 +128,57 @@ def judge_live_sample(
         if sample.orders_so_far < previous.orders_so_far:
             return "orders_so_far went backwards"
     return Verdict.ACCEPT
+
+
+AnySample = TypeVar("AnySample", VideoSample, LiveSample)
+SampleKey = tuple[str, datetime]  # (video or live session, observed_at)
+
+
+def keys_to_recheck(
+    samples: Sequence[AnySample | None],
+    latest: Mapping[str, AnySample],
+    source_of: Callable[[AnySample], str],
+) -> list[SampleKey]:
+    """Samples at or before their source's last accepted one: each may be a copy of a sample
+    accepted before (a retried stream), so what was accepted at its moment must be known.
+
+    At *or* before: a batch can accept newer samples ahead of a resent copy of the current
+    latest one, after which that copy is older than `previous` and only the lookup can tell
+    a duplicate from a conflicting sample."""
+    keys: list[SampleKey] = []
+    for sample in samples:
+        if sample is None:
+            continue
+        last = latest.get(source_of(sample))
+        if last is not None and sample.observed_at <= last.observed_at:
+            keys.append((source_of(sample), sample.observed_at))
+    return keys
+
+
+def judge_in_order(
+    samples: Sequence[AnySample | None],
+    latest: Mapping[str, AnySample],
+    accepted_before: Mapping[SampleKey, AnySample],
+    source_of: Callable[[AnySample], str],
+    judge: Callable[[AnySample, AnySample | None, AnySample | None], str],
+) -> list[str]:
+    """A verdict per sample, in order, for samples that commit together.
+
+    `latest` is each source's last accepted sample and `accepted_before` holds the samples
+    accepted before at the moments `keys_to_recheck` named. Each sample accepted here becomes
+    the next one's `previous` and is recognised when a copy of it follows in the same batch.
+    A missing sample (no observed_at) is None."""
+    latest = dict(latest)
+    accepted = dict(accepted_before)
+    verdicts: list[str] = []
+    for sample in samples:
+        if sample is None:
+            verdicts.append("observed_at is required")
+            continue
+        source = source_of(sample)
+        key = (source, sample.observed_at)
+        verdict = judge(sample, latest.get(source), accepted.get(key))
+        verdicts.append(verdict)
+        if verdict == Verdict.ACCEPT:
+            latest[source] = accepted[key] = sample
+    return verdicts
