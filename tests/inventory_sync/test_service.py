@@ -399,22 +399,33 @@ async def test_successful_reservations_never_exceed_stock(
     stub: Stub, stock: int, orders: list[int], already_sold: bool
 ) -> None:
     """Property, over real gRPC and PostgreSQL: whatever the stock and the concurrent orders,
-    what is reserved fits in the stock, and the ledger agrees with the answers."""
+    what is reserved fits in the stock, no order that fits is turned away, and the ledger
+    agrees with the answers."""
     sku = f"P-{uuid.uuid4().hex[:8]}"
     if stock:
         await receive(stub, sku, stock)
 
-    async def order(index: int, quantity: int) -> int:
+    async def order(index: int, quantity: int) -> bool:
+        """True when reserved; False when turned away the documented way for the flags."""
         try:
             reply = await reserve(
                 stub, sku, quantity, f"o{index}", paid=True, already_sold=already_sold
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-            return 0
-        return quantity if reply.reserved else 0
+            if already_sold or error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise  # an order already sold is recorded as oversold, never refused
+            return False
+        assert reply.reserved != reply.oversold, reply
+        assert already_sold or not reply.oversold
+        return reply.reserved
 
-    reserved = sum(await asyncio.gather(*(order(i, q) for i, q in enumerate(orders))))
+    answers = await asyncio.gather(*(order(i, q) for i, q in enumerate(orders)))
+    reserved = sum(q for q, ok in zip(orders, answers, strict=True) if ok)
     assert reserved <= stock
-    await wait_for_stock(stub, sku, on_hand=stock, reserved=reserved, available=stock - reserved)
+    # Reservations only grow, so an order turned away at any moment would not fit in what is
+    # left at the end either; one that would fit must have been reserved, whatever the order
+    # in which the concurrent calls were decided.
+    left = stock - reserved
+    turned_away = [q for q, ok in zip(orders, answers, strict=True) if not ok]
+    assert all(q > left for q in turned_away), (stock, reserved, turned_away)
+    await wait_for_stock(stub, sku, on_hand=stock, reserved=reserved, available=left)

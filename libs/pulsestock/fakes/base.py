@@ -37,8 +37,19 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
-    status: int = 0
+    status: int = 0  # 0 until answered
     at: float = field(default_factory=time.monotonic)
+    # What the fake answered and when (monotonic), so a test can check how the client
+    # reacted to it (e.g. Shopify's HTTP 200 THROTTLED answers).
+    answer: bytes = b""
+    answered_at: float = 0.0
+
+    def answered(self, response: web.StreamResponse) -> web.StreamResponse:
+        self.status = response.status
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
+            self.answer = response.body
+        self.answered_at = time.monotonic()
+        return response
 
 
 class TokenBucket:
@@ -136,15 +147,14 @@ class FakeChannel:
             await asyncio.sleep(faults.stall_s)
         if faults.fail_next > 0:
             faults.fail_next -= 1
-            record.status = faults.fail_status
-            return web.json_response({"message": "injected fault"}, status=faults.fail_status)
+            return record.answered(
+                web.json_response({"message": "injected fault"}, status=faults.fail_status)
+            )
         if time.monotonic() < faults.throttle_until:
-            throttled = self.throttled(retry_after=faults.throttle_until - time.monotonic())
-            record.status = throttled.status
-            return throttled
-        response = await handler(request)
-        record.status = response.status
-        return response
+            return record.answered(
+                self.throttled(retry_after=faults.throttle_until - time.monotonic())
+            )
+        return record.answered(await handler(request))
 
     def throttled(self, retry_after: float) -> web.Response:
         return web.json_response(
