@@ -195,16 +195,21 @@ def score_corpus(
 
 
 def best_threshold(
-    files: Sequence[LabelledFile], anomaly_scores: Sequence[Sequence[float]], profile: Profile
+    files: Sequence[LabelledFile],
+    anomaly_scores: Sequence[Sequence[float]],
+    profile: Profile,
+    most: int = 200,
 ) -> tuple[float, CorpusScore]:
     """The threshold over the whole corpus that maximises the score, as NAB's optimiser
-    picks one per detector and profile for its published results (candidates: every
-    distinct score, plus one above them all). Quadratic in the candidates, so the scores
-    are rounded to 3 decimals first."""
-    candidates = sorted({round(s, 3) for scores in anomaly_scores for s in scores} | {math.inf})
+    picks one per detector and profile for its published results (candidates: the
+    distinct scores rounded to 4 decimals, at most `most` of them evenly spread, plus one
+    above them all: each candidate scores the whole corpus)."""
+    distinct = sorted({round(s, 4) for scores in anomaly_scores for s in scores})
+    step = max(1, len(distinct) // most)
+    candidates = [*distinct[::step], math.inf]
     best: tuple[float, CorpusScore] | None = None
     for threshold in candidates:
-        fired = [[round(s, 3) >= threshold for s in scores] for scores in anomaly_scores]
+        fired = [[round(s, 4) >= threshold for s in scores] for scores in anomaly_scores]
         result = score_corpus(files, fired, profile)
         if best is None or result.score > best[1].score:
             best = (threshold, result)
