@@ -7,9 +7,9 @@ gamma-Poisson noise (CV ~30 %); half the series carry one pulse: onset after day
 gamma-shaped rise to a peak of 20-100x the baseline within 6-24 h, exponential decay with a
 12-48 h half-life. Those ranges follow the mission's 20-100x and the real series in
 shared/data (Wikipedia pulses peak at 24-67x their median; see `calibration`).
-The detector's parameters were set before any evaluation; the one change since (`z_cap`)
-was decided on seeds 0-999 only (`tune_detector.py`); the figures reported come from seeds
-1000-1399 (hourly, and the same generator summed per day over 60 days) and Wikipedia.
+The detector's parameters were chosen on NAB's realAdExchange only (`tune_detector.py`):
+these generated series (seeds 1000-1399, hourly, and the same generator summed per day over
+60 days) and Wikipedia are held out.
 
 Wikipedia daily page views (10 pages, 2015-07..2016-12), labelled by a rule fixed before any
 detector ran on them: a pulse starts on the first day whose views exceed 10x the median of
@@ -171,28 +171,34 @@ def calibration(series: list[Series]) -> list[float]:
 
 
 async def run(_infra: object) -> None:
+    if not (DATA / "wikipedia_traffic_daily.csv").exists():
+        raise FileNotFoundError(
+            f"the Wikipedia benchmark needs {DATA / 'wikipedia_traffic_daily.csv'}"
+        )
     report = [generate(seed) for seed in REPORT_SEEDS]
     report_daily = [daily(seed) for seed in REPORT_SEEDS]
     for name, data, period_hours, floor in (
         ("signal.detector_quality_synthetic", report, 1.0, 500.0),
         ("signal.detector_quality_synthetic_daily", report_daily, 24.0, 12_000.0),
-        ("signal.detector_quality_wikipedia", wikipedia() if DATA.exists() else [], 24.0, 1000.0),
+        ("signal.detector_quality_wikipedia", wikipedia(), 24.0, 1000.0),
     ):
-        if not data:
-            continue
         ours = evaluate(data, detector_alerts, period_hours)
         rule = evaluate(data, lambda v, f=floor: growth_rule_alerts(v, f), period_hours)
+        # No ratio: a detection rate alone rewards firing everywhere; both figures go beside
+        # each other, for us and for the rule.
         emit(
             name,
             float(ours["detection_rate"] or 0.0),
-            "detection rate",
-            baseline=float(rule["detection_rate"] or 0.0) or None,
-            baseline_is="operator rule: views grew > 500 % within one period (min-volume floor)",
+            "detection rate (false alarms per series-week beside it)",
+            false_alarms_per_series_week=ours["false_alarms_per_series_week"],
+            rule_detection_rate=rule["detection_rate"],
+            rule_false_alarms_per_series_week=rule["false_alarms_per_series_week"],
+            rule_is="operator rule: views grew > 500 % within one period (min-volume floor)",
             detector=ours,
             rule=rule,
             series=len(data),
             peak_to_median=calibration(data) if "wikipedia" in name else None,
-            tuned_on="generated seeds 0-999 only (tests/bench/tune_detector.py)",
+            tuned_on="NAB realAdExchange only (tests/bench/tune_detector.py)",
             source=(
                 "generated (see module doc)"
                 if "synthetic" in name

@@ -1,56 +1,54 @@
-"""`pulsestock detect` over real data: the Wikipedia page views of one news-driven page."""
+"""`pulsestock detect` over real data: an ad exchange's hourly cost per thousand impressions
+(NAB realAdExchange/exchange-4_cpm_results.csv, labelled anomaly windows)."""
 
 from __future__ import annotations
 
 import csv
-import random
+import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
+NAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab_dev"
+SERIES = "realAdExchange/exchange-4_cpm_results.csv"
 
 
-def test_detect_scores_every_row_and_flags_the_pulse(tmp_path: Path) -> None:
-    """A cumulative view counter: flat growth for two days, then a video takes off."""
-    rng = random.Random(5)
-    increments = [rng.randint(80, 120) for _ in range(48)]
-    increments += [3000, 9000, 15000, 12000, 8000, 5000, 3000, 2000, 1000, 500]
-    increments += [rng.randint(80, 120) for _ in range(30)]
-    series = tmp_path / "series.csv"
-    with open(series, "w", newline="") as target:
-        writer = csv.writer(target)
-        writer.writerow(["hour", "views"])
-        total = 0
-        for hour, increment in enumerate(increments):
-            total += increment
-            writer.writerow([hour, total])
+def test_detect_scores_every_row_and_flags_the_labelled_spikes(tmp_path: Path) -> None:
     out = tmp_path / "scored.csv"
     subprocess.run(
         [
             PULSESTOCK,
             "detect",
             "--input",
-            str(series),
+            str(NAB / SERIES),
             "--timestamp-col",
-            "hour",
+            "timestamp",
             "--value-col",
-            "views",
-            "--kind",
-            "cumulative",
+            "value",
             "--output",
             str(out),
         ],
         check=True,
         timeout=60,
     )
+    with open(NAB / SERIES, newline="") as source:
+        rows = list(csv.DictReader(source))
     with open(out, newline="") as scored:
         result = list(csv.DictReader(scored))
-    assert len(result) == len(increments)
+    assert [r["timestamp"] for r in result] == [r["timestamp"] for r in rows]
     assert all(0.0 <= float(r["score"]) <= 1.0 for r in result)
-    alerts = [int(r["hour"]) for r in result if r["alert"] == "1"]
-    assert len(alerts) == 1  # once
-    assert 48 <= alerts[0] <= 49  # within two hours of the surge starting at hour 48
+    alerts = [datetime.fromisoformat(r["timestamp"]) for r in result if r["alert"] == "1"]
+    windows = [
+        (datetime.fromisoformat(a), datetime.fromisoformat(b))
+        for a, b in json.loads((NAB / "combined_windows.json").read_text())[SERIES]
+    ]
+    caught = [any(a <= t <= b for t in alerts) for a, b in windows]
+    # its last two windows hold spikes of 20-30x the median: both must be caught
+    assert caught[-2:] == [True, True], (alerts, windows)
+    outside = [t for t in alerts if not any(a <= t <= b for a, b in windows)]
+    assert len(outside) <= len(result) // 200, outside  # at most 5 per 1,000 rows
 
 
 def test_detect_names_a_missing_column(tmp_path: Path) -> None:
