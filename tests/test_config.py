@@ -5,20 +5,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 import pytest
 from pulsestock.config import ConfigError, ServiceSettings
+from pulsestock.services import definition_of
 
 GOOD = {"DATABASE_URL": "postgresql://u@127.0.0.1:5432/db", "NATS_URL": "nats://127.0.0.1:4222"}
 
 
+def settings_of(service: str, environ: Mapping[str, str]) -> ServiceSettings:
+    """As the service process reads them: with the defaults its definition declares."""
+    return definition_of(service).settings_from_env(environ)
+
+
 def test_defaults_from_a_minimal_environment() -> None:
-    settings = ServiceSettings.from_env("inventory-sync", GOOD)
-    assert (settings.grpc_port, settings.schema, settings.partitions) == (
+    settings = settings_of("inventory-sync", GOOD)
+    assert (settings.grpc_port, settings.http_port, settings.schema, settings.partitions) == (
         50054,
+        None,  # it has no HTTP listener
         "inventory_sync",
         16,
     )
+
+
+def test_http_port_of_the_service_with_an_http_listener() -> None:
+    assert settings_of("ingest", GOOD).http_port == 8080
+    assert settings_of("ingest", {**GOOD, "INGEST_HTTP_PORT": "9090"}).http_port == 9090
 
 
 @pytest.mark.parametrize(
@@ -38,14 +51,14 @@ def test_defaults_from_a_minimal_environment() -> None:
 )
 def test_bad_value_names_the_variable(overrides: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        ServiceSettings.from_env("inventory-sync", {**GOOD, **overrides})
+        settings_of("inventory-sync", {**GOOD, **overrides})
     assert named in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_password_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
-        ServiceSettings.from_env("ingest", {**GOOD, "DATABASE_URL": "mysql://u:s3cret@h/db"})
+        settings_of("ingest", {**GOOD, "DATABASE_URL": "mysql://u:s3cret@h/db"})
     assert "s3cret" not in str(caught.value)
 
 

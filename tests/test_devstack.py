@@ -14,13 +14,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pulsestock.config import SERVICE_NAMES, env_prefix
+from pulsestock.config import env_prefix
 from pulsestock.devstack.servers import free_port
 from pulsestock.devstack.supervisor import health_status
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.eventstore.migrations import apply_migrations
 from pulsestock.eventstore.store import connect_pool
-from pulsestock.services import definition_of
+from pulsestock.services import definition_of, service_names
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 from tests.helpers.infra import Infra
@@ -35,7 +35,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in SERVICE_NAMES}
+    ports = {name: free_port() for name in service_names()}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env.update({f"{env_prefix(name)}_GRPC_PORT": str(port) for name, port in ports.items()})
     env["INGEST_HTTP_PORT"] = str(free_port())
@@ -49,7 +49,7 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     )
     started = time.monotonic()
     try:
-        pending = set(SERVICE_NAMES)
+        pending = set(service_names())
         while pending and time.monotonic() - started < 30:
             assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
             pending = {name for name in pending if not health_status(ports[name])}
@@ -58,7 +58,9 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
         os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
         output = supervisor.communicate(timeout=30)[0].decode()
     assert supervisor.returncode == 0, output
-    assert "SERVING" in output
+    for name, port in ports.items():  # each service's line, with the port it really serves on
+        assert f"{name:<15} grpc 127.0.0.1:{port}" in output, output
+    assert f"http 127.0.0.1:{env['INGEST_HTTP_PORT']}  SERVING" in output, output
     assert "stopped" in output
     with pytest.raises(ProcessLookupError):
         os.killpg(supervisor.pid, 0)  # no service process is left in the group

@@ -1,4 +1,6 @@
-"""The `pulsestock` command: `dev up`, `migrate`, `events tail`, `serve`."""
+"""The `pulsestock` command: `dev up`, `migrate`, `events tail`, `serve`, and the commands
+the services add (e.g. signal's `detect`), found through the `pulsestock.commands` entry
+points."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from pulsestock.config import SERVICE_NAMES, ConfigError, Env, service_schema
+from pulsestock.config import ConfigError, Env, service_schema
+from pulsestock.services import all_definitions, builder_of, command_registrars, service_names
 
 
 def _database_url() -> str:
@@ -28,8 +31,10 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from pulsestock.devstack.supervisor import migrate_all
 
-    migrate_all(_database_url(), args.services or list(SERVICE_NAMES))
-    print(f"migrated: {', '.join(args.services or SERVICE_NAMES)}")
+    database_url = _database_url()
+    definitions = all_definitions(args.services or None)
+    migrate_all(database_url, definitions)
+    print(f"migrated: {', '.join(definition.name for definition in definitions)}")
     return 0
 
 
@@ -64,63 +69,15 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_detect(args: argparse.Namespace) -> int:
-    """Run signal's pulse detector over a time series, as a stream (each row sees only the
-    rows before it), and write every row with its `score` and `alert`."""
-    import csv
-
-    from pulsestock.signal.domain.detector import PulseDetector
-
-    with open(args.input, newline="") as source:
-        reader = csv.DictReader(source)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
-    if not columns:
-        raise ConfigError(f"{args.input} has no header row")
-    value_col = args.value_col or (columns[1] if len(columns) > 1 else columns[0])
-    for name in (value_col, args.timestamp_col):
-        if name and name not in columns:
-            raise ConfigError(
-                f"column {name!r} is not in {args.input} (columns: {', '.join(columns)})"
-            )
-    detector = PulseDetector()
-    previous: float | None = None
-    output = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        writer = csv.DictWriter(output, fieldnames=[*columns, "score", "alert"])
-        writer.writeheader()
-        for line, row in enumerate(rows, start=2):
-            try:
-                value = float(row[value_col] or 0)
-            except ValueError:
-                raise ConfigError(
-                    f"{args.input}:{line}: {row[value_col]!r} is not a number"
-                ) from None
-            if args.kind == "cumulative":
-                rate = None if previous is None else max(0.0, value - previous)
-                previous = value
-            else:
-                rate = value
-            if rate is None:  # a counter's first row has no increment yet
-                writer.writerow({**row, "score": "0.0000", "alert": 0})
-                continue
-            step = detector.update(rate)
-            writer.writerow({**row, "score": f"{step.score:.4f}", "alert": int(step.alert)})
-    finally:
-        if output is not sys.stdout:
-            output.close()
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from pulsestock.runtime import main
-    from pulsestock.services import definition_of
 
-    main(lambda: definition_of(args.service))
+    main(builder_of(args.service))
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
+    names = service_names()
     root = argparse.ArgumentParser(prog="pulsestock", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -128,40 +85,39 @@ def parser() -> argparse.ArgumentParser:
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
     up = dev_commands.add_parser("up", help="start PostgreSQL, NATS and every service")
     up.add_argument("--data-dir", default=".pulsestock", help="where data lives (./.pulsestock)")
-    up.add_argument("--services", nargs="*", choices=SERVICE_NAMES, help="only these services")
+    up.add_argument("--services", nargs="*", choices=names, help="only these services")
     up.set_defaults(run=cmd_dev_up)
 
     migrate = commands.add_parser("migrate", help="apply SQL migrations to DATABASE_URL")
-    migrate.add_argument("--services", nargs="*", choices=SERVICE_NAMES)
+    migrate.add_argument("--services", nargs="*", choices=names)
     migrate.set_defaults(run=cmd_migrate)
 
     events = commands.add_parser("events", help="read a service's event log")
     event_commands = events.add_subparsers(dest="events_command", required=True)
     tail = event_commands.add_parser("tail", help="print events in readable form (JSON lines)")
-    tail.add_argument("--service", default="inventory-sync", choices=SERVICE_NAMES)
+    tail.add_argument("--service", required=True, choices=names)
     tail.add_argument("--after", type=int, default=-1, help="global position (default: last 20)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.set_defaults(run=cmd_events_tail)
 
-    detect = commands.add_parser("detect", help="run the pulse detector over a CSV time series")
-    detect.add_argument("--input", required=True, help="CSV with a header row")
-    detect.add_argument("--timestamp-col", help="the time column (rows must be in time order)")
-    detect.add_argument("--value-col", help="the value column (default: the second column)")
-    detect.add_argument("--kind", choices=("rate", "cumulative"), default="rate")
-    detect.add_argument("--output", help="where to write the scored rows (default: stdout)")
-    detect.set_defaults(run=cmd_detect)
-
     serve = commands.add_parser("serve", help="run one service in the foreground")
-    serve.add_argument("service", choices=SERVICE_NAMES)
+    serve.add_argument("service", choices=names)
     serve.set_defaults(run=cmd_serve)
+
+    for register in command_registrars():
+        register(commands)
     return root
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         code = args.run(args)
     except ConfigError as error:
         print(f"pulsestock: configuration error: {error}", file=sys.stderr)
         code = 2
     raise SystemExit(code)
+
+
+if __name__ == "__main__":  # `python -m pulsestock.cli`, as `pulsestock dev up` starts services
+    main()

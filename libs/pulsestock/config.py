@@ -12,15 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-SERVICE_NAMES: tuple[str, ...] = ("ingest", "signal", "forecast", "inventory-sync", "fulfillment")
-DEFAULT_GRPC_PORTS: dict[str, int] = {
-    "ingest": 50051,
-    "signal": 50052,
-    "forecast": 50053,
-    "inventory-sync": 50054,
-    "fulfillment": 50055,
-}
-DEFAULT_INGEST_HTTP_PORT = 8080
+# No list of services here: they are found through entry points (pulsestock.services), and
+# each declares its own default ports in its definition.
 DEFAULT_PARTITIONS = 16
 
 
@@ -137,7 +130,7 @@ class ServiceSettings:
     nats_url: str
     grpc_host: str
     grpc_port: int
-    http_port: int
+    http_port: int | None  # None: the service has no HTTP listener
     partitions: int
     log_level: str
     log_format: str
@@ -147,9 +140,15 @@ class ServiceSettings:
     roles: frozenset[str] | None
 
     @classmethod
-    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> ServiceSettings:
-        if service not in SERVICE_NAMES:
-            raise ConfigError(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+    def from_env(
+        cls,
+        service: str,
+        environ: Mapping[str, str] | None = None,
+        *,
+        default_grpc_port: int,
+        default_http_port: int | None = None,
+    ) -> ServiceSettings:
+        """The service's settings; the defaults are its own (its ServiceDefinition's)."""
         env = Env(environ)
         prefix = env_prefix(service)
         database_url = env.url("DATABASE_URL", ("postgres", "postgresql"))
@@ -163,8 +162,10 @@ class ServiceSettings:
             database_url=database_url,
             nats_url=nats_url,
             grpc_host=env.string(f"{prefix}_GRPC_HOST", "127.0.0.1"),
-            grpc_port=env.port(f"{prefix}_GRPC_PORT", DEFAULT_GRPC_PORTS[service]),
-            http_port=env.port(f"{prefix}_HTTP_PORT", DEFAULT_INGEST_HTTP_PORT),
+            grpc_port=env.port(f"{prefix}_GRPC_PORT", default_grpc_port),
+            http_port=None
+            if default_http_port is None
+            else env.port(f"{prefix}_HTTP_PORT", default_http_port),
             partitions=env.integer(
                 "PULSESTOCK_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=4096
             ),

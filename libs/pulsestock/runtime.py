@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,10 @@ Role = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
 class ServiceDefinition:
     name: str
     register: Callable[[grpc.aio.Server, ServiceContext], Sequence[str]]
+    # Where it listens unless <SERVICE>_GRPC_PORT / <SERVICE>_HTTP_PORT say otherwise; each
+    # service declares its own, so the shared code keeps no table of services.
+    grpc_port: int
+    http_port: int | None = None  # only a service with an HTTP listener has one
     migrations_dir: Path | None = None
     roles: list[Role] = field(default_factory=list)
     extra_streams: list[StreamSpec] = field(default_factory=list)
@@ -57,6 +61,11 @@ class ServiceDefinition:
             load_migrations(self.name, self.migrations_dir) if self.migrations_dir else []
         )
         return [*event_store_migrations(), *service_migrations]
+
+    def settings_from_env(self, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        return ServiceSettings.from_env(
+            self.name, environ, default_grpc_port=self.grpc_port, default_http_port=self.http_port
+        )
 
 
 def stream_entity(stream_id: str) -> str:
@@ -167,7 +176,7 @@ def main(build: Callable[[], ServiceDefinition]) -> None:
     name = build.__module__.rsplit(".", 2)[-2] if build.__module__ else "pulsestock"
     try:
         definition = build()
-        settings = ServiceSettings.from_env(definition.name)
+        settings = definition.settings_from_env()
         selected_roles(definition, settings.roles)  # unknown role names fail here, in one line
     except ConfigError as error:
         print(f"{name}: configuration error: {error}", file=sys.stderr)

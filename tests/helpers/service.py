@@ -97,7 +97,7 @@ async def running_service(
     os.environ.update(env)
     try:
         definition = definition_of(service)
-        settings = ServiceSettings.from_env(service)
+        settings = definition.settings_from_env()
     finally:
         for key, value in saved.items():
             if value is None:

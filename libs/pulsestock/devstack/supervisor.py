@@ -1,5 +1,6 @@
 """`pulsestock dev up`: embedded PostgreSQL and NATS (unless DATABASE_URL / NATS_URL point
-elsewhere), migrations, then every service as its own process; Ctrl-C or SIGTERM stops all."""
+elsewhere), migrations, then every installed service (found through its entry point) as its
+own process; Ctrl-C or SIGTERM stops all."""
 
 from __future__ import annotations
 
@@ -15,39 +16,34 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pulsestock.config import (
-    DEFAULT_GRPC_PORTS,
-    DEFAULT_INGEST_HTTP_PORT,
-    SERVICE_NAMES,
-    Env,
-    env_prefix,
-    redact,
-    service_schema,
-)
+from pulsestock.config import Env, ServiceSettings, redact, service_schema
 from pulsestock.devstack.servers import EmbeddedNats, EmbeddedPostgres
 from pulsestock.fakes import fake_channel_env
-from pulsestock.services import module_of
+from pulsestock.runtime import ServiceDefinition
+from pulsestock.services import all_definitions
 
 
 @dataclass
 class ChildService:
-    name: str
-    grpc_port: int
+    settings: ServiceSettings
     process: subprocess.Popen[bytes]
 
+    @property
+    def name(self) -> str:
+        return self.settings.service
 
-def migrate_all(database_url: str, services: list[str]) -> None:
+
+def migrate_all(database_url: str, definitions: list[ServiceDefinition]) -> None:
     from pulsestock.eventstore.migrations import apply_migrations
-    from pulsestock.services import definition_of
 
     async def run() -> None:
         import asyncpg
 
         conn = await asyncpg.connect(database_url)
         try:
-            for name in services:
-                definition = definition_of(name)
-                await apply_migrations(conn, service_schema(name), definition.migrations())
+            for definition in definitions:
+                schema = service_schema(definition.name)
+                await apply_migrations(conn, schema, definition.migrations())
         finally:
             await conn.close()
 
@@ -66,7 +62,7 @@ def health_status(port: int) -> bool:
 
 
 class DevStack:
-    def __init__(self, data_dir: Path, services: list[str]) -> None:
+    def __init__(self, data_dir: Path, services: list[ServiceDefinition]) -> None:
         self.data_dir = data_dir
         self.services = services
         self.postgres: EmbeddedPostgres | None = None
@@ -99,12 +95,18 @@ class DevStack:
             self.say(f"external NATS        {redact(nats_url)}")
         migrate_all(database_url, self.services)
         child_env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url}
-        if {"inventory-sync", "ingest"} & set(self.services) and self._wants_fake_channels(env):
+        # Whichever services talk to the sales channels get the fakes (unless real channels
+        # are configured); the supervisor does not know which ones do.
+        if self._wants_fake_channels(env):
             child_env.update(self._start_fake_channels())
-        for name in self.services:
-            port = env.port(f"{env_prefix(name)}_GRPC_PORT", DEFAULT_GRPC_PORTS[name])
-            process = subprocess.Popen([sys.executable, "-m", module_of(name)], env=child_env)
-            self.children.append(ChildService(name, port, process))
+        for definition in self.services:
+            # The child resolves its settings from the same environment: the same ports.
+            settings = definition.settings_from_env(child_env)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pulsestock.cli", "serve", definition.name],
+                env=child_env,
+            )
+            self.children.append(ChildService(settings, process))
 
     @staticmethod
     def _wants_fake_channels(env: Env) -> bool:
@@ -134,16 +136,16 @@ class DevStack:
             for child in list(pending):
                 if child.process.poll() is not None:
                     raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
-                if health_status(child.grpc_port):
+                if health_status(child.settings.grpc_port):
                     pending.remove(child)
             if pending:
                 time.sleep(0.1)
         if pending and not self.stopping:
             raise TimeoutError(f"not SERVING after {timeout:.0f}s: {[c.name for c in pending]}")
-        http_port = Env().port("INGEST_HTTP_PORT", DEFAULT_INGEST_HTTP_PORT)
         for child in self.children:
-            extra = f"  http 127.0.0.1:{http_port}" if child.name == "ingest" else ""
-            self.say(f"{child.name:<15} grpc 127.0.0.1:{child.grpc_port}{extra}  SERVING")
+            settings = child.settings
+            http = "" if settings.http_port is None else f"  http 127.0.0.1:{settings.http_port}"
+            self.say(f"{child.name:<15} grpc 127.0.0.1:{settings.grpc_port}{http}  SERVING")
         self.say("all services up; Ctrl-C stops everything")
 
     def watch(self) -> int:
@@ -178,7 +180,7 @@ class DevStack:
 
 
 def dev_up(data_dir: Path, services: list[str] | None = None) -> int:
-    stack = DevStack(data_dir, services or list(SERVICE_NAMES))
+    stack = DevStack(data_dir, all_definitions(services))
 
     def on_signal(_signum: int, _frame: object) -> None:
         stack.stopping = True

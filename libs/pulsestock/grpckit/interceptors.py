@@ -137,7 +137,12 @@ class _Call:
         span = trace.get_current_span()
         reference = self.reference()
         status = status_for(error, reference)
-        if status.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+        # A refusal the service chose (errors.Unavailable: "another replica owns this SKU") is
+        # in the access log with its code; only what nobody chose gets a traceback.
+        if not isinstance(error, errors.DomainError) and status.code in (
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNAVAILABLE,
+        ):
             span.record_exception(error)
             log.exception("unhandled error", method=self.method, reference=reference)
         span.set_status(StatusCode.ERROR, status.details)

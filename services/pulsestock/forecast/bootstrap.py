@@ -20,4 +20,6 @@ def register(server: grpc.aio.Server, _context: ServiceContext) -> Sequence[str]
 
 
 def build() -> ServiceDefinition:
-    return ServiceDefinition(name="forecast", register=register, migrations_dir=MIGRATIONS)
+    return ServiceDefinition(
+        name="forecast", register=register, grpc_port=50053, migrations_dir=MIGRATIONS
+    )

@@ -20,4 +20,6 @@ def register(server: grpc.aio.Server, _context: ServiceContext) -> Sequence[str]
 
 
 def build() -> ServiceDefinition:
-    return ServiceDefinition(name="fulfillment", register=register, migrations_dir=MIGRATIONS)
+    return ServiceDefinition(
+        name="fulfillment", register=register, grpc_port=50055, migrations_dir=MIGRATIONS
+    )

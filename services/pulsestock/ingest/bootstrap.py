@@ -79,6 +79,8 @@ def build() -> ServiceDefinition:
     return ServiceDefinition(
         name="ingest",
         register=service.register,
+        grpc_port=50051,
+        http_port=8080,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
         roles=[service.run_http],

@@ -171,6 +171,7 @@ def build() -> ServiceDefinition:
     return ServiceDefinition(
         name="inventory-sync",
         register=service.register,
+        grpc_port=50054,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
         outbox_route=outbox_route,

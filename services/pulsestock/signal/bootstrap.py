@@ -65,6 +65,7 @@ def build() -> ServiceDefinition:
     return ServiceDefinition(
         name="signal",
         register=service.register,
+        grpc_port=50052,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
         roles=[service.run_content],
