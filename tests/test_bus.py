@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as metrics_internal
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from pulsestock import telemetry
 from pulsestock.bus import (
     ConsumerSpec,
     DurableConsumer,
@@ -24,7 +30,7 @@ from pulsestock.bus import (
     subject_for,
 )
 from pulsestock.bus.codec import header_block, parse_header_block
-from pulsestock.telemetry import configure_telemetry
+from pulsestock.telemetry import configure_telemetry, tracing_enabled
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 from tests.helpers.infra import EFFECTS_TABLE, count_effect, eventually, unique_name
@@ -168,8 +174,43 @@ async def test_malformed_message_is_dead_lettered_at_once(nc: NATS) -> None:
     assert calls == []
 
 
-async def test_trace_context_crosses_nats_from_producer_to_consumer(nc: NATS) -> None:
+@pytest.fixture
+def sdk_tracing() -> Iterator[None]:
+    """The SDK's providers for one test only. OpenTelemetry's global providers can be set once
+    per process, so a test that installs them would record spans in every later test: put
+    back what was there (OpenTelemetry's own test utilities reset the same globals)."""
+    saved = (
+        trace._TRACER_PROVIDER,
+        trace._TRACER_PROVIDER_SET_ONCE._done,
+        metrics_internal._METER_PROVIDER,
+        metrics_internal._METER_PROVIDER_SET_ONCE._done,
+        telemetry._configured_service,
+    )
     configure_telemetry("pulsestock-tests", None, force=True)
+    installed_tracer, installed_meter = trace.get_tracer_provider(), metrics.get_meter_provider()
+    try:
+        yield
+    finally:
+        (
+            trace._TRACER_PROVIDER,
+            trace._TRACER_PROVIDER_SET_ONCE._done,
+            metrics_internal._METER_PROVIDER,
+            metrics_internal._METER_PROVIDER_SET_ONCE._done,
+            telemetry._configured_service,
+        ) = saved
+        if isinstance(installed_tracer, TracerProvider):
+            installed_tracer.shutdown()
+        if isinstance(installed_meter, MeterProvider):
+            installed_meter.shutdown()
+    assert not tracing_enabled()
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    with trace.get_tracer("after").start_as_current_span("later test") as span:
+        assert not span.is_recording()  # later tests record nothing
+
+
+@pytest.mark.usefixtures("sdk_tracing")
+async def test_trace_context_crosses_nats_from_producer_to_consumer(nc: NATS) -> None:
+    assert tracing_enabled()
     spec, token = await make_stream(nc)
     consumer_spec = ConsumerSpec(spec.name, f"{token}__trace")
     await ensure_consumer(nc.jetstream(), consumer_spec)
