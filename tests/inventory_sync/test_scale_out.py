@@ -225,11 +225,14 @@ async def test_a_replica_sigkilled_under_load_is_taken_over(infra: Infra, nats_u
             # The survivor took the dead replica's partitions: their orders succeed again on
             # it, soon after the kill.
             for sku in sorted(doomed):
-                taken_over = [a.at for a in load.answers if a.sku == sku and a.at > killed_at]
-                assert taken_over, f"no order for {sku} was answered after the kill"
-                assert all(
-                    a.replica == 0 for a in load.answers if a.sku == sku and a.at > killed_at
-                )
+                # (An answer of the killed replica may still arrive after the kill: it was on
+                # the wire. The log check below proves each such answer holds.)
+                taken_over = [
+                    a.at
+                    for a in load.answers
+                    if a.sku == sku and a.replica == 0 and a.at > killed_at
+                ]
+                assert taken_over, f"the survivor answered no order for {sku} after the kill"
                 assert min(taken_over) - killed_at < TAKEOVER_DEADLINE_S
             for sku in skus:
                 assert await owner_of(stubs[:1], sku, STOCK_PER_SKU, f"stock-{sku}") == [0]
