@@ -301,6 +301,7 @@ async def read_model(pool: asyncpg.Pool, schema: str) -> dict[str, list[tuple[ob
         "stock_levels": "sku, warehouse_id",
         "active_reservations": "reservation_id",
         "channel_quantities": "sku, channel",
+        "projected_versions": "sku",
     }
     return {
         table: [
@@ -332,6 +333,51 @@ async def test_rebuilt_read_model_equals_the_live_one(
         assert await read_model(pool, schema) == live
     finally:
         await pool.close()
+
+
+async def test_a_query_with_min_stream_version_reads_the_callers_own_write(stub: Stub) -> None:
+    """Without the option the read model may lag; with the version a command answered, the
+    query waits until its figures include that command, every time."""
+    version = await receive(stub, "RYW", 1000)
+    assert (
+        await stub.GetStock(pb.GetStockRequest(sku="RYW", min_stream_version=version), timeout=10)
+    ).available == 1000
+    for n in range(1, 31):
+        reply = await reserve(stub, "RYW", 1, f"ryw-{n}", paid=True)
+        written = reply.stream_versions["RYW"]
+        assert written > version  # the reservation and the channel quantities it moved
+        version = written
+        figures = await stub.GetStock(
+            pb.GetStockRequest(sku="RYW", min_stream_version=written), timeout=10
+        )
+        assert (figures.available, figures.warehouses[0].reserved) == (1000 - n, n)
+        assert figures.stream_version >= written
+        listed = await stub.GetChannelQuantities(
+            pb.GetChannelQuantitiesRequest(sku="RYW", min_stream_version=written), timeout=10
+        )
+        assert {q.channel: q.quantity for q in listed.quantities} == {
+            TIKTOK: 1000 - n,
+            SHOPIFY: 1000 - n,
+            AMAZON: 1000 - n,
+        }
+
+
+async def test_min_stream_version_beyond_the_ledger_or_negative_is_refused(stub: Stub) -> None:
+    version = await receive(stub, "RYW-BAD", 5)
+    with pytest.raises(grpc.aio.AioRpcError) as ahead:
+        await stub.GetStock(
+            pb.GetStockRequest(sku="RYW-BAD", min_stream_version=version + 10), timeout=10
+        )
+    assert ahead.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"at version {version}" in (ahead.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as negative:
+        await stub.GetChannelQuantities(
+            pb.GetChannelQuantitiesRequest(sku="RYW-BAD", min_stream_version=-1), timeout=10
+        )
+    assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "min_stream_version" in (negative.value.details() or "") + str(
+        rpc_status.from_call(negative.value)
+    )
 
 
 async def test_six_hundred_concurrent_orders_for_a_hundred_units(stub: Stub) -> None:

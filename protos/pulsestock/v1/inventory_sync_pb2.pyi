@@ -124,10 +124,31 @@ Global___ReserveRequest: _TypeAlias = ReserveRequest  # noqa: Y015
 class ReserveResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class StreamVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RESERVED_FIELD_NUMBER: _builtins.int
     RESERVATION_IDS_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     OVERSOLD_FIELD_NUMBER: _builtins.int
+    STREAM_VERSIONS_FIELD_NUMBER: _builtins.int
     reserved: _builtins.bool
     oversold: _builtins.bool
     """True when the order was recorded as oversold (a backorder) instead of reserved."""
@@ -135,6 +156,12 @@ class ReserveResponse(_message.Message):
     def reservation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stream_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Each line's SKU -> its ledger's stream version after this order: pass it as a query's
+        min_stream_version to read your own write.
+        """
+
     def __init__(
         self,
         *,
@@ -142,10 +169,11 @@ class ReserveResponse(_message.Message):
         reservation_ids: _abc.Iterable[_builtins.str] | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         oversold: _builtins.bool = ...,
+        stream_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved", "stream_versions", b"stream_versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,15 +422,21 @@ class GetStockRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SKU_FIELD_NUMBER: _builtins.int
+    MIN_STREAM_VERSION_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
+    min_stream_version: _builtins.int
+    """Read your own writes: wait (within the call's deadline) until the read model has applied
+    the SKU's ledger up to this version (a command's stream_version); 0 reads at once.
+    """
     def __init__(
         self,
         *,
         sku: _builtins.str = ...,
+        min_stream_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_stream_version", b"min_stream_version", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,6 +453,7 @@ class GetStockResponse(_message.Message):
     sku: _builtins.str
     available: _builtins.int
     stream_version: _builtins.int
+    """The SKU's ledger version these figures include."""
     @_builtins.property
     def warehouses(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarehouseStock]: ...
     def __init__(
@@ -442,15 +477,19 @@ class GetChannelQuantitiesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SKU_FIELD_NUMBER: _builtins.int
+    MIN_STREAM_VERSION_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
+    min_stream_version: _builtins.int
+    """As in GetStockRequest."""
     def __init__(
         self,
         *,
         sku: _builtins.str = ...,
+        min_stream_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_stream_version", b"min_stream_version", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from pulsestock.errors import PreconditionFailed, Unavailable
 from pulsestock.eventstore import EventStore, RecordedEvent
 from pulsestock.inventory_sync.domain.sku import ledger_stream
 
@@ -21,6 +24,45 @@ class StockRow:
     @property
     def available(self) -> int:
         return max(0, self.on_hand - self.reserved - self.safety_hold)
+
+
+FIRST_POLL_S = 0.002
+LONGEST_POLL_S = 0.025
+
+
+async def projected_version(pool: asyncpg.Pool, sku: str) -> int:
+    version = await pool.fetchval("SELECT version FROM projected_versions WHERE sku = $1", sku)
+    return int(version or 0)
+
+
+async def wait_for_version(
+    pool: asyncpg.Pool, store: EventStore, sku: str, min_version: int, within: float
+) -> int:
+    """Read your writes: wait until the read model has folded the SKU's ledger up to
+    `min_version` (a command's answer), polling with a growing pause, at most `within`
+    seconds. Returns the projected version. A version the ledger itself has not reached is
+    a precondition failure, not a wait; a read model that stays behind is Unavailable."""
+    version = await projected_version(pool, sku)
+    if version >= min_version:
+        return version
+    written = await store.stream_version(ledger_stream(sku))
+    if written < min_version:
+        raise PreconditionFailed(
+            f"the ledger of SKU {sku} is at version {written}, below min_stream_version"
+            f" {min_version}"
+        )
+    deadline = time.monotonic() + within
+    pause = FIRST_POLL_S
+    while version < min_version:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Unavailable(
+                f"the read model of SKU {sku} is at version {version}, not yet {min_version}; retry"
+            )
+        await asyncio.sleep(min(pause, remaining))  # polling the read model, not a sync
+        pause = min(pause * 2, LONGEST_POLL_S)
+        version = await projected_version(pool, sku)
+    return version
 
 
 async def stock_of(pool: asyncpg.Pool, sku: str) -> list[StockRow]:

@@ -7,7 +7,7 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent, RecordedEvent
-from pulsestock.inventory_sync.domain.sku import ledger_stream
+from pulsestock.inventory_sync.domain.sku import ledger_stream, sku_of_stream
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 
@@ -49,7 +49,8 @@ class InventoryReadModel:
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
             "DELETE FROM stock_levels; DELETE FROM active_reservations;"
-            " DELETE FROM channel_quantities; DELETE FROM order_index"
+            " DELETE FROM channel_quantities; DELETE FROM order_index;"
+            " DELETE FROM projected_versions"
         )
 
 
@@ -112,8 +113,11 @@ async def apply_batch(
 ) -> list[asyncpg.Record]:
     """Fold a batch into the rows; returns the stock levels it changed, as they now are."""
     fold = _BatchFold()
+    versions: dict[str, int] = {}  # SKU -> the highest ledger version in the batch
     for event in events:
         fold.fold(event)
+        sku = sku_of_stream(event.stream_id)
+        versions[sku] = max(versions.get(sku, 0), event.stream_version)
     if fold.removed:
         rows = await conn.fetch(
             "DELETE FROM active_reservations WHERE reservation_id = ANY($1::text[])"
@@ -183,5 +187,13 @@ async def apply_batch(
             list(channels),
             list(order_ids),
             list(skus),
+        )
+    if versions:
+        await conn.execute(
+            "INSERT INTO projected_versions AS p (sku, version)"
+            " SELECT * FROM unnest($1::text[], $2::bigint[])"
+            " ON CONFLICT (sku) DO UPDATE SET version = greatest(p.version, excluded.version)",
+            list(versions),
+            list(versions.values()),
         )
     return changed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from google.protobuf.message import Message
@@ -23,6 +23,7 @@ from pulsestock.inventory_sync.domain.commands import (
     Applied,
     Command,
     Outcome,
+    ReserveOutcome,
     decide,
     skus_of,
 )
@@ -153,8 +154,12 @@ class LedgerWriter:
         if appends:
             await self.repository.commit(appends)
         for item, result in zip(batch, outcomes, strict=True):
-            if isinstance(result, Applied):  # the version the stream has after this batch
+            # The versions the streams have after this batch: a query can wait for them.
+            if isinstance(result, Applied):
                 result = Applied(result.sku, ledgers[result.sku].version)
+            elif isinstance(result, ReserveOutcome):
+                versions = tuple((sku, ledgers[sku].version) for sku in skus_of(item.command))
+                result = replace(result, stream_versions=versions)
             if isinstance(result, Exception):
                 item.future.set_exception(result)
             else:

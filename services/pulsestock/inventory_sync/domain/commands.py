@@ -122,6 +122,8 @@ class ReserveOutcome:
     oversold: bool
     reservation_ids: tuple[str, ...]
     expires_at: datetime | None
+    # Each line's SKU -> its stream version after the batch (set by the writer at commit).
+    stream_versions: tuple[tuple[str, int], ...] = ()
 
 
 Outcome = Applied | ReserveOutcome

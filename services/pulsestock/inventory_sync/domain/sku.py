@@ -22,3 +22,8 @@ def check_sku(validator: Validator, value: str, field: str = "sku") -> None:
 
 def ledger_stream(sku: str) -> str:
     return f"{STREAM_CATEGORY}-{sku}"
+
+
+def sku_of_stream(stream_id: str) -> str:
+    """`sku-ABC-1` -> `ABC-1`, the inverse of ledger_stream."""
+    return stream_id.removeprefix(f"{STREAM_CATEGORY}-")

@@ -37,6 +37,8 @@ SELLING_CHANNELS = frozenset(
 MAX_LINES = 100
 MAX_ID_LENGTH = 128
 MAX_QUANTITY = 10_000_000
+READ_YOUR_WRITES_WAIT_S = 5.0  # a query with min_stream_version and no deadline
+MAX_WAIT_S = 30.0
 
 
 def _check_id(validator: Validator, value: str, field: str, required: bool = True) -> None:
@@ -155,6 +157,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             reserved=outcome.reserved,
             oversold=outcome.oversold,
             reservation_ids=list(outcome.reservation_ids),
+            stream_versions=dict(outcome.stream_versions),
         )
         if outcome.expires_at is not None:
             response.expires_at.CopyFrom(timestamp(outcome.expires_at))
@@ -254,15 +257,33 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         v.raise_if_invalid()
         return _applied(await self.writer.submit(SetAllocationPolicy(policy.sku, policy)))
 
+    async def _caught_up(
+        self, sku: str, min_stream_version: int, context: grpc.aio.ServicerContext
+    ) -> int:
+        """Validate a query's SKU and consistency option; wait for the read model to include
+        `min_stream_version` of the SKU's ledger. Returns the version it includes."""
+        v = Validator()
+        check_sku(v, sku)
+        v.check(min_stream_version >= 0, "min_stream_version", "must not be negative")
+        v.raise_if_invalid()
+        if min_stream_version == 0:
+            return await queries.projected_version(self.store.pool, sku)
+        remaining = context.time_remaining()
+        # Leave time to answer before the caller's deadline; without one, wait a bounded time.
+        within = READ_YOUR_WRITES_WAIT_S if remaining is None else max(0.0, remaining - 0.05)
+        return await queries.wait_for_version(
+            self.store.pool, self.store, sku, min_stream_version, min(within, MAX_WAIT_S)
+        )
+
     async def GetStock(
         self, request: pb.GetStockRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStockResponse:
-        _require_sku(request.sku)
+        version = await self._caught_up(request.sku, request.min_stream_version, context)
         rows = await queries.stock_of(self.store.pool, request.sku)
         return pb.GetStockResponse(
             sku=request.sku,
             available=sum(r.available for r in rows),
-            stream_version=max((r.version for r in rows), default=0),
+            stream_version=max([version, *(r.version for r in rows)]),
             warehouses=[
                 pb.WarehouseStock(
                     warehouse_id=r.warehouse_id,
@@ -278,7 +299,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
     async def GetChannelQuantities(
         self, request: pb.GetChannelQuantitiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetChannelQuantitiesResponse:
-        _require_sku(request.sku)
+        await self._caught_up(request.sku, request.min_stream_version, context)
         quantities = await queries.channel_quantities_of(self.store.pool, request.sku)
         return pb.GetChannelQuantitiesResponse(
             quantities=[
