@@ -8,7 +8,9 @@ import sys
 
 from tests.bench import (
     bench_eventstore,
+    bench_grpc_edge,
     bench_inventory,
+    bench_nab,
     bench_outbox,
     bench_signal_pipeline,
     bench_signal_quality,
@@ -19,7 +21,9 @@ BENCHMARKS = [
     bench_eventstore,
     bench_outbox,
     bench_inventory,
+    bench_grpc_edge,
     bench_signal_quality,
+    bench_nab,
     bench_signal_pipeline,
 ]
 
