@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from typing import Protocol, runtime_checkable
 
 import asyncpg
@@ -118,13 +119,12 @@ class ProjectionRunner:
                 self.projection.name,
             )
             position = 0
-            while True:
-                events = await self.store.read_all(position, self.batch_size, conn=conn)
-                if not events:
-                    break
-                await self._fold(conn, events, replay=True)
-                position = events[-1].global_position
-                total += len(events)
+            pages = self.store.read_all_pages(0, self.batch_size, conn=conn)
+            async with aclosing(pages):
+                async for events in pages:
+                    await self._fold(conn, events, replay=True)
+                    position = events[-1].global_position
+                    total += len(events)
             if position:
                 await self._advance(conn, position)
         return total
