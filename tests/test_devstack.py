@@ -4,6 +4,7 @@ and Ctrl-C leaves no process behind. Also `pulsestock events tail` on a real log
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -55,7 +56,8 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
             pending = {name for name in pending if not health_status(ports[name])}
         assert not pending, f"not SERVING within 30 s: {pending}"
     finally:
-        os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+        with contextlib.suppress(ProcessLookupError):  # exited early: the assert above says why
+            os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
         output = supervisor.communicate(timeout=30)[0].decode()
     assert supervisor.returncode == 0, output
     for name, port in ports.items():  # each service's line, with the port it really serves on
@@ -100,3 +102,15 @@ async def test_events_tail_prints_readable_events(infra: Infra) -> None:
     assert len(mine) == 1
     assert mine[0]["type"] == "pulsestock.v1.StockReceived"
     assert mine[0]["data"] == {"sku": sku, "warehouseId": "W1", "quantity": "4"}
+
+
+def test_configured_webhook_secrets_are_not_replaced_by_the_fakes() -> None:
+    from pulsestock.devstack.supervisor import with_fake_channels
+    from pulsestock.fakes import fake_channel_env
+
+    fakes = fake_channel_env("http://t", "http://s", "http://a")
+    configured = {"SHOPIFY_WEBHOOK_SECRET": "the-shops-own-secret", "AMAZON_WEBHOOK_TOKEN": ""}
+    child = with_fake_channels(configured, fakes)
+    assert child["SHOPIFY_WEBHOOK_SECRET"] == "the-shops-own-secret"
+    assert child["AMAZON_WEBHOOK_TOKEN"] == fakes["AMAZON_WEBHOOK_TOKEN"]  # empty = unset
+    assert child["SHOPIFY_API_URL"] == "http://s"

@@ -98,7 +98,7 @@ class DevStack:
         # Whichever services talk to the sales channels get the fakes (unless real channels
         # are configured); the supervisor does not know which ones do.
         if self._wants_fake_channels(env):
-            child_env.update(self._start_fake_channels())
+            child_env = with_fake_channels(child_env, self._start_fake_channels())
         for definition in self.services:
             # The child resolves its settings from the same environment: the same ports.
             settings = definition.settings_from_env(child_env)
@@ -196,3 +196,9 @@ def dev_up(data_dir: Path, services: list[str] | None = None) -> int:
         return 1
     finally:
         stack.stop()
+
+
+def with_fake_channels(environ: dict[str, str], fakes: dict[str, str]) -> dict[str, str]:
+    """The fakes' settings apply only where the user set nothing: a webhook secret the user
+    configured stays, so deliveries signed with it are still accepted."""
+    return {**fakes, **{name: value for name, value in environ.items() if value}}

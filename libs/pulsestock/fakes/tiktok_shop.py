@@ -57,6 +57,15 @@ class FakeTikTokShop(FakeChannel):
             ],
         }
 
+    def set_order_status(self, order_id: str, status: str, cancelled_units: int = 0) -> None:
+        """Move an order on; the first `cancelled_units` line items show as cancelled."""
+        order = self.orders[order_id]
+        order["status"] = status
+        items: list[dict[str, str]] = order["line_items"]  # type: ignore[assignment]
+        for index, item in enumerate(items):
+            if index < cancelled_units or status == "CANCELLED":
+                item["display_status"] = "CANCELLED"
+
     # Our SKU is the seller SKU; the fake's product and SKU ids derive from it.
     @staticmethod
     def product_id(sku: str) -> str:

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pulsestock.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,25 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _OrderPaymentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderPaymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderPaymentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_PAYMENT_STATE_UNSPECIFIED: _OrderPaymentState.ValueType  # 0
+    ORDER_PAYMENT_STATE_UNPAID: _OrderPaymentState.ValueType  # 1
+    ORDER_PAYMENT_STATE_AUTHORIZED: _OrderPaymentState.ValueType  # 2
+    ORDER_PAYMENT_STATE_PAID: _OrderPaymentState.ValueType  # 3
+
+class OrderPaymentState(_OrderPaymentState, metaclass=_OrderPaymentStateEnumTypeWrapper): ...
+
+ORDER_PAYMENT_STATE_UNSPECIFIED: OrderPaymentState.ValueType  # 0
+ORDER_PAYMENT_STATE_UNPAID: OrderPaymentState.ValueType  # 1
+ORDER_PAYMENT_STATE_AUTHORIZED: OrderPaymentState.ValueType  # 2
+ORDER_PAYMENT_STATE_PAID: OrderPaymentState.ValueType  # 3
+Global___OrderPaymentState: _TypeAlias = OrderPaymentState  # noqa: Y015
 
 @_typing.final
 class VideoRegistered(_message.Message):
@@ -201,3 +221,90 @@ class OrderCancelled(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderCancelled: _TypeAlias = OrderCancelled  # noqa: Y015
+
+@_typing.final
+class OrderChanged(_message.Message):
+    """Where a channel order stands, as the join of every notification seen of it (published on
+    ingest.order_changed.<partition> whenever that join moves). Each field only grows, so the
+    latest state is the whole truth and states delivered late or twice change nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PLACED_AT_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    channel_order_id: _builtins.str
+    revision: _builtins.int
+    """Counts up with every change of this order in ingest."""
+    payment: Global___OrderPaymentState.ValueType
+    cancel_requested: _builtins.bool
+    """The buyer asked to cancel and the seller has not answered: the stock stays held."""
+    channel_status: _builtins.str
+    """The channel's own status word at the latest update (for people, not for rules)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLineState]: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """The channel's time of the latest update folded in."""
+
+    @_builtins.property
+    def placed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        channel_order_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        lines: _abc.Iterable[Global___OrderLineState] | None = ...,
+        payment: Global___OrderPaymentState.ValueType = ...,
+        cancel_requested: _builtins.bool = ...,
+        channel_status: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        placed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "channel", b"channel", "channel_order_id", b"channel_order_id", "channel_status", b"channel_status", "lines", b"lines", "payment", b"payment", "placed_at", b"placed_at", "revision", b"revision", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderChanged: _TypeAlias = OrderChanged  # noqa: Y015
+
+@_typing.final
+class OrderLineState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    ORDERED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    SHIPPED_FIELD_NUMBER: _builtins.int
+    RETURNED_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    ordered: _builtins.int
+    cancelled: _builtins.int
+    shipped: _builtins.int
+    returned: _builtins.int
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        ordered: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        shipped: _builtins.int = ...,
+        returned: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "ordered", b"ordered", "returned", b"returned", "shipped", b"shipped", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderLineState: _TypeAlias = OrderLineState  # noqa: Y015

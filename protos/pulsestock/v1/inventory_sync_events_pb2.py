@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)pulsestock/v1/inventory_sync_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\x90\x01\n\rStockReceived\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0e\n\x06source\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommand_id\x18\x06 \x01(\t\"\xae\x01\n\rStockAdjusted\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12/\n\x06reason\x18\x04 \x01(\x0e\x32\x1f.pulsestock.v1.AdjustmentReason\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommand_id\x18\x06 \x01(\t\"\xf7\x01\n\rStockReserved\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\'\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x16\n\x0ereservation_id\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x13ReservationReleased\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12,\n\x06reason\x18\x03 \x01(\x0e\x32\x1c.pulsestock.v1.ReleaseReason\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x0cStockShipped\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x10StockTransferred\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x19\n\x11\x66rom_warehouse_id\x18\x02 \x01(\t\x12\x17\n\x0fto_warehouse_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x03\n\x17\x41llocationPolicyChanged\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12S\n\x0f\x63hannel_buffers\x18\x03 \x03(\x0b\x32:.pulsestock.v1.AllocationPolicyChanged.ChannelBuffersEntry\x12Q\n\x0e\x63hannel_shares\x18\x04 \x03(\x0b\x32\x39.pulsestock.v1.AllocationPolicyChanged.ChannelSharesEntry\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x04kind\x18\x06 \x01(\x0e\x32#.pulsestock.v1.AllocationPolicyKind\x12\x18\n\x10slow_channel_cap\x18\x07 \x01(\x03\x12\x12\n\ncommand_id\x18\x08 \x01(\t\x1a\x35\n\x13\x43hannelBuffersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x34\n\x12\x43hannelSharesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x02\x10\x03R\x06policy\"\x85\x01\n\x13\x43hannelPulseStarted\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08pulse_id\x18\x02 \x01(\t\x12\'\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x11\x43hannelPulseEnded\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08pulse_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x08Oversold\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\'\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x01\n\x0cStockChanged\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x16\x43hannelQuantityChanged\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\'\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x03*\x8e\x01\n\x10\x41\x64justmentReason\x12!\n\x1d\x41\x44JUSTMENT_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x44JUSTMENT_REASON_COUNT\x10\x01\x12\x1c\n\x18\x41\x44JUSTMENT_REASON_DAMAGE\x10\x02\x12\x1c\n\x18\x41\x44JUSTMENT_REASON_RETURN\x10\x03*\x8c\x01\n\rReleaseReason\x12\x1e\n\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18RELEASE_REASON_CANCELLED\x10\x01\x12\x1a\n\x16RELEASE_REASON_EXPIRED\x10\x02\x12!\n\x1dRELEASE_REASON_PAYMENT_FAILED\x10\x03*\xba\x01\n\x14\x41llocationPolicyKind\x12&\n\"ALLOCATION_POLICY_KIND_UNSPECIFIED\x10\x00\x12&\n\"ALLOCATION_POLICY_KIND_SHARED_POOL\x10\x01\x12\'\n#ALLOCATION_POLICY_KIND_FIXED_SHARES\x10\x02\x12)\n%ALLOCATION_POLICY_KIND_PULSE_PRIORITY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)pulsestock/v1/inventory_sync_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\x90\x01\n\rStockReceived\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0e\n\x06source\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommand_id\x18\x06 \x01(\t\"\xae\x01\n\rStockAdjusted\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12/\n\x06reason\x18\x04 \x01(\x0e\x32\x1f.pulsestock.v1.AdjustmentReason\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommand_id\x18\x06 \x01(\t\"\xbf\x02\n\rStockReserved\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\'\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x16\n\x0ereservation_id\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07payment\x18\t \x01(\x0e\x32\x1b.pulsestock.v1.OrderPayment\x12\x18\n\x10\x63\x61ncelled_before\x18\n \x01(\x03\"\xcb\x01\n\x13ReservationReleased\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12,\n\x06reason\x18\x03 \x01(\x0e\x32\x1c.pulsestock.v1.ReleaseReason\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x14\n\x0cwarehouse_id\x18\x06 \x01(\t\x12\x11\n\tremaining\x18\x07 \x01(\x03\"\x96\x01\n\x0cStockShipped\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tremaining\x18\x06 \x01(\x03\"\xc1\x01\n\x14ReservationConfirmed\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12,\n\x07payment\x18\x03 \x01(\x0e\x32\x1b.pulsestock.v1.OrderPayment\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xda\x01\n\rOrderReturned\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\'\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x04 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12\x11\n\trestocked\x18\x07 \x01(\x08\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x10StockTransferred\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x19\n\x11\x66rom_warehouse_id\x18\x02 \x01(\t\x12\x17\n\x0fto_warehouse_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x03\n\x17\x41llocationPolicyChanged\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12S\n\x0f\x63hannel_buffers\x18\x03 \x03(\x0b\x32:.pulsestock.v1.AllocationPolicyChanged.ChannelBuffersEntry\x12Q\n\x0e\x63hannel_shares\x18\x04 \x03(\x0b\x32\x39.pulsestock.v1.AllocationPolicyChanged.ChannelSharesEntry\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x04kind\x18\x06 \x01(\x0e\x32#.pulsestock.v1.AllocationPolicyKind\x12\x18\n\x10slow_channel_cap\x18\x07 \x01(\x03\x12\x12\n\ncommand_id\x18\x08 \x01(\t\x1a\x35\n\x13\x43hannelBuffersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x34\n\x12\x43hannelSharesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x02\x10\x03R\x06policy\"\x85\x01\n\x13\x43hannelPulseStarted\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08pulse_id\x18\x02 \x01(\t\x12\'\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x11\x43hannelPulseEnded\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08pulse_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x08Oversold\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\'\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x01\n\x0cStockChanged\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x16\x43hannelQuantityChanged\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\'\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x03*\x8e\x01\n\x10\x41\x64justmentReason\x12!\n\x1d\x41\x44JUSTMENT_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x44JUSTMENT_REASON_COUNT\x10\x01\x12\x1c\n\x18\x41\x44JUSTMENT_REASON_DAMAGE\x10\x02\x12\x1c\n\x18\x41\x44JUSTMENT_REASON_RETURN\x10\x03*\x8c\x01\n\rReleaseReason\x12\x1e\n\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18RELEASE_REASON_CANCELLED\x10\x01\x12\x1a\n\x16RELEASE_REASON_EXPIRED\x10\x02\x12!\n\x1dRELEASE_REASON_PAYMENT_FAILED\x10\x03*}\n\x0cOrderPayment\x12\x1d\n\x19ORDER_PAYMENT_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_PAYMENT_UNPAID\x10\x01\x12\x1c\n\x18ORDER_PAYMENT_AUTHORIZED\x10\x02\x12\x16\n\x12ORDER_PAYMENT_PAID\x10\x03*\xba\x01\n\x14\x41llocationPolicyKind\x12&\n\"ALLOCATION_POLICY_KIND_UNSPECIFIED\x10\x00\x12&\n\"ALLOCATION_POLICY_KIND_SHARED_POOL\x10\x01\x12\'\n#ALLOCATION_POLICY_KIND_FIXED_SHARES\x10\x02\x12)\n%ALLOCATION_POLICY_KIND_PULSE_PRIORITY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,38 +37,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALLOCATIONPOLICYCHANGED_CHANNELBUFFERSENTRY']._serialized_options = b'8\001'
   _globals['_ALLOCATIONPOLICYCHANGED_CHANNELSHARESENTRY']._loaded_options = None
   _globals['_ALLOCATIONPOLICYCHANGED_CHANNELSHARESENTRY']._serialized_options = b'8\001'
-  _globals['_ADJUSTMENTREASON']._serialized_start=2293
-  _globals['_ADJUSTMENTREASON']._serialized_end=2435
-  _globals['_RELEASEREASON']._serialized_start=2438
-  _globals['_RELEASEREASON']._serialized_end=2578
-  _globals['_ALLOCATIONPOLICYKIND']._serialized_start=2581
-  _globals['_ALLOCATIONPOLICYKIND']._serialized_end=2767
+  _globals['_ADJUSTMENTREASON']._serialized_start=2860
+  _globals['_ADJUSTMENTREASON']._serialized_end=3002
+  _globals['_RELEASEREASON']._serialized_start=3005
+  _globals['_RELEASEREASON']._serialized_end=3145
+  _globals['_ORDERPAYMENT']._serialized_start=3147
+  _globals['_ORDERPAYMENT']._serialized_end=3272
+  _globals['_ALLOCATIONPOLICYKIND']._serialized_start=3275
+  _globals['_ALLOCATIONPOLICYKIND']._serialized_end=3461
   _globals['_STOCKRECEIVED']._serialized_start=122
   _globals['_STOCKRECEIVED']._serialized_end=266
   _globals['_STOCKADJUSTED']._serialized_start=269
   _globals['_STOCKADJUSTED']._serialized_end=443
   _globals['_STOCKRESERVED']._serialized_start=446
-  _globals['_STOCKRESERVED']._serialized_end=693
-  _globals['_RESERVATIONRELEASED']._serialized_start=696
-  _globals['_RESERVATIONRELEASED']._serialized_end=840
-  _globals['_STOCKSHIPPED']._serialized_start=843
-  _globals['_STOCKSHIPPED']._serialized_end=974
-  _globals['_STOCKTRANSFERRED']._serialized_start=977
-  _globals['_STOCKTRANSFERRED']._serialized_end=1139
-  _globals['_ALLOCATIONPOLICYCHANGED']._serialized_start=1142
-  _globals['_ALLOCATIONPOLICYCHANGED']._serialized_end=1608
-  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELBUFFERSENTRY']._serialized_start=1487
-  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELBUFFERSENTRY']._serialized_end=1540
-  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELSHARESENTRY']._serialized_start=1542
-  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELSHARESENTRY']._serialized_end=1594
-  _globals['_CHANNELPULSESTARTED']._serialized_start=1611
-  _globals['_CHANNELPULSESTARTED']._serialized_end=1744
-  _globals['_CHANNELPULSEENDED']._serialized_start=1746
-  _globals['_CHANNELPULSEENDED']._serialized_end=1836
-  _globals['_OVERSOLD']._serialized_start=1839
-  _globals['_OVERSOLD']._serialized_end=1987
-  _globals['_STOCKCHANGED']._serialized_start=1990
-  _globals['_STOCKCHANGED']._serialized_end=2133
-  _globals['_CHANNELQUANTITYCHANGED']._serialized_start=2136
-  _globals['_CHANNELQUANTITYCHANGED']._serialized_end=2290
+  _globals['_STOCKRESERVED']._serialized_end=765
+  _globals['_RESERVATIONRELEASED']._serialized_start=768
+  _globals['_RESERVATIONRELEASED']._serialized_end=971
+  _globals['_STOCKSHIPPED']._serialized_start=974
+  _globals['_STOCKSHIPPED']._serialized_end=1124
+  _globals['_RESERVATIONCONFIRMED']._serialized_start=1127
+  _globals['_RESERVATIONCONFIRMED']._serialized_end=1320
+  _globals['_ORDERRETURNED']._serialized_start=1323
+  _globals['_ORDERRETURNED']._serialized_end=1541
+  _globals['_STOCKTRANSFERRED']._serialized_start=1544
+  _globals['_STOCKTRANSFERRED']._serialized_end=1706
+  _globals['_ALLOCATIONPOLICYCHANGED']._serialized_start=1709
+  _globals['_ALLOCATIONPOLICYCHANGED']._serialized_end=2175
+  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELBUFFERSENTRY']._serialized_start=2054
+  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELBUFFERSENTRY']._serialized_end=2107
+  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELSHARESENTRY']._serialized_start=2109
+  _globals['_ALLOCATIONPOLICYCHANGED_CHANNELSHARESENTRY']._serialized_end=2161
+  _globals['_CHANNELPULSESTARTED']._serialized_start=2178
+  _globals['_CHANNELPULSESTARTED']._serialized_end=2311
+  _globals['_CHANNELPULSEENDED']._serialized_start=2313
+  _globals['_CHANNELPULSEENDED']._serialized_end=2403
+  _globals['_OVERSOLD']._serialized_start=2406
+  _globals['_OVERSOLD']._serialized_end=2554
+  _globals['_STOCKCHANGED']._serialized_start=2557
+  _globals['_STOCKCHANGED']._serialized_end=2700
+  _globals['_CHANNELQUANTITYCHANGED']._serialized_start=2703
+  _globals['_CHANNELQUANTITYCHANGED']._serialized_end=2857
 # @@protoc_insertion_point(module_scope)

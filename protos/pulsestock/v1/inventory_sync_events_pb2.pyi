@@ -59,6 +59,32 @@ RELEASE_REASON_EXPIRED: ReleaseReason.ValueType  # 2
 RELEASE_REASON_PAYMENT_FAILED: ReleaseReason.ValueType  # 3
 Global___ReleaseReason: _TypeAlias = ReleaseReason  # noqa: Y015
 
+class _OrderPayment:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderPaymentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderPayment.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_PAYMENT_UNSPECIFIED: _OrderPayment.ValueType  # 0
+    ORDER_PAYMENT_UNPAID: _OrderPayment.ValueType  # 1
+    """Not paid: a short hold that expires (INVENTORY_SYNC_HOLD_SECONDS)."""
+    ORDER_PAYMENT_AUTHORIZED: _OrderPayment.ValueType  # 2
+    """Payment authorised, not captured: a longer hold (INVENTORY_SYNC_AUTHORIZED_HOLD_SECONDS)."""
+    ORDER_PAYMENT_PAID: _OrderPayment.ValueType  # 3
+    """Paid: the hold is firm until the order ships or is cancelled."""
+
+class OrderPayment(_OrderPayment, metaclass=_OrderPaymentEnumTypeWrapper):
+    """How firmly an order's stock is held, from the channel's payment state."""
+
+ORDER_PAYMENT_UNSPECIFIED: OrderPayment.ValueType  # 0
+ORDER_PAYMENT_UNPAID: OrderPayment.ValueType  # 1
+"""Not paid: a short hold that expires (INVENTORY_SYNC_HOLD_SECONDS)."""
+ORDER_PAYMENT_AUTHORIZED: OrderPayment.ValueType  # 2
+"""Payment authorised, not captured: a longer hold (INVENTORY_SYNC_AUTHORIZED_HOLD_SECONDS)."""
+ORDER_PAYMENT_PAID: OrderPayment.ValueType  # 3
+"""Paid: the hold is firm until the order ships or is cancelled."""
+Global___OrderPayment: _TypeAlias = OrderPayment  # noqa: Y015
+
 class _AllocationPolicyKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -172,12 +198,18 @@ class StockReserved(_message.Message):
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    CANCELLED_BEFORE_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     warehouse_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     quantity: _builtins.int
     reservation_id: _builtins.str
+    payment: Global___OrderPayment.ValueType
+    """UNSPECIFIED in events before payment states: paid when expires_at is unset, else unpaid."""
+    cancelled_before: _builtins.int
+    """Units of the order line the channel had cancelled before this reservation was made."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -193,10 +225,12 @@ class StockReserved(_message.Message):
         reservation_id: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        payment: Global___OrderPayment.ValueType = ...,
+        cancelled_before: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "channel_order_id", b"channel_order_id", "expires_at", b"expires_at", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_before", b"cancelled_before", "channel", b"channel", "channel_order_id", b"channel_order_id", "expires_at", b"expires_at", "payment", b"payment", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,9 +244,17 @@ class ReservationReleased(_message.Message):
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     reservation_id: _builtins.str
     reason: Global___ReleaseReason.ValueType
+    quantity: _builtins.int
+    """Units released; 0 (as in every release before partial cancellations) = all that remained."""
+    warehouse_id: _builtins.str
+    remaining: _builtins.int
+    """Units still reserved afterwards; 0 closes the reservation."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -222,10 +264,13 @@ class ReservationReleased(_message.Message):
         reservation_id: _builtins.str = ...,
         reason: Global___ReleaseReason.ValueType = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        quantity: _builtins.int = ...,
+        warehouse_id: _builtins.str = ...,
+        remaining: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "reason", b"reason", "reservation_id", b"reservation_id", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "quantity", b"quantity", "reason", b"reason", "remaining", b"remaining", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,10 +285,13 @@ class StockShipped(_message.Message):
     WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     reservation_id: _builtins.str
     warehouse_id: _builtins.str
     quantity: _builtins.int
+    remaining: _builtins.int
+    """Units still reserved afterwards (a partial shipment); 0 closes the reservation."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -254,14 +302,93 @@ class StockShipped(_message.Message):
         warehouse_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        remaining: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "quantity", b"quantity", "remaining", b"remaining", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StockShipped: _TypeAlias = StockShipped  # noqa: Y015
+
+@_typing.final
+class ReservationConfirmed(_message.Message):
+    """A reservation's hold changed with the order's payment: firm when expires_at is unset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    reservation_id: _builtins.str
+    payment: Global___OrderPayment.ValueType
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        reservation_id: _builtins.str = ...,
+        payment: Global___OrderPayment.ValueType = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "expires_at", b"expires_at", "payment", b"payment", "reservation_id", b"reservation_id", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReservationConfirmed: _TypeAlias = ReservationConfirmed  # noqa: Y015
+
+@_typing.final
+class OrderReturned(_message.Message):
+    """Units of a shipped order came back: restocked into warehouse_id, or written off."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    RESTOCKED_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    reservation_id: _builtins.str
+    channel: _common_pb2.Channel.ValueType
+    channel_order_id: _builtins.str
+    warehouse_id: _builtins.str
+    quantity: _builtins.int
+    restocked: _builtins.bool
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        reservation_id: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        channel_order_id: _builtins.str = ...,
+        warehouse_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        restocked: _builtins.bool = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "channel_order_id", b"channel_order_id", "quantity", b"quantity", "reservation_id", b"reservation_id", "restocked", b"restocked", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderReturned: _TypeAlias = OrderReturned  # noqa: Y015
 
 @_typing.final
 class StockTransferred(_message.Message):

@@ -11,9 +11,15 @@ from pathlib import Path
 import grpc
 from pulsestock.config import Env
 from pulsestock.ingest.adapters.tiktok_orders import TikTokOrders, TikTokOrdersConfig
+from pulsestock.ingest.application.channel_orders import ChannelOrders
 from pulsestock.ingest.application.ingestion import Ingestion
 from pulsestock.ingest.entrypoints.grpc_api import IngestServiceServicer
-from pulsestock.ingest.entrypoints.webhooks import Webhooks, WebhookSecrets, serve_http
+from pulsestock.ingest.entrypoints.webhooks import (
+    RETRY_HORIZONS,
+    Webhooks,
+    WebhookSecrets,
+    serve_http,
+)
 from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -41,9 +47,17 @@ class IngestSettings:
                 tiktok_app_secret=secret,
                 shopify_secret=env.raw("SHOPIFY_WEBHOOK_SECRET"),
                 amazon_token=env.raw("AMAZON_WEBHOOK_TOKEN"),
-                max_age=timedelta(
-                    seconds=env.integer("WEBHOOK_MAX_AGE_SECONDS", 900, minimum=1, maximum=86400)
-                ),
+                max_age={
+                    source: timedelta(
+                        seconds=env.integer(
+                            f"WEBHOOK_MAX_AGE_SECONDS_{source.upper()}",
+                            int(horizon.total_seconds()),
+                            minimum=60,
+                            maximum=14 * 86400,
+                        )
+                    )
+                    for source, horizon in RETRY_HORIZONS.items()
+                },
             ),
             tiktok_orders=TikTokOrdersConfig(tiktok_url.rstrip("/"), key, secret, token, cipher)
             if tiktok_url and key and secret and token and cipher
@@ -59,7 +73,8 @@ class Ingest:
         self.ingestion = Ingestion(context.store, utc_now, context.settings.partitions)
         orders = self.settings.tiktok_orders
         self.tiktok_orders = TikTokOrders(orders) if orders else None
-        self.webhooks = Webhooks(self.ingestion, self.settings.secrets, utc_now, self.tiktok_orders)
+        channel_orders = ChannelOrders(context.store, context.settings.partitions)
+        self.webhooks = Webhooks(channel_orders, self.settings.secrets, utc_now, self.tiktok_orders)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
         servicer = IngestServiceServicer(self.ingestion)

@@ -24,6 +24,7 @@ from pulsestock.inventory_sync.application.channel_sync import (
 from pulsestock.inventory_sync.application.expiry import run_expiry
 from pulsestock.inventory_sync.application.read_model import InventoryReadModel
 from pulsestock.inventory_sync.application.writer import LedgerWriter
+from pulsestock.inventory_sync.domain.ledger import OrderPolicy
 from pulsestock.inventory_sync.entrypoints.consumers import ORDERS, PULSES, OrderEvents, PulseEvents
 from pulsestock.inventory_sync.entrypoints.grpc_api import InventorySyncServicer
 from pulsestock.runtime import ServiceContext, ServiceDefinition
@@ -38,7 +39,7 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class InventorySettings:
-    hold: timedelta
+    orders: OrderPolicy
     expiry_sweep_seconds: float
     max_batch: int
     channels: ChannelConfigs
@@ -49,10 +50,24 @@ class InventorySettings:
     def from_env(cls) -> InventorySettings:
         env = Env()
         return cls(
-            hold=timedelta(
-                seconds=env.integer(
-                    "INVENTORY_SYNC_HOLD_SECONDS", 600, minimum=1, maximum=7 * 86400
+            orders=OrderPolicy(
+                unpaid_hold=timedelta(
+                    seconds=env.integer(
+                        "INVENTORY_SYNC_HOLD_SECONDS", 600, minimum=1, maximum=7 * 86400
+                    )
+                ),
+                authorized_hold=timedelta(
+                    seconds=env.integer(
+                        "INVENTORY_SYNC_AUTHORIZED_HOLD_SECONDS",
+                        7 * 86400,
+                        minimum=1,
+                        maximum=30 * 86400,
+                    )
+                ),
+                restock_returns=env.choice(
+                    "INVENTORY_SYNC_RETURNS", "restock", ("restock", "write_off")
                 )
+                == "restock",
             ),
             expiry_sweep_seconds=env.number(
                 "INVENTORY_SYNC_EXPIRY_SWEEP_SECONDS", 1.0, minimum=0.05, maximum=3600
@@ -99,7 +114,7 @@ class InventorySync:
         self.writer = LedgerWriter(
             self.repository,
             utc_now,
-            hold=self.settings.hold,
+            hold=self.settings.orders.unpaid_hold,
             max_batch=self.settings.max_batch,
             owns=self.leases.owns_sku,
         )
@@ -141,7 +156,7 @@ class InventorySync:
         )
 
     async def run_orders(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        orders = OrderEvents(self.writer, self.repository)
+        orders = OrderEvents(self.writer, self.repository, self.settings.orders)
         await DurableConsumer(
             context.nc, ORDERS, batch_handler=orders.handle_batch, batches_in_flight=2
         ).run(stop)

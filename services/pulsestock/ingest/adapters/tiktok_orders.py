@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import aiohttp
 from pulsestock.channels.tiktok_shop import sign
+from pulsestock.ingest.domain.orders import LineFacts, tiktok_lines
 
 ORDERS_PATH = "/order/202309/orders"
 
@@ -33,8 +33,8 @@ class TikTokOrders:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
 
-    async def lines(self, order_id: str) -> dict[str, int]:
-        """Quantity per seller SKU (TikTok lists one line item per unit)."""
+    async def lines(self, order_id: str) -> dict[str, LineFacts]:
+        """Units ordered and cancelled per seller SKU, from the order's line items."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
@@ -59,7 +59,7 @@ class TikTokOrders:
             raise TikTokOrderLookupFailed(f"HTTP {response.status}: {payload.get('message')}")
         for order in payload.get("data", {}).get("orders", []):
             if order.get("id") == order_id:
-                return dict(Counter(item["seller_sku"] for item in order.get("line_items", [])))
+                return tiktok_lines(order)
         raise TikTokOrderLookupFailed(f"order {order_id} not found")
 
     async def close(self) -> None:

@@ -1,8 +1,11 @@
-"""HTTP webhooks for channel orders (aiohttp), normalised to orders.placed / orders.cancelled.
+"""HTTP webhooks for channel orders (aiohttp): every notification joins its order's state.
 
-Each channel's signature is checked over the raw body before anything is parsed; a bad
-signature gets 401 and nothing is stored; a delivery seen before answers 200 and changes
-nothing; a delivery older than WEBHOOK_MAX_AGE_SECONDS is refused (a replay).
+Each channel's signature is checked over the raw body before anything is parsed; a bad or
+missing signature gets 401 and nothing is stored. A delivery seen before answers 200 and
+changes nothing. A delivery is refused (400) when it was sent longer ago than its channel
+retries deliveries (a replay: each channel's horizon is configurable) or later than a few
+minutes from now. A notification we do not act on is answered 200 and recorded as ignored,
+so the channel stops retrying; a malformed one gets 400 with the reason.
 """
 
 from __future__ import annotations
@@ -13,24 +16,31 @@ import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from pulsestock.ids import valid_id
 from pulsestock.ingest.adapters.tiktok_orders import TikTokOrderLookupFailed, TikTokOrders
-from pulsestock.ingest.application.ingestion import Ingestion
+from pulsestock.ingest.application.channel_orders import ChannelOrders, Delivery
+from pulsestock.ingest.domain import orders
 from pulsestock.runtime import ServiceContext
 from pulsestock.telemetry import get_logger
-from pulsestock.v1 import ingest_events_pb2 as ev
-from pulsestock.v1.common_pb2 import Channel, OrderLine
+from pulsestock.v1.common_pb2 import Channel
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
 
-TIKTOK_PLACED = {"UNPAID", "ON_HOLD", "AWAITING_SHIPMENT", "AWAITING_COLLECTION"}
-AMAZON_PLACED = {"Pending", "Unshipped"}
+# How long each channel keeps retrying a delivery it sent (the replay window must not refuse
+# those): Shopify 8 times over 4 hours; TikTok Shop at 2 min, 30 min, 3 h and 12 h; Amazon's
+# notifications wait in the seller's SQS queue (4 days by default) for the bridge.
+RETRY_HORIZONS = {
+    "tiktok_shop": timedelta(hours=16),
+    "shopify": timedelta(hours=5),
+    "amazon": timedelta(days=4),
+}
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,8 @@ class WebhookSecrets:
     tiktok_app_secret: str | None
     shopify_secret: str | None
     amazon_token: str | None
-    max_age: timedelta
+    max_age: dict[str, timedelta] = field(default_factory=lambda: dict(RETRY_HORIZONS))
+    clock_skew: timedelta = CLOCK_SKEW
 
 
 class Refused(Exception):
@@ -56,12 +67,12 @@ def _equal(expected: str, given: str | None) -> bool:
 class Webhooks:
     def __init__(
         self,
-        ingestion: Ingestion,
+        channel_orders: ChannelOrders,
         secrets: WebhookSecrets,
         clock: Clock,
         tiktok_orders: TikTokOrders | None,
     ) -> None:
-        self.ingestion = ingestion
+        self.orders = channel_orders
         self.secrets = secrets
         self.clock = clock
         self.tiktok_orders = tiktok_orders
@@ -84,19 +95,31 @@ class Webhooks:
             except Refused as refusal:
                 log.warning("webhook refused", path=request.path, reason=refusal.reason)
                 return web.json_response({"error": refusal.reason}, status=refusal.status)
+            except orders.MalformedOrder as error:
+                log.warning("webhook refused", path=request.path, reason=str(error))
+                return web.json_response({"error": str(error)}, status=400)
             return web.json_response({"result": outcome})
 
         return guarded
 
-    def _fresh(self, sent_at: datetime) -> None:
-        if self.clock() - sent_at > self.secrets.max_age:
-            raise Refused(400, "delivery is older than the replay window")
+    def _fresh(self, source: str, sent_at: datetime) -> None:
+        now = self.clock()
+        if now - sent_at > self.secrets.max_age[source]:
+            raise Refused(400, "delivery is older than the channel retries deliveries (a replay)")
+        if sent_at - now > self.secrets.clock_skew:
+            raise Refused(400, "delivery is timestamped in the future")
 
     @staticmethod
-    def _delivery(source: str, delivery_id: str) -> tuple[str, str]:
+    def _delivery(source: str, delivery_id: str) -> Delivery:
         if not delivery_id or len(delivery_id) > 200:
             raise Refused(400, "missing or malformed delivery id")
-        return (source, delivery_id)
+        return Delivery(source, delivery_id)
+
+    @staticmethod
+    def _order_id(order_id: str) -> str:
+        if not valid_id(order_id):
+            raise Refused(400, "malformed order id")
+        return order_id
 
     # --- TikTok Shop: Authorization = hex(HMAC-SHA256(app_secret, app_key + raw body)) ----------
 
@@ -106,37 +129,50 @@ class Webhooks:
             raise Refused(503, "TikTok Shop webhooks are not configured")
         expected = hmac.new(secret.encode(), key.encode() + body, hashlib.sha256).hexdigest()
         if not _equal(expected, request.headers.get("Authorization")):
-            raise Refused(401, "bad signature")
+            raise Refused(401, "bad or missing signature")
         envelope = _json(body)
         try:
-            self._fresh(datetime.fromtimestamp(int(envelope["timestamp"]), UTC))
-            kind, data = int(envelope["type"]), envelope["data"]
-            order_id, status = str(data["order_id"]), str(data.get("order_status", ""))
+            self._fresh("tiktok_shop", datetime.fromtimestamp(int(envelope["timestamp"]), UTC))
+            kind = int(envelope["type"])
             notification = str(envelope["tts_notification_id"])
-        except (KeyError, TypeError, ValueError) as error:
+            data = envelope["data"]
+            if not isinstance(data, dict):
+                raise TypeError("data is not an object")
+        except (KeyError, TypeError, ValueError, OverflowError, OSError) as error:
             raise Refused(400, f"malformed notification: {error}") from error
-        if kind not in (1, 11):
-            return "ignored"
-        if not valid_id(order_id):
-            raise Refused(400, "malformed order_id")
         delivery = self._delivery("tiktok_shop", notification)
-        if kind == 11 or status == "CANCELLED":
-            return await self._cancel(Channel.CHANNEL_TIKTOK_SHOP, order_id, delivery)
-        if status not in TIKTOK_PLACED:
-            return "ignored"
-        if self.tiktok_orders is None:
-            raise Refused(503, "TikTok Shop order lookups are not configured")
+        if kind not in (1, 11):  # e.g. 27 inventory status, 24 FBT inventory
+            return await self.orders.ignore(delivery, f"notification type {kind}")
         try:
-            lines = await self.tiktok_orders.lines(order_id)
+            order_id = self._order_id(str(data["order_id"]))
+            updated_at = datetime.fromtimestamp(
+                int(data.get("update_time", envelope["timestamp"])), UTC
+            )
+        except (KeyError, TypeError, ValueError, OverflowError, OSError) as error:
+            raise Refused(400, f"malformed notification: {error}") from error
+        if kind == 11:
+            seen = orders.tiktok_cancellation(data, updated_at)
+        else:
+            status = str(data.get("order_status", ""))
+            lines = await self._tiktok_lines(order_id, needed=status != "CANCELLED")
+            seen = orders.tiktok_status(status, updated_at, lines)
+        return await self.orders.observe(Channel.CHANNEL_TIKTOK_SHOP, order_id, seen, delivery)
+
+    async def _tiktok_lines(
+        self, order_id: str, *, needed: bool
+    ) -> dict[str, orders.LineFacts] | None:
+        """The status notification carries no lines: the order detail API has them. A
+        cancellation can be recorded without them; anything else waits for TikTok's retry."""
+        if self.tiktok_orders is None:
+            if needed:
+                raise Refused(503, "TikTok Shop order lookups are not configured")
+            return None
+        try:
+            return await self.tiktok_orders.lines(order_id)
         except TikTokOrderLookupFailed as error:  # nothing recorded: TikTok's retry may work
-            raise Refused(503, f"order detail unavailable: {error}") from error
-        return await self._place(
-            Channel.CHANNEL_TIKTOK_SHOP,
-            order_id,
-            lines,
-            delivery,
-            awaiting_payment=status == "UNPAID",
-        )
+            if needed:
+                raise Refused(503, f"order detail unavailable: {error}") from error
+            return None
 
     # --- Shopify: X-Shopify-Hmac-Sha256 = base64(HMAC-SHA256(secret, raw body)) ----------------
 
@@ -146,37 +182,28 @@ class Webhooks:
             raise Refused(503, "Shopify webhooks are not configured")
         expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
         if not _equal(expected.decode(), request.headers.get("X-Shopify-Hmac-Sha256")):
-            raise Refused(401, "bad signature")
+            raise Refused(401, "bad or missing signature")
         topic = request.headers.get("X-Shopify-Topic", "")
-        try:
-            self._fresh(datetime.fromisoformat(request.headers["X-Shopify-Triggered-At"]))
-        except (KeyError, ValueError) as error:
-            raise Refused(400, "missing or malformed X-Shopify-Triggered-At") from error
-        order = _json(body)
-        delivery = (
+        if "X-Shopify-Triggered-At" not in request.headers:
+            raise Refused(400, "missing X-Shopify-Triggered-At")
+        triggered_at = orders.shopify_time(
+            request.headers["X-Shopify-Triggered-At"], "X-Shopify-Triggered-At"
+        )
+        self._fresh("shopify", triggered_at)
+        delivery = self._delivery(
+            "shopify",
             request.headers.get("X-Shopify-Event-Id")
             or request.headers.get("X-Shopify-Webhook-Id")
-            or ""
+            or "",
         )
-        if topic not in ("orders/create", "orders/cancelled"):
-            return "ignored"
-        recorded = self._delivery("shopify", delivery)
-        order_id = str(order.get("id", ""))
-        if not valid_id(order_id):
-            raise Refused(400, "malformed order id")
-        if topic == "orders/cancelled":
-            return await self._cancel(Channel.CHANNEL_SHOPIFY, order_id, recorded)
-        lines: dict[str, int] = {}
-        for item in order.get("line_items", []):
-            if item.get("sku"):
-                lines[item["sku"]] = lines.get(item["sku"], 0) + int(item.get("quantity", 0))
-        return await self._place(
-            Channel.CHANNEL_SHOPIFY,
-            order_id,
-            lines,
-            recorded,
-            awaiting_payment=order.get("financial_status") not in ("paid", "partially_paid"),
+        body_json = _json(body)
+        if topic not in orders.SHOPIFY_TOPICS:
+            return await self.orders.ignore(delivery, f"topic {topic!r}")
+        order_id = self._order_id(
+            str(body_json.get("order_id" if topic == "refunds/create" else "id", ""))
         )
+        seen = orders.shopify_order(topic, body_json, triggered_at)
+        return await self.orders.observe(Channel.CHANNEL_SHOPIFY, order_id, seen, delivery)
 
     # --- Amazon: ORDER_CHANGE, forwarded from SQS/EventBridge by a bridge with a bearer token ---
 
@@ -185,63 +212,28 @@ class Webhooks:
         if not token:
             raise Refused(503, "Amazon notifications are not configured")
         if not _equal(f"Bearer {token}", request.headers.get("Authorization")):
-            raise Refused(401, "bad bearer token")
+            raise Refused(401, "bad or missing bearer token")
         notification = _json(body)
         try:
-            if notification["NotificationType"] != "ORDER_CHANGE":
-                return "ignored"
             metadata = notification["NotificationMetadata"]
-            self._fresh(datetime.fromisoformat(metadata["PublishTime"].replace("Z", "+00:00")))
-            change = notification["Payload"]["OrderChangeNotification"]
-            order_id, summary = str(change["AmazonOrderId"]), change["Summary"]
-            status = summary["OrderStatus"]
-            items = summary.get("OrderItems", [])
-            notification_id = str(metadata["NotificationId"])
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            published = orders.amazon_time(metadata["PublishTime"], "PublishTime")
+            delivery = self._delivery("amazon", str(metadata["NotificationId"]))
+            kind = str(notification["NotificationType"])
+        except (KeyError, TypeError) as error:
             raise Refused(400, f"malformed notification: {error}") from error
-        if not valid_id(order_id):
-            raise Refused(400, "malformed AmazonOrderId")
-        delivery = self._delivery("amazon", notification_id)
-        if status == "Canceled":
-            return await self._cancel(Channel.CHANNEL_AMAZON, order_id, delivery)
-        if status not in AMAZON_PLACED:
-            return "ignored"
-        lines: dict[str, int] = {}
-        for item in items:
-            lines[item["SellerSKU"]] = lines.get(item["SellerSKU"], 0) + int(item["Quantity"])
-        return await self._place(
-            Channel.CHANNEL_AMAZON, order_id, lines, delivery, awaiting_payment=status == "Pending"
-        )
-
-    # --- shared ----------------------------------------------------------------------------
-
-    async def _place(
-        self,
-        channel: int,
-        order_id: str,
-        lines: dict[str, int],
-        delivery: tuple[str, str],
-        *,
-        awaiting_payment: bool,
-    ) -> str:
-        good = {sku: q for sku, q in lines.items() if valid_id(sku) and q > 0}
-        if not good:
-            raise Refused(400, "the order has no line with a SKU and a quantity")
-        order = ev.OrderPlaced(
-            channel=channel,  # type: ignore[arg-type]
-            channel_order_id=order_id,
-            lines=[OrderLine(sku=sku, quantity=q) for sku, q in sorted(good.items())],
-            awaiting_payment=awaiting_payment,
-        )
-        order.placed_at.FromDatetime(self.clock())
-        duplicate = await self.ingestion.publish_order(order, delivery)
-        return "duplicate" if duplicate else "placed"
-
-    async def _cancel(self, channel: int, order_id: str, delivery: tuple[str, str]) -> str:
-        cancelled = ev.OrderCancelled(channel=channel, channel_order_id=order_id)  # type: ignore[arg-type]
-        cancelled.cancelled_at.FromDatetime(self.clock())
-        duplicate = await self.ingestion.publish_order(cancelled, delivery)
-        return "duplicate" if duplicate else "cancelled"
+        self._fresh("amazon", published)
+        if kind != "ORDER_CHANGE":
+            return await self.orders.ignore(delivery, f"notification type {kind}")
+        try:
+            change = notification["Payload"]["OrderChangeNotification"]
+            order_id = self._order_id(str(change["AmazonOrderId"]))
+            event_time = orders.amazon_time(
+                notification.get("EventTime", metadata["PublishTime"]), "EventTime"
+            )
+        except (KeyError, TypeError) as error:
+            raise Refused(400, f"malformed notification: {error}") from error
+        seen = orders.amazon_order_change(change, event_time)
+        return await self.orders.observe(Channel.CHANNEL_AMAZON, order_id, seen, delivery)
 
 
 def _json(body: bytes) -> dict[str, Any]:

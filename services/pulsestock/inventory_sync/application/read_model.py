@@ -61,10 +61,15 @@ class _BatchFold:
         self.levels: dict[tuple[str, str], list[int]] = {}  # [on_hand, reserved, version]
         self.added: dict[str, tuple[str, int, str, str, int, object]] = {}
         self.removed: dict[str, tuple[bool, int]] = {}  # reservation id -> (shipped, version)
+        self.remaining: dict[str, int] = {}  # earlier batch's reservation, partly let go
+        self.deleted: set[str] = set()  # earlier batch's reservation closed after that
+        self.expiries: dict[str, object] = {}  # earlier batch's reservation, new expiry
         self.quantities: dict[tuple[str, int], tuple[int, int]] = {}
         self.orders: set[tuple[int, str, str]] = set()
 
     def move(self, sku: str, warehouse_id: str, on_hand: int, reserved: int, version: int) -> None:
+        if not on_hand and not reserved:
+            return  # e.g. the empty reservation that notes an order cancelled before it was taken
         level = self.levels.setdefault((sku, warehouse_id), [0, 0, 0])
         level[0] += on_hand
         level[1] += reserved
@@ -93,19 +98,53 @@ class _BatchFold:
                 expires,
             )
         elif isinstance(message, ev.ReservationReleased | ev.StockShipped):
-            shipped = isinstance(message, ev.StockShipped)
-            added = self.added.pop(message.reservation_id, None)
-            if added is None:  # made in an earlier batch: its row says where and how many
-                self.removed[message.reservation_id] = (shipped, version)
+            self._let_go(message, version)
+        elif isinstance(message, ev.ReservationConfirmed):
+            expires = message.expires_at.ToDatetime() if message.HasField("expires_at") else None
+            if message.reservation_id in self.added:
+                row = self.added[message.reservation_id]
+                self.added[message.reservation_id] = (*row[:5], expires)
             else:
-                _, _, _, warehouse_id, quantity, _ = added
-                self.move(
-                    message.sku, warehouse_id, -quantity if shipped else 0, -quantity, version
-                )
+                self.expiries[message.reservation_id] = expires
+        elif isinstance(message, ev.OrderReturned):
+            if message.restocked:
+                self.move(message.sku, message.warehouse_id, message.quantity, 0, version)
         elif isinstance(message, ev.ChannelQuantityChanged):
             self.quantities[(message.sku, message.channel)] = (message.quantity, version)
         elif isinstance(message, ev.Oversold):
             self.orders.add((message.channel, message.channel_order_id, message.sku))
+
+    def _let_go(self, message: ev.ReservationReleased | ev.StockShipped, version: int) -> None:
+        """A release or shipment, whole (remaining 0) or partial; events from before partial
+        ones carry no quantity on a release (all of it) and close the reservation."""
+        shipped = isinstance(message, ev.StockShipped)
+        rid = message.reservation_id
+        added = self.added.get(rid)
+        if message.remaining > 0:  # partial: the event says how many and where
+            self.move(
+                message.sku,
+                message.warehouse_id,
+                -message.quantity if shipped else 0,
+                -message.quantity,
+                version,
+            )
+            if added is not None:
+                self.added[rid] = (*added[:4], message.remaining, added[5])
+            else:
+                self.remaining[rid] = message.remaining
+            return
+        if added is not None:
+            del self.added[rid]
+            quantity = added[4]
+            self.move(message.sku, added[3], -quantity if shipped else 0, -quantity, version)
+        elif rid in self.remaining:  # partly let go earlier in this batch: we know the rest
+            quantity = self.remaining.pop(rid)
+            self.deleted.add(rid)
+            self.move(
+                message.sku, message.warehouse_id, -quantity if shipped else 0, -quantity, version
+            )
+        else:  # made in an earlier batch: its row says where and how many
+            self.removed[rid] = (shipped, version)
 
 
 async def apply_batch(
@@ -130,6 +169,27 @@ async def apply_batch(
             fold.move(
                 row["sku"], row["warehouse_id"], -quantity if shipped else 0, -quantity, version
             )
+    if fold.deleted:
+        await conn.execute(
+            "DELETE FROM active_reservations WHERE reservation_id = ANY($1::text[])",
+            list(fold.deleted),
+        )
+    if fold.remaining:
+        await conn.execute(
+            "UPDATE active_reservations a SET quantity = d.remaining"
+            " FROM unnest($1::text[], $2::bigint[]) AS d(reservation_id, remaining)"
+            " WHERE a.reservation_id = d.reservation_id",
+            list(fold.remaining),
+            list(fold.remaining.values()),
+        )
+    if fold.expiries:
+        await conn.execute(
+            "UPDATE active_reservations a SET expires_at = d.expires_at"
+            " FROM unnest($1::text[], $2::timestamptz[]) AS d(reservation_id, expires_at)"
+            " WHERE a.reservation_id = d.reservation_id",
+            list(fold.expiries),
+            list(fold.expiries.values()),
+        )
     if fold.added:
         columns = list(zip(*((rid, *row) for rid, row in fold.added.items()), strict=True))
         await conn.execute(

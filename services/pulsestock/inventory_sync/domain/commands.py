@@ -9,7 +9,13 @@ from datetime import datetime, timedelta
 from google.protobuf.message import Message
 from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
 from pulsestock.inventory_sync.domain import ledger as rules
-from pulsestock.inventory_sync.domain.ledger import OrderStatus, SkuLedger, reservation_id_for
+from pulsestock.inventory_sync.domain.ledger import (
+    LineTarget,
+    OrderPolicy,
+    OrderStatus,
+    SkuLedger,
+    reservation_id_for,
+)
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 
@@ -38,6 +44,17 @@ class ReserveOrder:
     lines: tuple[tuple[str, int], ...]
     paid: bool = True
     already_sold: bool = False
+
+
+@dataclass(frozen=True)
+class SettleOrder:
+    """Bring a channel order to where the channel says it stands (ingest's OrderChanged)."""
+
+    channel: int
+    channel_order_id: str
+    lines: tuple[tuple[str, LineTarget], ...]
+    payment: int
+    policy: OrderPolicy
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,7 @@ Command = (
     ReceiveStock
     | AdjustStock
     | ReserveOrder
+    | SettleOrder
     | ReleaseReservation
     | CancelOrder
     | ShipReservation
@@ -134,6 +152,8 @@ def skus_of(command: Command) -> tuple[str, ...]:
         return tuple(dict.fromkeys(sku for sku, _ in command.lines))
     if isinstance(command, CancelOrder):
         return command.skus
+    if isinstance(command, SettleOrder):
+        return tuple(dict.fromkeys(sku for sku, _ in command.lines))
     return (command.sku,)
 
 
@@ -148,6 +168,8 @@ def decide(
         return _reserve(command, ledgers, now, hold)
     if isinstance(command, CancelOrder):
         return _cancel(command, ledgers, now)
+    if isinstance(command, SettleOrder):
+        return _settle(command, ledgers, now)
     ledger = ledgers[command.sku]
     events: list[Message]
     if isinstance(command, ReceiveStock):
@@ -260,4 +282,26 @@ def _cancel(command: CancelOrder, ledgers: dict[str, SkuLedger], now: datetime) 
     if not known:
         raise NotFound(f"no order {command.channel_order_id!r} on this channel")
     sku = command.skus[0]
+    return events, Applied(sku, ledgers[sku].version + len(events.get(sku, [])))
+
+
+def _settle(command: SettleOrder, ledgers: dict[str, SkuLedger], now: datetime) -> Decision:
+    """Each line on its own: the channel sold every one, so a line we cannot cover becomes a
+    backorder without letting go of the lines we can."""
+    if not command.lines:
+        raise InvalidArgument.single("lines", "an order has at least one line")
+    events: dict[str, list[Message]] = {}
+    for sku, target in command.lines:
+        line_events = rules.settle_line(
+            ledgers[sku],
+            command.channel,
+            command.channel_order_id,
+            target,
+            command.payment,
+            command.policy,
+            now,
+        )
+        if line_events:
+            events[sku] = line_events
+    sku = command.lines[0][0]
     return events, Applied(sku, ledgers[sku].version + len(events.get(sku, [])))

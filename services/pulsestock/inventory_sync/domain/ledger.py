@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -64,12 +64,32 @@ class OrderStatus(enum.Enum):
     SHIPPED = "shipped"
 
 
+PAID = ev.ORDER_PAYMENT_PAID
+AUTHORIZED = ev.ORDER_PAYMENT_AUTHORIZED
+UNPAID = ev.ORDER_PAYMENT_UNPAID
+
+
+def payment_of(event: ev.StockReserved) -> int:
+    """Events from before payment states say it by their expiry alone."""
+    if event.payment:
+        return int(event.payment)
+    return UNPAID if event.HasField("expires_at") else PAID
+
+
 @dataclass
 class OrderRecord:
+    """One channel order's line on this SKU: what the ledger has done for it so far."""
+
     status: OrderStatus
     reservation_id: str
-    quantity: int
+    quantity: int  # units reserved when the order was first taken
     expires_at: datetime | None = None
+    warehouse_id: str = ""
+    payment: int = PAID
+    cancelled: int = 0  # units the channel cancelled: released, or never reserved
+    shipped: int = 0
+    returned: int = 0
+    expired: bool = False  # the unpaid hold ran out and its stock went back to sale
 
 
 @dataclass
@@ -125,15 +145,48 @@ class SkuLedger:
                 expires_at,
             )
             self.reservations[reservation.reservation_id] = reservation
-            self.level(event.warehouse_id).reserved += event.quantity
-            self.orders[(event.channel, event.channel_order_id)] = OrderRecord(
-                OrderStatus.RESERVED, event.reservation_id, event.quantity, expires_at
+            if event.quantity:
+                self.level(event.warehouse_id).reserved += event.quantity
+            key = (event.channel, event.channel_order_id)
+            before = self.orders.get(key)
+            record = OrderRecord(
+                OrderStatus.RESERVED,
+                event.reservation_id,
+                event.quantity,
+                expires_at,
+                event.warehouse_id,
+                payment_of(event),
             )
+            record.cancelled = event.cancelled_before
+            if before is not None:  # taken again after its hold expired: keep what was done
+                record.cancelled = max(before.cancelled, event.cancelled_before)
+                record.shipped, record.returned = before.shipped, before.returned
+            self.orders[key] = record
         elif isinstance(event, ev.ReservationReleased):
-            self._close(event.reservation_id, OrderStatus.RELEASED)
+            released, record = self._reduce(
+                event.reservation_id, event.remaining, OrderStatus.RELEASED
+            )
+            if event.reason == ev.RELEASE_REASON_EXPIRED:
+                record.expired = True
+            elif event.reason == ev.RELEASE_REASON_CANCELLED:
+                record.cancelled += released
         elif isinstance(event, ev.StockShipped):
-            reservation = self._close(event.reservation_id, OrderStatus.SHIPPED)
-            self.level(reservation.warehouse_id).on_hand -= reservation.quantity
+            reservation = self.reservations[event.reservation_id]
+            _, record = self._reduce(event.reservation_id, event.remaining, OrderStatus.SHIPPED)
+            self.level(reservation.warehouse_id).on_hand -= event.quantity
+            record.shipped += event.quantity
+        elif isinstance(event, ev.ReservationConfirmed):
+            expires = (
+                event.expires_at.ToDatetime(tzinfo=UTC) if event.HasField("expires_at") else None
+            )
+            held = self.reservations[event.reservation_id]
+            self.reservations[event.reservation_id] = replace(held, expires_at=expires)
+            record = self.orders[(held.channel, held.channel_order_id)]
+            record.payment, record.expires_at = int(event.payment), expires
+        elif isinstance(event, ev.OrderReturned):
+            self.orders[(event.channel, event.channel_order_id)].returned += event.quantity
+            if event.restocked:
+                self.level(event.warehouse_id).on_hand += event.quantity
         elif isinstance(event, ev.StockTransferred):
             self.level(event.from_warehouse_id).on_hand -= event.quantity
             self.level(event.to_warehouse_id).on_hand += event.quantity
@@ -166,12 +219,23 @@ class SkuLedger:
         if command_id:
             self.applied_commands.add(command_id)
 
-    def _close(self, reservation_id: str, status: OrderStatus) -> Reservation:
-        reservation = self.reservations.pop(reservation_id)
-        self.level(reservation.warehouse_id).reserved -= reservation.quantity
+    def _reduce(
+        self, reservation_id: str, remaining: int, closed_as: OrderStatus
+    ) -> tuple[int, OrderRecord]:
+        """Leave `remaining` units of a reservation (0 closes it, as `closed_as`); returns
+        how many units it let go and the order's record."""
+        reservation = self.reservations[reservation_id]
+        let_go = reservation.quantity - remaining
+        if let_go:
+            self.level(reservation.warehouse_id).reserved -= let_go
         record = self.orders[(reservation.channel, reservation.channel_order_id)]
-        record.status = status
-        return reservation
+        if remaining > 0:
+            self.reservations[reservation_id] = replace(reservation, quantity=remaining)
+        else:
+            del self.reservations[reservation_id]
+            # An order that shipped any unit counts as shipped, whatever closed the rest.
+            record.status = OrderStatus.SHIPPED if record.shipped else closed_as
+        return let_go, record
 
 
 # --- decisions ------------------------------------------------------------------------------
@@ -241,6 +305,8 @@ def reserve(
     warehouse_id: str,
     expires_at: datetime | None,
     now: datetime,
+    payment: int = 0,
+    cancelled_before: int = 0,
 ) -> list[Message]:
     """Reserve a line the caller has checked with `warehouse_for`."""
     level = ledger.warehouses.get(warehouse_id)
@@ -254,6 +320,8 @@ def reserve(
         quantity=quantity,
         reservation_id=reservation_id_for(channel, channel_order_id, ledger.sku),
         at=timestamp(now),
+        payment=payment,  # type: ignore[arg-type]
+        cancelled_before=cancelled_before,
     )
     if expires_at is not None:
         event.expires_at.CopyFrom(timestamp(expires_at))
@@ -409,4 +477,158 @@ def channel_quantity_changes(ledger: SkuLedger, now: datetime) -> list[Message]:
             sequence=ledger.version + offset,
         )
         for offset, (channel, quantity) in enumerate(changed, start=1)
+    ]
+
+
+# --- an order's line brought to where its channel says it is ------------------------------------
+
+
+@dataclass(frozen=True)
+class LineTarget:
+    """Where the channel says one order line stands (cumulative counts, each only grows)."""
+
+    ordered: int
+    cancelled: int = 0
+    shipped: int = 0
+    returned: int = 0
+
+
+@dataclass(frozen=True)
+class OrderPolicy:
+    unpaid_hold: timedelta
+    authorized_hold: timedelta
+    restock_returns: bool = True
+
+
+def _expiry(payment: int, now: datetime, policy: OrderPolicy) -> datetime | None:
+    if payment == PAID:
+        return None
+    return now + (policy.authorized_hold if payment == AUTHORIZED else policy.unpaid_hold)
+
+
+def settle_line(
+    ledger: SkuLedger,
+    channel: int,
+    channel_order_id: str,
+    target: LineTarget,
+    payment: int,
+    policy: OrderPolicy,
+    now: datetime,
+) -> list[Message]:
+    """The events that bring this SKU's part of an order to `target`. State-based and
+    monotone: a target already reached, or older than one reached, appends nothing, so the
+    order's notifications converge in any order and any number of times."""
+    key = (channel, channel_order_id)
+    rid = reservation_id_for(channel, channel_order_id, ledger.sku)
+    record = ledger.orders.get(key)
+    if record is not None and record.status is OrderStatus.OVERSOLD:
+        return []  # a backorder: fulfilment decides what happens to it
+    events: list[Message] = []
+    held = ledger.reservations.get(rid)
+    live = held.quantity if held else 0
+    cancelled = record.cancelled if record else 0
+    shipped = record.shipped if record else 0
+    returned = record.returned if record else 0
+    current_payment = record.payment if record and held else 0
+    warehouse_id = held.warehouse_id if held else (record.warehouse_id if record else "")
+    expiry = held.expires_at if held else None
+    cancel_more = max(0, min(target.cancelled, target.ordered) - cancelled)
+
+    net_of = max(min(target.cancelled, target.ordered), cancelled)
+    needed = target.ordered - net_of - shipped
+    taken_again = record is not None and record.expired and live == 0 and payment >= AUTHORIZED
+    if (record is None or taken_again) and needed > 0:
+        warehouse = warehouse_for(ledger, needed)
+        if warehouse is None:  # the channel sold it; we no longer have it
+            return oversold(ledger, channel, channel_order_id, needed, now)
+        expiry = _expiry(payment, now, policy)
+        events += reserve(
+            ledger, channel, channel_order_id, needed, warehouse, expiry, now, payment, net_of
+        )
+        live, warehouse_id, current_payment = needed, warehouse, payment
+        cancel_more = 0  # the reservation was made net of the cancelled units
+    elif record is None:
+        # Cancelled before we took it: remembered (an empty reservation, closed at once), so
+        # a late, older notification of the same order cannot take stock for it.
+        return _noted_as_cancelled(ledger, channel, channel_order_id, net_of, now)
+
+    release = min(cancel_more, live)
+    if release:
+        live -= release
+        events.append(
+            ev.ReservationReleased(
+                sku=ledger.sku,
+                reservation_id=rid,
+                reason=ev.RELEASE_REASON_CANCELLED,
+                at=timestamp(now),
+                quantity=release,
+                warehouse_id=warehouse_id,
+                remaining=live,
+            )
+        )
+    ship = min(max(0, target.shipped - shipped), live)
+    if ship:
+        live -= ship
+        shipped += ship
+        events.append(
+            ev.StockShipped(
+                sku=ledger.sku,
+                reservation_id=rid,
+                warehouse_id=warehouse_id,
+                quantity=ship,
+                at=timestamp(now),
+                remaining=live,
+            )
+        )
+    if live and payment > current_payment:
+        confirmed = ev.ReservationConfirmed(
+            sku=ledger.sku,
+            reservation_id=rid,
+            payment=payment,  # type: ignore[arg-type]
+            at=timestamp(now),
+        )
+        expires = _expiry(payment, now, policy)
+        if expires is not None and expiry is not None:
+            expires = max(expires, expiry)  # a hold is only ever made longer
+        if expires is not None:
+            confirmed.expires_at.CopyFrom(timestamp(expires))
+        events.append(confirmed)
+    back = min(target.returned, shipped) - returned
+    if back > 0:
+        events.append(
+            ev.OrderReturned(
+                sku=ledger.sku,
+                reservation_id=rid,
+                channel=channel,  # type: ignore[arg-type]
+                channel_order_id=channel_order_id,
+                warehouse_id=warehouse_id,
+                quantity=back,
+                restocked=policy.restock_returns,
+                at=timestamp(now),
+            )
+        )
+    return events
+
+
+def _noted_as_cancelled(
+    ledger: SkuLedger, channel: int, channel_order_id: str, cancelled: int, now: datetime
+) -> list[Message]:
+    rid = reservation_id_for(channel, channel_order_id, ledger.sku)
+    return [
+        ev.StockReserved(
+            sku=ledger.sku,
+            warehouse_id=min(ledger.warehouses, default=""),
+            channel=channel,  # type: ignore[arg-type]
+            channel_order_id=channel_order_id,
+            quantity=0,
+            reservation_id=rid,
+            at=timestamp(now),
+            cancelled_before=cancelled,
+        ),
+        ev.ReservationReleased(
+            sku=ledger.sku,
+            reservation_id=rid,
+            reason=ev.RELEASE_REASON_CANCELLED,
+            at=timestamp(now),
+        ),
     ]

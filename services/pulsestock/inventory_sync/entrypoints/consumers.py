@@ -12,15 +12,17 @@ from pulsestock.inventory_sync.domain.commands import (
     CancelOrder,
     EndPulse,
     ReserveOrder,
+    SettleOrder,
     StartPulse,
 )
+from pulsestock.inventory_sync.domain.ledger import LineTarget, OrderPolicy
 from pulsestock.v1 import ingest_events_pb2, signal_events_pb2
 from pulsestock.v1.common_pb2 import Channel
 
 ORDERS = ConsumerSpec(
     stream=service_stream("ingest").name,
     durable="inventory_sync__orders",
-    filter_subjects=["ingest.order_placed.>", "ingest.order_cancelled.>"],
+    filter_subjects=["ingest.order_placed.>", "ingest.order_cancelled.>", "ingest.order_changed.>"],
     max_deliver=8,
 )
 PULSES = ConsumerSpec(
@@ -32,11 +34,16 @@ PULSES = ConsumerSpec(
 
 class OrderEvents:
     """Orders the channels have taken: reserve them (or record the backorder), release on
-    cancellation. Idempotent through the ledger: a redelivered order changes nothing."""
+    cancellation, and bring each to where its channel says it stands (OrderChanged: paid,
+    partly cancelled, shipped, returned). Idempotent through the ledger: a redelivered order
+    changes nothing."""
 
-    def __init__(self, writer: LedgerWriter, repository: LedgerRepository) -> None:
+    def __init__(
+        self, writer: LedgerWriter, repository: LedgerRepository, policy: OrderPolicy
+    ) -> None:
         self.writer = writer
         self.repository = repository
+        self.policy = policy
 
     async def handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
         """Every order of a fetched batch into the writer at once: one group commit, and no
@@ -48,6 +55,8 @@ class OrderEvents:
                 message = envelope.decode()
                 if isinstance(message, ingest_events_pb2.OrderPlaced):
                     future = self.writer.enqueue(self._reserve(message))  # type: ignore[assignment]
+                elif isinstance(message, ingest_events_pb2.OrderChanged):
+                    future = self.writer.enqueue(self._settle(message))  # type: ignore[assignment]
                 else:
                     future = asyncio.ensure_future(self.handle(envelope))
             except Exception as error:
@@ -70,9 +79,29 @@ class OrderEvents:
             already_sold=True,
         )
 
+    def _settle(self, message: ingest_events_pb2.OrderChanged) -> SettleOrder:
+        lines = tuple(
+            (line.sku, LineTarget(line.ordered, line.cancelled, line.shipped, line.returned))
+            for line in message.lines
+        )
+        if not lines:
+            raise PermanentFailure("an order change without lines")
+        return SettleOrder(
+            channel=message.channel,
+            channel_order_id=message.channel_order_id,
+            lines=lines,
+            payment=int(message.payment),  # ingest numbers payment states as the ledger does
+            policy=self.policy,
+        )
+
     async def handle(self, envelope: Envelope) -> None:
         message = envelope.decode()
-        if isinstance(message, ingest_events_pb2.OrderPlaced):
+        if isinstance(message, ingest_events_pb2.OrderChanged):
+            try:
+                await self.writer.submit(self._settle(message))
+            except (InvalidArgument, PreconditionFailed) as error:
+                raise PermanentFailure(str(error)) from error
+        elif isinstance(message, ingest_events_pb2.OrderPlaced):
             try:
                 await self.writer.submit(self._reserve(message))
             except (InvalidArgument, PreconditionFailed) as error:
