@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
 
 from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
 from tests.helpers.service import RunningService, running_service
+from tests.helpers.waiting import backends_waiting_on_lock
 
 
 def stamp(moment: datetime) -> Timestamp:
@@ -297,18 +299,24 @@ async def test_a_fast_client_is_held_back_while_ingest_cannot_commit(
         )
 
     size = message(0).ByteSize()  # ~140 kB
+    total = 250  # ~35 MB: more than any flow control window lets through
+    bound = 16 * 2**20 // size  # what gRPC's windows (and socket buffers) can hold, at most
     call = stub.PushVideoSamples(timeout=120)
     written = 0
+    slowest_write = 0.0  # the longest a completed write took, in seconds
     stop_writing = asyncio.Event()
 
     async def write_fast() -> None:
-        nonlocal written
-        while written < 250 and not stop_writing.is_set():
+        nonlocal written, slowest_write
+        while written < total and not stop_writing.is_set():
+            began = time.monotonic()
             await call.write(message(written))
+            slowest_write = max(slowest_write, time.monotonic() - began)
             written += 1
         await call.done_writing()
 
     locker = await asyncpg.connect(infra.database_url)
+    observer = await asyncpg.connect(infra.database_url)
     try:
         locking = locker.transaction()
         await locking.start()
@@ -316,18 +324,36 @@ async def test_a_fast_client_is_held_back_while_ingest_cannot_commit(
             f"SELECT 1 FROM {ingest.settings.schema}.videos WHERE video_id = $1 FOR UPDATE", video
         )
         writing = asyncio.create_task(write_fast())
+
+        async def ingest_waits_on_the_lock() -> bool:
+            waiting = await backends_waiting_on_lock(observer, locker.get_server_pid())
+            return any("FROM videos" in query and "FOR NO KEY UPDATE" in query for query in waiting)
+
+        # ingest has read the first message and its transaction waits on our row lock: it
+        # commits nothing, and it reads the next message only once this one is committed.
+        await eventually(ingest_waits_on_the_lock, within=30, what="ingest to wait on the lock")
+        # That the client's writes have stopped is the one thing no condition shows: a write
+        # blocked by flow control and a slow one look alike. So wait for a quiet spell, long
+        # against the slowest write so far (a slow machine only makes it longer), and fail
+        # only on what broken backpressure does: all `total` writes going through, or more
+        # than `bound` of them, while nothing can commit.
         seen = -1
-        while written != seen:  # until two seconds pass without a write completing
+        while written != seen:
             seen = written
-            await asyncio.wait({writing}, timeout=2.0)
-            assert not writing.done(), f"{250 * size} bytes went in while nothing committed"
+            await asyncio.wait({writing}, timeout=max(2.0, 20 * slowest_write))
+            assert not writing.done(), f"{total * size} bytes went in while nothing committed"
+            assert written <= bound, f"{written * size} bytes went in while nothing committed"
+        assert await ingest_waits_on_the_lock()  # still held back by the lock, not failed
         held_back = written
         stop_writing.set()
         await locking.rollback()  # ingest commits again
     finally:
+        await observer.close()
         await locker.close()
     await asyncio.wait_for(writing, 60)
     reply = await call
     assert (reply.accepted, reply.rejected) == (written * 1000, 0)
-    assert written == held_back + 1  # the write that was held back went in after all
+    # The writer always waits inside a write: the one held back went in after all, and
+    # stop_writing (set before the lock went) let no other start.
+    assert written == held_back + 1
     assert held_back * size < 16 * 2**20, held_back * size  # bounded by gRPC's windows
