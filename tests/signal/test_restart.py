@@ -34,6 +34,17 @@ from tests.helpers.waiting import consumer_settled
 Message = iev.VideoRegistered | iev.VideoSampled
 
 
+async def publish(bus: NATS, message: Message) -> None:
+    """Publish once as ingest would, with a fresh event id (other signal tests use it)."""
+    event = NewEvent.of(message)
+    headers = cloudevent_headers(
+        event_id=str(uuid.uuid4()), event_type=event.type, source="/test", subject="v"
+    )
+    await bus.jetstream().publish(
+        subject_for("ingest", event.type, "v", 16), event.data, headers=headers
+    )
+
+
 class Publisher:
     """Publishes as ingest would, and keeps each message's headers (its event id) so it can
     be published again unchanged."""
