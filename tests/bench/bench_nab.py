@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 
 from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
 
 from tests.bench import nab
 from tests.bench.report import emit
+from tests.helpers.shared import shared_dir
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab_dev"
+DATA = shared_dir() / "data" / "nab_dev"
 CATEGORIES = {
     "realAdExchange": "tuning category",
     "realTraffic": "held out",

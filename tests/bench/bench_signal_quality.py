@@ -29,14 +29,14 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
 
 from tests.bench.report import emit
+from tests.helpers.shared import shared_dir
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikipedia_traffic_daily"
+DATA = shared_dir() / "data" / "wikipedia_traffic_daily"
 HOURS = 14 * 24
 REPORT_SEEDS = range(1000, 1400)  # seeds 0-999 are the tuning split (tune_detector.py)
 

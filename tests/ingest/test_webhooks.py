@@ -25,7 +25,8 @@ from tests.helpers.service import RunningService
 
 SHOPIFY_SECRET = "fake-shopify-webhook-secret"
 AMAZON_TOKEN = "fake-amazon-bridge-token"
-WEBHOOKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "webhooks"
+# The channels' own payloads, copied from ../shared/data/webhooks (SOURCES.md says whose).
+WEBHOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 PAID = ev.ORDER_PAYMENT_STATE_PAID
 
 

@@ -10,8 +10,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from tests.helpers.shared import shared_dir
+
 PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
-NAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab_dev"
+NAB = shared_dir() / "data" / "nab_dev"
 SERIES = "realAdExchange/exchange-4_cpm_results.csv"
 
 
