@@ -1,12 +1,17 @@
 """Amazon SP-API Listings Items (2021-08-01) `patchListingsItem` with
-`fulfillment_availability`, `getListingsItem`, and the Login with Amazon token endpoint."""
+`fulfillment_availability`, `getListingsItem`, Orders v0 `getOrders` (LastUpdatedAfter,
+MaxResultsPerPage, NextToken) and `getOrderItems`, each within its own usage plan, and the
+Login with Amazon token endpoint."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import secrets
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +19,12 @@ from pulsestock.fakes.base import FakeChannel, RecordedRequest, TokenBucket
 
 LISTINGS_PATH = "/listings/2021-08-01/items/{seller_id}/{sku}"
 TOKEN_PATH = "/auth/o2/token"
+ORDERS_PATH = "/orders/v0/orders"
+ORDER_ITEMS_PATH = "/orders/v0/orders/{order_id}/orderItems"
+
+
+def amazon_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FakeAmazon(FakeChannel):
@@ -29,6 +40,11 @@ class FakeAmazon(FakeChannel):
         rate_per_second: float = 5.0,
         burst: float = 5.0,
         token_lifetime_s: int = 3600,
+        # Orders v0 usage plans: getOrders 0.0167/s burst 20; getOrderItems 0.5/s burst 30.
+        orders_rate: float = 0.0167,
+        orders_burst: float = 20.0,
+        items_rate: float = 0.5,
+        items_burst: float = 30.0,
     ) -> None:
         super().__init__()
         self.client_id, self.client_secret, self.refresh_token = (
@@ -41,6 +57,59 @@ class FakeAmazon(FakeChannel):
         self.token_lifetime_s = token_lifetime_s
         self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
         self.quantities: dict[str, int] = {}  # by seller SKU
+        self.orders_limit = TokenBucket(orders_rate, orders_burst)
+        self.items_limit = TokenBucket(items_rate, items_burst)
+        self.orders: dict[str, dict[str, Any]] = {}  # AmazonOrderId -> getOrders' Order
+        self.order_items: dict[str, list[dict[str, Any]]] = {}  # -> getOrderItems' items
+
+    def add_order(
+        self,
+        order_id: str,
+        items: list[tuple[str, int]],
+        status: str = "Pending",
+        at: str | None = None,
+    ) -> None:
+        """An order of (seller SKU, quantity) items, as getOrders and getOrderItems show it."""
+        now = at or amazon_now()
+        self.orders[order_id] = {
+            "AmazonOrderId": order_id,
+            "PurchaseDate": now,
+            "LastUpdateDate": now,
+            "OrderStatus": status,
+            "FulfillmentChannel": "MFN",
+            "MarketplaceId": self.marketplace_id,
+            "OrderType": "StandardOrder",
+        }
+        self.order_items[order_id] = [
+            {
+                "ASIN": f"B0{sku[:8].upper():0>8}",
+                "SellerSKU": sku,
+                "OrderItemId": f"{order_id}-{index}",
+                "QuantityOrdered": quantity,
+                "QuantityShipped": 0,
+            }
+            for index, (sku, quantity) in enumerate(items)
+        ]
+
+    def update_order(
+        self,
+        order_id: str,
+        status: str,
+        shipped: dict[str, int] | None = None,
+        buyer_requested_cancel: bool | None = None,
+        at: str | None = None,
+    ) -> None:
+        order = self.orders[order_id]
+        order["OrderStatus"] = status
+        order["LastUpdateDate"] = at or amazon_now()
+        for item in self.order_items[order_id]:
+            if shipped and item["SellerSKU"] in shipped:
+                item["QuantityShipped"] = shipped[item["SellerSKU"]]
+            if buyer_requested_cancel is not None:
+                item["BuyerRequestedCancel"] = {
+                    "IsBuyerRequestedCancel": "true" if buyer_requested_cancel else "false",
+                    "BuyerCancelReason": "Customer request" if buyer_requested_cancel else "",
+                }
 
     def quantity_of(self, sku: str) -> int | None:
         return self.quantities.get(sku)
@@ -55,6 +124,14 @@ class FakeAmazon(FakeChannel):
         app.router.add_post(TOKEN_PATH, self.token)
         app.router.add_patch(LISTINGS_PATH, self.patch)
         app.router.add_get(LISTINGS_PATH, self.get)
+        app.router.add_get(ORDERS_PATH, self.get_orders)
+        app.router.add_get(ORDER_ITEMS_PATH, self.get_order_items)
+
+    async def get_orders(self, request: web.Request) -> web.Response:
+        return await _get_orders(self, request)
+
+    async def get_order_items(self, request: web.Request) -> web.Response:
+        return await _get_order_items(self, request)
 
     def throttled(self, retry_after: float) -> web.Response:
         return _errors(429, "QuotaExceeded", "You exceeded your quota for the requested resource.")
@@ -147,5 +224,92 @@ class FakeAmazon(FakeChannel):
         return web.json_response(body)
 
 
+def _orders_cursor(value: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+def _amazon_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("no zone")
+    return moment
+
+
 def _errors(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"errors": [{"code": code, "message": message}]}, status=status)
+
+
+def _order_refusal(
+    fake: FakeAmazon, request: web.Request, limit: TokenBucket
+) -> web.Response | None:
+    token = request.headers.get("x-amz-access-token", "")
+    if fake.tokens.get(token, 0.0) < time.monotonic():
+        return _errors(403, "Unauthorized", "Access to requested resource is denied.")
+    if not limit.take():
+        return _errors(429, "QuotaExceeded", "You exceeded your quota for the requested resource.")
+    return None
+
+
+async def _get_orders(fake: FakeAmazon, request: web.Request) -> web.Response:
+    if (refusal := _order_refusal(fake, request, fake.orders_limit)) is not None:
+        return refusal
+    query = request.query
+    if fake.marketplace_id not in query.get("MarketplaceIds", "").split(","):
+        return _errors(400, "InvalidInput", "MarketplaceIds is required")
+    try:
+        if "NextToken" in query:
+            cursor = json.loads(base64.b64decode(query["NextToken"]))
+            if not isinstance(cursor, dict):
+                raise ValueError("NextToken")
+        else:
+            if "LastUpdatedAfter" not in query and "CreatedAfter" not in query:
+                return _errors(
+                    400, "InvalidInput", "Either CreatedAfter or LastUpdatedAfter must be given"
+                )
+            size = int(query.get("MaxResultsPerPage", "100"))
+            if not 1 <= size <= 100:
+                raise ValueError("MaxResultsPerPage")
+            cursor = {
+                "LastUpdatedAfter": query.get("LastUpdatedAfter"),
+                "CreatedAfter": query.get("CreatedAfter"),
+                "size": size,
+                "offset": 0,
+            }
+        updated_after = (
+            _amazon_time(cursor["LastUpdatedAfter"]) if cursor["LastUpdatedAfter"] else None
+        )
+        created_after = _amazon_time(cursor["CreatedAfter"]) if cursor["CreatedAfter"] else None
+        size, offset = int(cursor["size"]), int(cursor["offset"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        return _errors(400, "InvalidInput", "Invalid input")
+    found = sorted(
+        (
+            order
+            for order in fake.orders.values()
+            if (updated_after is None or _amazon_time(order["LastUpdateDate"]) >= updated_after)
+            and (created_after is None or _amazon_time(order["PurchaseDate"]) >= created_after)
+        ),
+        key=lambda order: (order["LastUpdateDate"], order["AmazonOrderId"]),
+    )
+    payload: dict[str, Any] = {"Orders": copy.deepcopy(found[offset : offset + size])}
+    if offset + size < len(found):
+        payload["NextToken"] = _orders_cursor({**cursor, "offset": offset + size})
+    else:
+        payload["LastUpdatedBefore"] = amazon_now()
+    return web.json_response({"payload": payload})
+
+
+async def _get_order_items(fake: FakeAmazon, request: web.Request) -> web.Response:
+    if (refusal := _order_refusal(fake, request, fake.items_limit)) is not None:
+        return refusal
+    order_id = request.match_info["order_id"]
+    if order_id not in fake.order_items:
+        return _errors(404, "NotFound", f"Order {order_id} not found")
+    return web.json_response(
+        {
+            "payload": {
+                "AmazonOrderId": order_id,
+                "OrderItems": copy.deepcopy(fake.order_items[order_id]),
+            }
+        }
+    )

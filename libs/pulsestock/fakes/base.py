@@ -19,12 +19,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass
 class Faults:
     """Answer the next `fail_next` calls with `fail_status`; throttle every call until
-    `throttle_until` (monotonic); add `latency_s` to each call; stall the next
-    `stall_next` calls for `stall_s` (longer than any sane client timeout)."""
+    `throttle_until` (monotonic) and the next `throttle_next` calls; add `latency_s` to each
+    call; stall the next `stall_next` calls for `stall_s` (longer than any sane client
+    timeout)."""
 
     fail_next: int = 0
     fail_status: int = 503
     throttle_until: float = 0.0
+    throttle_next: int = 0
     latency_s: float = 0.0
     stall_next: int = 0
     stall_s: float = 30.0
@@ -43,9 +45,11 @@ class RecordedRequest:
     # reacted to it (e.g. Shopify's HTTP 200 THROTTLED answers).
     answer: bytes = b""
     answered_at: float = 0.0
+    answer_headers: dict[str, str] = field(default_factory=dict)
 
     def answered(self, response: web.StreamResponse) -> web.StreamResponse:
         self.status = response.status
+        self.answer_headers = dict(response.headers)
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
             self.answer = response.body
         self.answered_at = time.monotonic()
@@ -154,6 +158,9 @@ class FakeChannel:
             return record.answered(
                 self.throttled(retry_after=faults.throttle_until - time.monotonic())
             )
+        if faults.throttle_next > 0:
+            faults.throttle_next -= 1
+            return record.answered(self.throttled(retry_after=1.0))
         return record.answered(await handler(request))
 
     def throttled(self, retry_after: float) -> web.Response:

@@ -1,12 +1,15 @@
-"""TikTok Shop Partner API (v202309): signed stock update and inventory search."""
+"""TikTok Shop Partner API (v202309): signed stock update and inventory search, order detail
+and order search (by update time, in pages of `page_size` with a `next_page_token`)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
 from pulsestock.fakes.base import FakeChannel, RecordedRequest, TokenBucket
@@ -14,6 +17,7 @@ from pulsestock.fakes.base import FakeChannel, RecordedRequest, TokenBucket
 UPDATE_PATH = "/product/202309/products/{product_id}/inventory/update"
 SEARCH_PATH = "/product/202309/inventory/search"
 ORDERS_PATH = "/order/202309/orders"
+ORDER_SEARCH_PATH = "/order/202309/orders/search"
 
 
 def tiktok_signature(app_secret: str, path: str, query: dict[str, str], body: bytes) -> str:
@@ -45,22 +49,39 @@ class FakeTikTokShop(FakeChannel):
         self.orders: dict[str, dict[str, object]] = {}  # order id -> order detail
 
     def add_order(
-        self, order_id: str, seller_skus: list[str], status: str = "AWAITING_SHIPMENT"
+        self,
+        order_id: str,
+        seller_skus: list[str],
+        status: str = "AWAITING_SHIPMENT",
+        update_time: int | None = None,
     ) -> None:
         """An order as TikTok holds it: one line item per unit, as the Partner API returns."""
+        now = int(time.time()) if update_time is None else update_time
         self.orders[order_id] = {
             "id": order_id,
             "status": status,
+            "create_time": now,
+            "update_time": now,
             "line_items": [
                 {"id": f"{order_id}-{i}", "sku_id": self.sku_id(sku), "seller_sku": sku}
                 for i, sku in enumerate(seller_skus)
             ],
         }
 
-    def set_order_status(self, order_id: str, status: str, cancelled_units: int = 0) -> None:
+    def set_order_status(
+        self,
+        order_id: str,
+        status: str,
+        cancelled_units: int = 0,
+        update_time: int | None = None,
+    ) -> None:
         """Move an order on; the first `cancelled_units` line items show as cancelled."""
         order = self.orders[order_id]
         order["status"] = status
+        previous = int(order.get("update_time", 0))  # type: ignore[call-overload]
+        order["update_time"] = max(
+            previous, int(time.time()) if update_time is None else update_time
+        )
         items: list[dict[str, str]] = order["line_items"]  # type: ignore[assignment]
         for index, item in enumerate(items):
             if index < cancelled_units or status == "CANCELLED":
@@ -88,6 +109,7 @@ class FakeTikTokShop(FakeChannel):
         app.router.add_post(UPDATE_PATH, self.update)
         app.router.add_post(SEARCH_PATH, self.search)
         app.router.add_get(ORDERS_PATH, self.order_detail)
+        app.router.add_post(ORDER_SEARCH_PATH, self.order_search)
 
     def _error(self, status: int, code: int, message: str) -> web.Response:
         return web.json_response(
@@ -200,5 +222,66 @@ class FakeTikTokShop(FakeChannel):
                 "message": "Success",
                 "request_id": uuid.uuid4().hex,
                 "data": {"orders": orders},
+            }
+        )
+
+    async def order_search(self, request: web.Request) -> web.Response:
+        """Orders filtered by `update_time_ge` / `update_time_lt` (and `create_time_*`,
+        `order_status`) in the body, sorted by `sort_field` (default create_time) and
+        `sort_order` (default DESC); `page_size` (1-100) is required; `page_token` continues."""
+        if (refusal := await self._authenticate(request)) is not None:
+            return refusal
+        query = request.query
+        try:
+            page_size = int(query["page_size"])
+            if not 1 <= page_size <= 100:
+                raise ValueError(page_size)
+            raw = await request.read()
+            body: dict[str, Any] = json.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                raise TypeError("body")
+            sort_field = query.get("sort_field", "create_time")
+            if sort_field not in ("create_time", "update_time"):
+                raise ValueError(sort_field)
+            descending = query.get("sort_order", "DESC") == "DESC"
+            token = query.get("page_token", "")
+            offset = (
+                int(json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))))
+                if token
+                else 0
+            )
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            return self._error(400, 36009003, "Invalid request parameters")
+
+        def wanted(order: dict[str, Any]) -> bool:
+            for field in ("update_time", "create_time"):
+                if f"{field}_ge" in body and order[field] < int(body[f"{field}_ge"]):
+                    return False
+                if f"{field}_lt" in body and order[field] >= int(body[f"{field}_lt"]):
+                    return False
+            return "order_status" not in body or order["status"] == body["order_status"]
+
+        found = sorted(
+            (order for order in self.orders.values() if wanted(order)),
+            key=lambda order: (order[sort_field], order["id"]),
+            reverse=descending,
+        )
+        page = found[offset : offset + page_size]
+        more = offset + page_size < len(found)
+        next_token = (
+            base64.urlsafe_b64encode(str(offset + page_size).encode()).decode().rstrip("=")
+            if more
+            else ""
+        )
+        return web.json_response(
+            {
+                "code": 0,
+                "message": "Success",
+                "request_id": uuid.uuid4().hex,
+                "data": {
+                    "orders": page,
+                    "next_page_token": next_token,
+                    "total_count": len(found),
+                },
             }
         )

@@ -1,4 +1,5 @@
-"""Wiring of ingest: its gRPC API, the channel order webhooks, migrations."""
+"""Wiring of ingest: its gRPC API, the channel order webhooks, the order reconciler,
+migrations."""
 
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ from pathlib import Path
 
 import grpc
 from pulsestock.config import Env
+from pulsestock.ingest.adapters.order_sources import (
+    AmazonOrders,
+    AmazonOrdersConfig,
+    OrderSource,
+    ShopifyOrders,
+    ShopifyOrdersConfig,
+    TikTokOrderSearch,
+    TikTokSearchConfig,
+)
 from pulsestock.ingest.adapters.tiktok_orders import TikTokOrders, TikTokOrdersConfig
 from pulsestock.ingest.application.channel_orders import ChannelOrders
 from pulsestock.ingest.application.ingestion import Ingestion
+from pulsestock.ingest.application.reconciler import Reconciler
 from pulsestock.ingest.entrypoints.grpc_api import IngestServiceServicer
 from pulsestock.ingest.entrypoints.webhooks import (
     RETRY_HORIZONS,
@@ -21,19 +32,113 @@ from pulsestock.ingest.entrypoints.webhooks import (
     serve_http,
 )
 from pulsestock.runtime import ServiceContext, ServiceDefinition
+from pulsestock.telemetry import get_logger
 from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+log = get_logger(__name__)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _every(env: Env, names: tuple[str, ...]) -> list[str] | None:
+    """The values of all of `names`, or None when one is unset."""
+    values = [env.raw(name) for name in names]
+    return [value for value in values if value] if all(values) else None
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """The reconciler pulls from every channel whose order API is fully configured (the same
+    variables inventory-sync's channel clients use); 0 seconds turns it off."""
+
+    interval_s: float
+    overlap: timedelta
+    lookback: timedelta
+    tiktok_shop: TikTokSearchConfig | None
+    shopify: ShopifyOrdersConfig | None
+    amazon: AmazonOrdersConfig | None
+
+    @classmethod
+    def from_env(cls, env: Env) -> ReconcileSettings:
+        tiktok_url = env.url("TIKTOK_SHOP_API_URL", ("http", "https"))
+        tiktok = _every(
+            env,
+            (
+                "TIKTOK_SHOP_APP_KEY",
+                "TIKTOK_SHOP_APP_SECRET",
+                "TIKTOK_SHOP_ACCESS_TOKEN",
+                "TIKTOK_SHOP_SHOP_CIPHER",
+            ),
+        )
+        shopify_url = env.url("SHOPIFY_API_URL", ("http", "https"))
+        shopify_token = env.raw("SHOPIFY_ACCESS_TOKEN")
+        amazon_url = env.url("AMAZON_SP_API_URL", ("http", "https"))
+        amazon = _every(
+            env,
+            (
+                "AMAZON_CLIENT_ID",
+                "AMAZON_CLIENT_SECRET",
+                "AMAZON_REFRESH_TOKEN",
+                "AMAZON_MARKETPLACE_ID",
+            ),
+        )
+        lwa_url = env.url("AMAZON_LWA_URL", ("http", "https")) or "https://api.amazon.com"
+        return cls(
+            interval_s=env.number("INGEST_RECONCILE_SECONDS", 300.0, minimum=0, maximum=86400),
+            overlap=timedelta(
+                seconds=env.number(
+                    "INGEST_RECONCILE_OVERLAP_SECONDS", 600.0, minimum=0, maximum=86400
+                )
+            ),
+            lookback=timedelta(
+                seconds=env.number(
+                    "INGEST_RECONCILE_LOOKBACK_SECONDS", 3 * 86400.0, minimum=60, maximum=30 * 86400
+                )
+            ),
+            tiktok_shop=TikTokSearchConfig(
+                tiktok_url.rstrip("/"),
+                app_key=tiktok[0],
+                app_secret=tiktok[1],
+                access_token=tiktok[2],
+                shop_cipher=tiktok[3],
+            )
+            if tiktok_url and tiktok
+            else None,
+            shopify=ShopifyOrdersConfig(shopify_url.rstrip("/"), shopify_token)
+            if shopify_url and shopify_token
+            else None,
+            amazon=AmazonOrdersConfig(
+                amazon_url.rstrip("/"),
+                lwa_url.rstrip("/"),
+                client_id=amazon[0],
+                client_secret=amazon[1],
+                refresh_token=amazon[2],
+                marketplace_id=amazon[3],
+            )
+            if amazon_url and amazon
+            else None,
+        )
+
+    def sources(self) -> list[OrderSource]:
+        """One client per configured channel (inside the running event loop)."""
+        sources: list[OrderSource] = []
+        if self.tiktok_shop:
+            sources.append(TikTokOrderSearch(self.tiktok_shop))
+        if self.shopify:
+            sources.append(ShopifyOrders(self.shopify))
+        if self.amazon:
+            sources.append(AmazonOrders(self.amazon))
+        return sources
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     secrets: WebhookSecrets
     tiktok_orders: TikTokOrdersConfig | None
+    reconcile: ReconcileSettings
 
     @classmethod
     def from_env(cls) -> IngestSettings:
@@ -62,6 +167,7 @@ class IngestSettings:
             tiktok_orders=TikTokOrdersConfig(tiktok_url.rstrip("/"), key, secret, token, cipher)
             if tiktok_url and key and secret and token and cipher
             else None,
+            reconcile=ReconcileSettings.from_env(env),
         )
 
 
@@ -74,6 +180,7 @@ class Ingest:
         orders = self.settings.tiktok_orders
         self.tiktok_orders = TikTokOrders(orders) if orders else None
         channel_orders = ChannelOrders(context.store, context.settings.partitions)
+        self.channel_orders = channel_orders
         self.webhooks = Webhooks(channel_orders, self.settings.secrets, utc_now, self.tiktok_orders)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
@@ -88,6 +195,26 @@ class Ingest:
             if self.tiktok_orders is not None:
                 await self.tiktok_orders.close()
 
+    async def run_reconciler(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        settings = self.settings.reconcile
+        sources = settings.sources() if settings.interval_s > 0 else []
+        if not sources:
+            log.info("reconciler off", interval_s=settings.interval_s)
+            await stop.wait()  # a role that returns would stop the service
+            return
+        reconciler = Reconciler(
+            self.channel_orders,
+            context.pool,
+            sources,
+            utc_now,
+            overlap=settings.overlap,
+            lookback=settings.lookback,
+        )
+        try:
+            await reconciler.run(settings.interval_s, stop)
+        finally:
+            await reconciler.close()
+
 
 def build() -> ServiceDefinition:
     service = Ingest(IngestSettings.from_env())
@@ -98,5 +225,5 @@ def build() -> ServiceDefinition:
         http_port=8080,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
-        roles=[service.run_http],
+        roles=[service.run_http, service.run_reconciler],
     )
