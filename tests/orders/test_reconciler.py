@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pulsestock.config import Env
 from pulsestock.eventstore import EventStore
 from pulsestock.eventstore.store import connect_pool
 from pulsestock.fakes import FakeAmazon, FakeShopify, FakeTikTokShop, fake_channel_env
@@ -28,9 +29,12 @@ from pulsestock.ingest.adapters.order_sources import (
     ShopifyOrdersConfig,
     TikTokOrderSearch,
     TikTokSearchConfig,
+    amazon_order,
+    next_page_info,
 )
 from pulsestock.ingest.application.channel_orders import ChannelOrders
 from pulsestock.ingest.application.reconciler import Reconciler
+from pulsestock.ingest.bootstrap import ReconcileSettings
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub as Stub
 
 from tests.helpers.infra import Infra, drop_schema, unique_name
@@ -405,3 +409,57 @@ async def test_ingest_reconciles_on_its_interval_without_any_webhook(
     async with running_stack(infra, nats_url, fakes, reconcile_seconds="0.2") as stack:
         skus, _ = await place_orders(fakes, stack.stub, random.Random(11), 1)
         await ledger_is_right(stack.stub, skus, 1)  # no webhook posted at all
+
+
+async def test_only_channels_with_all_their_api_settings_are_reconciled() -> None:
+    env = fake_channel_env("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3")
+    everything = ReconcileSettings.from_env(Env(env))
+    assert everything.interval_s == 300
+    assert everything.shopify is not None
+    assert everything.shopify.api_version == "2024-10"
+    partial = ReconcileSettings.from_env(
+        Env(
+            {
+                **{k: v for k, v in env.items() if k != "AMAZON_REFRESH_TOKEN"},
+                "SHOPIFY_API_URL": "",
+                "INGEST_RECONCILE_SECONDS": "30",
+            }
+        )
+    )
+    assert partial.interval_s == 30
+    assert partial.shopify is None
+    assert partial.amazon is None
+    opened = partial.sources()
+    try:
+        assert [source.name for source in opened] == ["tiktok_shop"]
+    finally:
+        for source in opened:
+            await source.close()
+
+
+def test_an_amazon_buyers_cancel_request_and_shopify_cursors_are_read_as_documented() -> None:
+    order = {
+        "AmazonOrderId": "113-1-1",
+        "PurchaseDate": "2026-12-03T09:00:00Z",
+        "LastUpdateDate": "2026-12-03T09:05:00Z",
+        "OrderStatus": "Unshipped",
+    }
+    item = {"SellerSKU": "A", "QuantityOrdered": 2, "QuantityShipped": 0}
+    requested = amazon_order(
+        order, [{**item, "BuyerRequestedCancel": {"IsBuyerRequestedCancel": "true"}}]
+    )
+    assert requested.cancel_requested
+    assert requested.lines["A"].ordered == 2
+    answered = amazon_order(
+        order, [{**item, "BuyerRequestedCancel": {"IsBuyerRequestedCancel": "false"}}]
+    )
+    assert not answered.cancel_requested
+    assert amazon_order(order, [item]).cancel_request is None
+    link = (
+        "<https://s.myshopify.com/admin/api/2024-10/orders.json?limit=2&page_info=abc>;"
+        ' rel="previous", <https://s.myshopify.com/admin/api/2024-10/orders.json?limit=2'
+        '&page_info=def>; rel="next"'
+    )
+    assert next_page_info(link) == "def"
+    assert next_page_info(link.split(", ")[0]) is None
+    assert next_page_info(None) is None

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from pulsestock.config import Env
 from pulsestock.ingest.adapters.order_sources import (
+    SHOPIFY_API_VERSION,
     AmazonOrders,
     AmazonOrdersConfig,
     OrderSource,
@@ -107,7 +108,12 @@ class ReconcileSettings:
             )
             if tiktok_url and tiktok
             else None,
-            shopify=ShopifyOrdersConfig(shopify_url.rstrip("/"), shopify_token)
+            shopify=ShopifyOrdersConfig(
+                shopify_url.rstrip("/"),
+                shopify_token,
+                # The REST Order API is legacy: a version still served by the shop's Shopify.
+                api_version=env.string("SHOPIFY_ORDERS_API_VERSION", SHOPIFY_API_VERSION),
+            )
             if shopify_url and shopify_token
             else None,
             amazon=AmazonOrdersConfig(

@@ -272,6 +272,7 @@ _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 class ShopifyOrdersConfig:
     base_url: str
     access_token: str
+    api_version: str = SHOPIFY_API_VERSION
     page_size: int = 250  # the API's maximum
     # REST leaky bucket: 40 requests, leaking 2/s (Standard plans).
     rate_per_second: float = 2.0
@@ -304,7 +305,7 @@ class ShopifyOrders:
 
     async def updated_since(self, since: datetime) -> AsyncIterator[Page]:
         config = self.config
-        url = f"{config.base_url}/admin/api/{SHOPIFY_API_VERSION}/orders.json"
+        url = f"{config.base_url}/admin/api/{config.api_version}/orders.json"
         # With page_info only `limit` may be given: the cursor carries the filters.
         params: dict[str, str] = {
             "updated_at_min": since.astimezone(UTC).isoformat(),

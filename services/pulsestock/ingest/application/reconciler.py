@@ -9,7 +9,7 @@ channel a watermark (the latest update time pulled) is kept; each round asks fro
 watermark minus an overlap (for orders the channel indexes late), or from a lookback on the
 first round. The watermark moves only once every page of a round is joined, so a round cut
 short is asked again in full. A failing channel is logged and asked again next round; the
-others go on.
+others go on, each channel on its own schedule.
 """
 
 from __future__ import annotations
@@ -128,8 +128,12 @@ class Reconciler:
         return result
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
-        """A round every `interval` seconds, the first one an interval after the start (the
-        watermark makes it cover any downtime)."""
+        """Each channel on its own schedule (Amazon's getOrders plan allows about one call a
+        minute, which must not hold up the others): a round every `interval` seconds, the
+        first an interval after the start (the watermark makes it cover any downtime)."""
+        await asyncio.gather(*(self._run(source, interval, stop) for source in self.sources))
+
+    async def _run(self, source: OrderSource, interval: float, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -139,7 +143,7 @@ class Reconciler:
                     return
                 # A round waiting out a channel's backoff must not hold up a shutdown: what it
                 # joined is committed, the rest is asked again after the restart.
-                pulling = asyncio.create_task(self.round())
+                pulling = asyncio.create_task(self._reconcile(source))
                 await asyncio.wait({pulling, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not pulling.done():
                     pulling.cancel()
