@@ -20,9 +20,9 @@ async def ingest(
     infra: Infra, nats_url: str, ingest_env: dict[str, str]
 ) -> AsyncIterator[RunningService]:
     schema = unique_name("ing")
-    async with running_service(
-        "ingest", infra.database_url, nats_url, schema, ingest_env
-    ) as service:
+    # No reconcile rounds: these tests count the events their own deliveries cause.
+    env = {"INGEST_RECONCILE_SECONDS": "0", **ingest_env}
+    async with running_service("ingest", infra.database_url, nats_url, schema, env) as service:
         yield service
     await drop_schema(infra.database_url, schema)
 

@@ -44,6 +44,7 @@ async def stack(
     infra: Infra, nats_url: str, tiktok: FakeTikTokShop
 ) -> AsyncIterator[tuple[RunningService, Stub]]:
     channels = fake_channel_env(tiktok.url, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    channels["INGEST_RECONCILE_SECONDS"] = "0"  # webhooks alone here (test_reconciler: the rest)
     ingest_schema, inventory_schema = unique_name("ing"), unique_name("inv")
     inventory_env = {
         # No channel sync here (the fakes' URLs for Shopify/Amazon are closed ports), and a
