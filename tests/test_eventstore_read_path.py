@@ -98,7 +98,7 @@ async def test_decoding_leaves_the_collector_as_it_found_it(
 
 async def test_pages_equal_the_paged_reads_while_writers_append(store: EventStore) -> None:
     """Concurrent writers hold their transactions open, so positions commit late; every page
-    read_all_pages yields must be exactly what read_all returns after the previous one."""
+    read_all_pages yields must be the start of what read_all returns after the previous one."""
     stop = asyncio.Event()
 
     async def writer(index: int) -> None:
@@ -116,9 +116,11 @@ async def test_pages_equal_the_paged_reads_while_writers_append(store: EventStor
         seen: list[RecordedEvent] = []
         async with store.pool.acquire() as conn:
             async for page in store.read_all_pages(0, 7, conn=conn):
-                assert page == await store.read_all(
-                    seen[-1].global_position if seen else 0, 7, conn=conn
-                )
+                # A page that reached the head may be shorter than a read made after more
+                # commits; it must still be exactly where that read starts (nothing skipped).
+                later = await store.read_all(seen[-1].global_position if seen else 0, 7, conn=conn)
+                assert page
+                assert page == later[: len(page)]
                 seen.extend(page)
                 if len(seen) > 300:
                     break
