@@ -418,41 +418,27 @@ class Ingestion:
         v.raise_if_invalid()
         return await self.publish_order(order)
 
-    async def publish_order(
-        self,
-        message: ev.OrderPlaced | ev.OrderCancelled,
-        delivery: tuple[str, str] | None = None,
-    ) -> bool:
-        """Shared by RecordOrder and the channel webhooks: one event per order and kind.
-        `delivery` (source, id) is recorded in the same transaction: a redelivered webhook
-        finds it and changes nothing. True when nothing new was published."""
-        kind = "placed" if isinstance(message, ev.OrderPlaced) else "cancelled"
-        key = (
-            message.lines[0].sku
-            if isinstance(message, ev.OrderPlaced)
-            else message.channel_order_id
-        )
+    async def publish_order(self, message: ev.OrderPlaced) -> bool:
+        """One OrderPlaced per order (channel webhooks go through ChannelOrders instead).
+        True when the order had been recorded before and nothing new was published."""
         async with self.store.pool.acquire() as conn, conn.transaction():
-            if delivery is not None and not await conn.fetchval(
-                "INSERT INTO webhook_deliveries (source, delivery_id) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                *delivery,
-            ):
-                return True
             fresh = await conn.fetchval(
                 "INSERT INTO recorded_orders (channel, channel_order_id, kind) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING RETURNING true",
                 message.channel,
                 message.channel_order_id,
-                kind,
+                "placed",
             )
             if not fresh:
                 return True
-            identity = (f"order_{kind}", str(message.channel), message.channel_order_id)
+            identity = ("order_placed", str(message.channel), message.channel_order_id)
             await self.store.enqueue_messages(
                 [
                     self._message(
-                        message, key=key, subject_of=message.channel_order_id, identity=identity
+                        message,
+                        key=message.lines[0].sku,
+                        subject_of=message.channel_order_id,
+                        identity=identity,
                     )
                 ],
                 conn=conn,
