@@ -149,9 +149,9 @@ class IngestSettings:
     @classmethod
     def from_env(cls) -> IngestSettings:
         env = Env()
-        tiktok_url = env.url("TIKTOK_SHOP_API_URL", ("http", "https"))
         key, secret = env.raw("TIKTOK_SHOP_APP_KEY"), env.raw("TIKTOK_SHOP_APP_SECRET")
-        token, cipher = env.raw("TIKTOK_SHOP_ACCESS_TOKEN"), env.raw("TIKTOK_SHOP_SHOP_CIPHER")
+        reconcile = ReconcileSettings.from_env(env)
+        tiktok = reconcile.tiktok_shop  # the same credentials serve the order detail lookup
         return cls(
             secrets=WebhookSecrets(
                 tiktok_app_key=key,
@@ -170,10 +170,16 @@ class IngestSettings:
                     for source, horizon in RETRY_HORIZONS.items()
                 },
             ),
-            tiktok_orders=TikTokOrdersConfig(tiktok_url.rstrip("/"), key, secret, token, cipher)
-            if tiktok_url and key and secret and token and cipher
+            tiktok_orders=TikTokOrdersConfig(
+                tiktok.base_url,
+                tiktok.app_key,
+                tiktok.app_secret,
+                tiktok.access_token,
+                tiktok.shop_cipher,
+            )
+            if tiktok
             else None,
-            reconcile=ReconcileSettings.from_env(env),
+            reconcile=reconcile,
         )
 
 
