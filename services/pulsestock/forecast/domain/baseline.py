@@ -112,7 +112,7 @@ class BaselineForecast:
             raw = float(stats.nbinom.ppf(level, size, p))
             # The interval's ends move by the whole shift, levels nearer the median by less.
             reach = min(abs(level - 0.5) / half, 1.0) if half > 0 else 0.0
-            values.append((level, max(0.0, raw + np.sign(level - 0.5) * shift * reach)))
+            values.append((level, float(max(0.0, raw + np.sign(level - 0.5) * shift * reach))))
         out: dict[float, float] = {}
         highest = 0.0
         for level, value in sorted(values):
@@ -142,7 +142,7 @@ def _scaled_errors(demand: Series, method: Method, origins: Sequence[int], horiz
 
 
 def fit_baseline(
-    demand: Sequence[float],
+    demand: Sequence[float] | Series,
     *,
     horizon: int = 1,
     coverage: float = 0.8,
