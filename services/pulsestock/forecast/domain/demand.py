@@ -172,3 +172,18 @@ def fit_demand(
     else:
         baseline = prior_baseline()
     return DemandForecast(baseline, pulse, pulse_onset, seed)
+
+
+def forecast_history(
+    history: Sequence[float],
+    *,
+    heat: Sequence[float] | None = None,
+    horizon_hint: int = 1,
+    seed: int = 0,
+) -> DemandForecast:
+    """The forecast from the history alone (the offline CLI's and the backtests' path): finds
+    whether a pulse is on at the end of `history` (and, given `heat`, the reach series aligned
+    with it, fits the pulse on reach × conversion) and combines it with the baseline."""
+    if heat is not None and len(heat) != len(history):
+        raise ValueError("heat must be aligned with history")
+    return fit_demand(history, horizon_hint=horizon_hint, seed=seed)
