@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#pulsestock/v1/forecast_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"{\n\rForecastPoint\x12\x30\n\x0cperiod_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12*\n\tquantiles\x18\x03 \x03(\x0b\x32\x17.pulsestock.v1.Quantile\"\x86\x01\n\x0f\x46orecastUpdated\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x06points\x18\x03 \x03(\x0b\x32\x1c.pulsestock.v1.ForecastPoint\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#pulsestock/v1/forecast_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"{\n\rForecastPoint\x12\x30\n\x0cperiod_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12*\n\tquantiles\x18\x03 \x03(\x0b\x32\x17.pulsestock.v1.Quantile\"\xf2\x01\n\x0f\x46orecastUpdated\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x06points\x18\x03 \x03(\x0b\x32\x1c.pulsestock.v1.ForecastPoint\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08pulse_id\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x14\n\x0chorizon_mean\x18\x07 \x01(\x01\x12\x32\n\x11horizon_quantiles\x18\x08 \x03(\x0b\x32\x17.pulsestock.v1.Quantileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,5 +36,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FORECASTPOINT']._serialized_start=115
   _globals['_FORECASTPOINT']._serialized_end=238
   _globals['_FORECASTUPDATED']._serialized_start=241
-  _globals['_FORECASTUPDATED']._serialized_end=375
+  _globals['_FORECASTUPDATED']._serialized_end=483
 # @@protoc_insertion_point(module_scope)

@@ -51,18 +51,43 @@ Global___ForecastPoint: _TypeAlias = ForecastPoint  # noqa: Y015
 
 @_typing.final
 class ForecastUpdated(_message.Message):
+    """A SKU's hourly demand forecast, appended to its stream `forecast-<sku>` and published as
+    `forecast.updated.<partition>` at most once per interval, or at once when it moved
+    materially (a pulse began or ended, or the next day's demand changed by more than the
+    configured fraction).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SKU_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    PULSE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    HORIZON_MEAN_FIELD_NUMBER: _builtins.int
+    HORIZON_QUANTILES_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     model: _builtins.str
+    """The baseline method chosen for the SKU, plus the pulse model while a pulse is on
+    (e.g. "croston_sba+gamma"); "prior" when the SKU has no history yet.
+    """
+    pulse_id: _builtins.str
+    """The pulse the forecast includes, empty when none is on."""
+    reason: _builtins.str
+    """Why it was published now: "material", "interval", "pulse_started", "pulse_ended"."""
+    horizon_mean: _builtins.float
+    """Total expected demand over the points, and the quantiles of that total."""
     @_builtins.property
-    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastPoint]: ...
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastPoint]:
+        """One point per hour from the first whole hour after `as_of`."""
+
     @_builtins.property
-    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The latest content or order time the forecast has seen (its origin)."""
+
+    @_builtins.property
+    def horizon_quantiles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Quantile]: ...
     def __init__(
         self,
         *,
@@ -70,10 +95,14 @@ class ForecastUpdated(_message.Message):
         model: _builtins.str = ...,
         points: _abc.Iterable[Global___ForecastPoint] | None = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        pulse_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        horizon_mean: _builtins.float = ...,
+        horizon_quantiles: _abc.Iterable[_common_pb2.Quantile] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "model", b"model", "points", b"points", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "horizon_mean", b"horizon_mean", "horizon_quantiles", b"horizon_quantiles", "model", b"model", "points", b"points", "pulse_id", b"pulse_id", "reason", b"reason", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,28 +24,45 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 from pulsestock.v1 import forecast_events_pb2 as pulsestock_dot_v1_dot_forecast__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpulsestock/v1/forecast.proto\x12\rpulsestock.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#pulsestock/v1/forecast_events.proto\"M\n\x12GetForecastRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12*\n\x07horizon\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"G\n\x13GetForecastResponse\x12\x30\n\x08\x66orecast\x18\x01 \x01(\x0b\x32\x1e.pulsestock.v1.ForecastUpdated\"-\n\x1a\x46orecastLiveSessionRequest\x12\x0f\n\x07live_id\x18\x01 \x01(\t\"P\n\x1b\x46orecastLiveSessionResponse\x12\x17\n\x0f\x65xpected_orders\x18\x01 \x01(\x01\x12\x0b\n\x03p10\x18\x02 \x01(\x01\x12\x0b\n\x03p90\x18\x03 \x01(\x01\"p\n\x0f\x42\x61\x63ktestRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x10\x42\x61\x63ktestResponse\x12\"\n\x1amean_absolute_scaled_error\x18\x01 \x01(\x01\x12\x18\n\x10pinball_loss_p90\x18\x02 \x01(\x01\x32\xa2\x02\n\x0f\x46orecastService\x12T\n\x0bGetForecast\x12!.pulsestock.v1.GetForecastRequest\x1a\".pulsestock.v1.GetForecastResponse\x12l\n\x13\x46orecastLiveSession\x12).pulsestock.v1.ForecastLiveSessionRequest\x1a*.pulsestock.v1.ForecastLiveSessionResponse\x12K\n\x08\x42\x61\x63ktest\x12\x1e.pulsestock.v1.BacktestRequest\x1a\x1f.pulsestock.v1.BacktestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpulsestock/v1/forecast.proto\x12\rpulsestock.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\x1a#pulsestock/v1/forecast_events.proto\"`\n\x12GetForecastRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12*\n\x07horizon\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tquantiles\x18\x03 \x03(\x01\"\xcf\x01\n\rModelAccuracy\x12U\n\x16scaled_error_by_method\x18\x01 \x03(\x0b\x32\x35.pulsestock.v1.ModelAccuracy.ScaledErrorByMethodEntry\x12\x13\n\x0b\x63overage_80\x18\x02 \x01(\x01\x12\x16\n\x0escored_origins\x18\x03 \x01(\x05\x1a:\n\x18ScaledErrorByMethodEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x01\n\x13GetForecastResponse\x12\x30\n\x08\x66orecast\x18\x01 \x01(\x0b\x32\x1e.pulsestock.v1.ForecastUpdated\x12.\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x0b\x32\x1c.pulsestock.v1.ModelAccuracy\x12\x15\n\rhistory_hours\x18\x03 \x01(\x05\"\x8a\x01\n\x19GetDemandQuantilesRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06levels\x18\x04 \x03(\x01\"\xef\x01\n\x1aGetDemandQuantilesResponse\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12*\n\tquantiles\x18\x05 \x03(\x0b\x32\x17.pulsestock.v1.Quantile\x12\r\n\x05model\x18\x06 \x01(\t\x12)\n\x05\x61s_of\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x1a\x46orecastLiveSessionRequest\x12\x0f\n\x07live_id\x18\x01 \x01(\t\"\xcf\x01\n\x1b\x46orecastLiveSessionResponse\x12\x17\n\x0f\x65xpected_orders\x18\x01 \x01(\x01\x12\x0b\n\x03p10\x18\x02 \x01(\x01\x12\x0b\n\x03p90\x18\x03 \x01(\x01\x12\x0f\n\x07live_id\x18\x04 \x01(\t\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x18\n\x10minutes_observed\x18\x06 \x01(\x05\x12\x15\n\rorders_so_far\x18\x07 \x01(\x01\x12\x1f\n\x17\x65xpected_length_minutes\x18\x08 \x01(\x01\x12\r\n\x05model\x18\t \x01(\t\"\x87\x01\n\x0f\x42\x61\x63ktestRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12(\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rhorizon_hours\x18\x04 \x01(\x05\"\xf9\x01\n\nModelScore\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05rmsse\x18\x02 \x01(\x01\x12\x0c\n\x04mase\x18\x03 \x01(\x01\x12G\n\x10pinball_by_level\x18\x04 \x03(\x0b\x32-.pulsestock.v1.ModelScore.PinballByLevelEntry\x12\x0c\n\x04\x63rps\x18\x05 \x01(\x01\x12\x13\n\x0b\x63overage_80\x18\x06 \x01(\x01\x12\x1c\n\x14\x63umulative_log_ratio\x18\x07 \x01(\x01\x1a\x35\n\x13PinballByLevelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8c\x01\n\x10\x42\x61\x63ktestResponse\x12\"\n\x1amean_absolute_scaled_error\x18\x01 \x01(\x01\x12\x18\n\x10pinball_loss_p90\x18\x02 \x01(\x01\x12\x0f\n\x07origins\x18\x03 \x01(\x05\x12)\n\x06models\x18\x04 \x03(\x0b\x32\x19.pulsestock.v1.ModelScore2\x8d\x03\n\x0f\x46orecastService\x12T\n\x0bGetForecast\x12!.pulsestock.v1.GetForecastRequest\x1a\".pulsestock.v1.GetForecastResponse\x12i\n\x12GetDemandQuantiles\x12(.pulsestock.v1.GetDemandQuantilesRequest\x1a).pulsestock.v1.GetDemandQuantilesResponse\x12l\n\x13\x46orecastLiveSession\x12).pulsestock.v1.ForecastLiveSessionRequest\x1a*.pulsestock.v1.ForecastLiveSessionResponse\x12K\n\x08\x42\x61\x63ktest\x12\x1e.pulsestock.v1.BacktestRequest\x1a\x1f.pulsestock.v1.BacktestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pulsestock.v1.forecast_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETFORECASTREQUEST']._serialized_start=149
-  _globals['_GETFORECASTREQUEST']._serialized_end=226
-  _globals['_GETFORECASTRESPONSE']._serialized_start=228
-  _globals['_GETFORECASTRESPONSE']._serialized_end=299
-  _globals['_FORECASTLIVESESSIONREQUEST']._serialized_start=301
-  _globals['_FORECASTLIVESESSIONREQUEST']._serialized_end=346
-  _globals['_FORECASTLIVESESSIONRESPONSE']._serialized_start=348
-  _globals['_FORECASTLIVESESSIONRESPONSE']._serialized_end=428
-  _globals['_BACKTESTREQUEST']._serialized_start=430
-  _globals['_BACKTESTREQUEST']._serialized_end=542
-  _globals['_BACKTESTRESPONSE']._serialized_start=544
-  _globals['_BACKTESTRESPONSE']._serialized_end=624
-  _globals['_FORECASTSERVICE']._serialized_start=627
-  _globals['_FORECASTSERVICE']._serialized_end=917
+  _globals['_MODELACCURACY_SCALEDERRORBYMETHODENTRY']._loaded_options = None
+  _globals['_MODELACCURACY_SCALEDERRORBYMETHODENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSCORE_PINBALLBYLEVELENTRY']._loaded_options = None
+  _globals['_MODELSCORE_PINBALLBYLEVELENTRY']._serialized_options = b'8\001'
+  _globals['_GETFORECASTREQUEST']._serialized_start=177
+  _globals['_GETFORECASTREQUEST']._serialized_end=273
+  _globals['_MODELACCURACY']._serialized_start=276
+  _globals['_MODELACCURACY']._serialized_end=483
+  _globals['_MODELACCURACY_SCALEDERRORBYMETHODENTRY']._serialized_start=425
+  _globals['_MODELACCURACY_SCALEDERRORBYMETHODENTRY']._serialized_end=483
+  _globals['_GETFORECASTRESPONSE']._serialized_start=486
+  _globals['_GETFORECASTRESPONSE']._serialized_end=628
+  _globals['_GETDEMANDQUANTILESREQUEST']._serialized_start=631
+  _globals['_GETDEMANDQUANTILESREQUEST']._serialized_end=769
+  _globals['_GETDEMANDQUANTILESRESPONSE']._serialized_start=772
+  _globals['_GETDEMANDQUANTILESRESPONSE']._serialized_end=1011
+  _globals['_FORECASTLIVESESSIONREQUEST']._serialized_start=1013
+  _globals['_FORECASTLIVESESSIONREQUEST']._serialized_end=1058
+  _globals['_FORECASTLIVESESSIONRESPONSE']._serialized_start=1061
+  _globals['_FORECASTLIVESESSIONRESPONSE']._serialized_end=1268
+  _globals['_BACKTESTREQUEST']._serialized_start=1271
+  _globals['_BACKTESTREQUEST']._serialized_end=1406
+  _globals['_MODELSCORE']._serialized_start=1409
+  _globals['_MODELSCORE']._serialized_end=1658
+  _globals['_MODELSCORE_PINBALLBYLEVELENTRY']._serialized_start=1605
+  _globals['_MODELSCORE_PINBALLBYLEVELENTRY']._serialized_end=1658
+  _globals['_BACKTESTRESPONSE']._serialized_start=1661
+  _globals['_BACKTESTRESPONSE']._serialized_end=1801
+  _globals['_FORECASTSERVICE']._serialized_start=1804
+  _globals['_FORECASTSERVICE']._serialized_end=2201
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from pulsestock.v1 import common_pb2 as _common_pb2
 from pulsestock.v1 import forecast_events_pb2 as _forecast_events_pb2
 import builtins as _builtins
 import sys
@@ -25,42 +28,175 @@ class GetForecastRequest(_message.Message):
 
     SKU_FIELD_NUMBER: _builtins.int
     HORIZON_FIELD_NUMBER: _builtins.int
+    QUANTILES_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     @_builtins.property
-    def horizon(self) -> _duration_pb2.Duration: ...
+    def horizon(self) -> _duration_pb2.Duration:
+        """Default 72 h; at most the service's maximum (FORECAST_MAX_HORIZON_HOURS, default 2160)."""
+
+    @_builtins.property
+    def quantiles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Levels in (0, 1); default 0.1, 0.5, 0.9."""
+
     def __init__(
         self,
         *,
         sku: _builtins.str = ...,
         horizon: _duration_pb2.Duration | None = ...,
+        quantiles: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["horizon", b"horizon"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon", b"horizon", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon", b"horizon", "quantiles", b"quantiles", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetForecastRequest: _TypeAlias = GetForecastRequest  # noqa: Y015
 
 @_typing.final
+class ModelAccuracy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ScaledErrorByMethodEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SCALED_ERROR_BY_METHOD_FIELD_NUMBER: _builtins.int
+    COVERAGE_80_FIELD_NUMBER: _builtins.int
+    SCORED_ORIGINS_FIELD_NUMBER: _builtins.int
+    coverage_80: _builtins.float
+    """Share of this SKU's recent outcomes inside the 80 % interval made before them."""
+    scored_origins: _builtins.int
+    @_builtins.property
+    def scaled_error_by_method(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Rolling-origin mean absolute scaled error of each baseline method on this SKU."""
+
+    def __init__(
+        self,
+        *,
+        scaled_error_by_method: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        coverage_80: _builtins.float = ...,
+        scored_origins: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage_80", b"coverage_80", "scaled_error_by_method", b"scaled_error_by_method", "scored_origins", b"scored_origins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelAccuracy: _TypeAlias = ModelAccuracy  # noqa: Y015
+
+@_typing.final
 class GetForecastResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FORECAST_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    HISTORY_HOURS_FIELD_NUMBER: _builtins.int
+    history_hours: _builtins.int
+    """Hours of demand history the forecast was fitted on."""
     @_builtins.property
     def forecast(self) -> _forecast_events_pb2.ForecastUpdated: ...
+    @_builtins.property
+    def accuracy(self) -> Global___ModelAccuracy: ...
     def __init__(
         self,
         *,
         forecast: _forecast_events_pb2.ForecastUpdated | None = ...,
+        accuracy: Global___ModelAccuracy | None = ...,
+        history_hours: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "forecast", b"forecast"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "forecast", b"forecast", "history_hours", b"history_hours"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetForecastResponse: _TypeAlias = GetForecastResponse  # noqa: Y015
+
+@_typing.final
+class GetDemandQuantilesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Levels in (0, 1); default 0.1, 0.5, 0.9."""
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        levels: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "levels", b"levels", "sku", b"sku", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDemandQuantilesRequest: _TypeAlias = GetDemandQuantilesRequest  # noqa: Y015
+
+@_typing.final
+class GetDemandQuantilesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    QUANTILES_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    mean: _builtins.float
+    model: _builtins.str
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def quantiles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Quantile]: ...
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        mean: _builtins.float = ...,
+        quantiles: _abc.Iterable[_common_pb2.Quantile] | None = ...,
+        model: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "from", b"from", "mean", b"mean", "model", b"model", "quantiles", b"quantiles", "sku", b"sku", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDemandQuantilesResponse: _TypeAlias = GetDemandQuantilesResponse  # noqa: Y015
 
 @_typing.final
 class ForecastLiveSessionRequest(_message.Message):
@@ -88,19 +224,37 @@ class ForecastLiveSessionResponse(_message.Message):
     EXPECTED_ORDERS_FIELD_NUMBER: _builtins.int
     P10_FIELD_NUMBER: _builtins.int
     P90_FIELD_NUMBER: _builtins.int
+    LIVE_ID_FIELD_NUMBER: _builtins.int
+    P50_FIELD_NUMBER: _builtins.int
+    MINUTES_OBSERVED_FIELD_NUMBER: _builtins.int
+    ORDERS_SO_FAR_FIELD_NUMBER: _builtins.int
+    EXPECTED_LENGTH_MINUTES_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     expected_orders: _builtins.float
     p10: _builtins.float
     p90: _builtins.float
+    live_id: _builtins.str
+    p50: _builtins.float
+    minutes_observed: _builtins.int
+    orders_so_far: _builtins.float
+    expected_length_minutes: _builtins.float
+    model: _builtins.str
     def __init__(
         self,
         *,
         expected_orders: _builtins.float = ...,
         p10: _builtins.float = ...,
         p90: _builtins.float = ...,
+        live_id: _builtins.str = ...,
+        p50: _builtins.float = ...,
+        minutes_observed: _builtins.int = ...,
+        orders_so_far: _builtins.float = ...,
+        expected_length_minutes: _builtins.float = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_orders", b"expected_orders", "p10", b"p10", "p90", b"p90"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_length_minutes", b"expected_length_minutes", "expected_orders", b"expected_orders", "live_id", b"live_id", "minutes_observed", b"minutes_observed", "model", b"model", "orders_so_far", b"orders_so_far", "p10", b"p10", "p50", b"p50", "p90", b"p90"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -113,7 +267,10 @@ class BacktestRequest(_message.Message):
     SKU_FIELD_NUMBER: _builtins.int
     FROM_FIELD_NUMBER: _builtins.int
     TO_FIELD_NUMBER: _builtins.int
+    HORIZON_HOURS_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
+    horizon_hours: _builtins.int
+    """Hours forecast from each origin; default 24."""
     @_builtins.property
     def to(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -121,14 +278,74 @@ class BacktestRequest(_message.Message):
         *,
         sku: _builtins.str = ...,
         to: _timestamp_pb2.Timestamp | None = ...,
+        horizon_hours: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "sku", b"sku", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "horizon_hours", b"horizon_hours", "sku", b"sku", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BacktestRequest: _TypeAlias = BacktestRequest  # noqa: Y015
+
+@_typing.final
+class ModelScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PinballByLevelEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    RMSSE_FIELD_NUMBER: _builtins.int
+    MASE_FIELD_NUMBER: _builtins.int
+    PINBALL_BY_LEVEL_FIELD_NUMBER: _builtins.int
+    CRPS_FIELD_NUMBER: _builtins.int
+    COVERAGE_80_FIELD_NUMBER: _builtins.int
+    CUMULATIVE_LOG_RATIO_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    rmsse: _builtins.float
+    mase: _builtins.float
+    crps: _builtins.float
+    coverage_80: _builtins.float
+    cumulative_log_ratio: _builtins.float
+    """Median absolute log ratio of forecast to actual total demand over the horizon."""
+    @_builtins.property
+    def pinball_by_level(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        rmsse: _builtins.float = ...,
+        mase: _builtins.float = ...,
+        pinball_by_level: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        crps: _builtins.float = ...,
+        coverage_80: _builtins.float = ...,
+        cumulative_log_ratio: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage_80", b"coverage_80", "crps", b"crps", "cumulative_log_ratio", b"cumulative_log_ratio", "mase", b"mase", "model", b"model", "pinball_by_level", b"pinball_by_level", "rmsse", b"rmsse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelScore: _TypeAlias = ModelScore  # noqa: Y015
 
 @_typing.final
 class BacktestResponse(_message.Message):
@@ -136,17 +353,27 @@ class BacktestResponse(_message.Message):
 
     MEAN_ABSOLUTE_SCALED_ERROR_FIELD_NUMBER: _builtins.int
     PINBALL_LOSS_P90_FIELD_NUMBER: _builtins.int
+    ORIGINS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     mean_absolute_scaled_error: _builtins.float
+    """Ours, kept from the first version of this API."""
     pinball_loss_p90: _builtins.float
+    origins: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelScore]:
+        """Ours first, then each baseline on the same origins."""
+
     def __init__(
         self,
         *,
         mean_absolute_scaled_error: _builtins.float = ...,
         pinball_loss_p90: _builtins.float = ...,
+        origins: _builtins.int = ...,
+        models: _abc.Iterable[Global___ModelScore] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean_absolute_scaled_error", b"mean_absolute_scaled_error", "pinball_loss_p90", b"pinball_loss_p90"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean_absolute_scaled_error", b"mean_absolute_scaled_error", "models", b"models", "origins", b"origins", "pinball_loss_p90", b"pinball_loss_p90"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

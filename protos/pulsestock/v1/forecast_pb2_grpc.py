@@ -40,6 +40,11 @@ class ForecastServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_forecast__pb2.GetForecastRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_forecast__pb2.GetForecastResponse.FromString,
                 _registered_method=True)
+        self.GetDemandQuantiles = channel.unary_unary(
+                '/pulsestock.v1.ForecastService/GetDemandQuantiles',
+                request_serializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandQuantilesRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandQuantilesResponse.FromString,
+                _registered_method=True)
         self.ForecastLiveSession = channel.unary_unary(
                 '/pulsestock.v1.ForecastService/ForecastLiveSession',
                 request_serializer=pulsestock_dot_v1_dot_forecast__pb2.ForecastLiveSessionRequest.SerializeToString,
@@ -57,19 +62,31 @@ class ForecastServiceServicer:
     """
 
     def GetForecast(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The SKU's hourly forecast (mean and quantiles) for a horizon. A SKU with no history
+        gets the documented prior forecast (model "prior"), not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDemandQuantiles(self, request, context):
+        """Quantiles of the SKU's total demand over [from, to): what replenishment consumes.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ForecastLiveSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The whole live session's orders from what its first minutes showed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Backtest(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
+        the same origins.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -81,6 +98,11 @@ def add_ForecastServiceServicer_to_server(servicer, server):
                     servicer.GetForecast,
                     request_deserializer=pulsestock_dot_v1_dot_forecast__pb2.GetForecastRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_forecast__pb2.GetForecastResponse.SerializeToString,
+            ),
+            'GetDemandQuantiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDemandQuantiles,
+                    request_deserializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandQuantilesRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandQuantilesResponse.SerializeToString,
             ),
             'ForecastLiveSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ForecastLiveSession,
@@ -121,6 +143,33 @@ class ForecastService:
             '/pulsestock.v1.ForecastService/GetForecast',
             pulsestock_dot_v1_dot_forecast__pb2.GetForecastRequest.SerializeToString,
             pulsestock_dot_v1_dot_forecast__pb2.GetForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDemandQuantiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.ForecastService/GetDemandQuantiles',
+            pulsestock_dot_v1_dot_forecast__pb2.GetDemandQuantilesRequest.SerializeToString,
+            pulsestock_dot_v1_dot_forecast__pb2.GetDemandQuantilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

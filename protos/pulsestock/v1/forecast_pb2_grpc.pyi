@@ -34,8 +34,17 @@ class ForecastServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ForecastServiceAsyncStub: ...
     GetForecast: _grpc.UnaryUnaryMultiCallable[_forecast_pb2.GetForecastRequest, _forecast_pb2.GetForecastResponse]
+    """The SKU's hourly forecast (mean and quantiles) for a horizon. A SKU with no history
+    gets the documented prior forecast (model "prior"), not an error.
+    """
+    GetDemandQuantiles: _grpc.UnaryUnaryMultiCallable[_forecast_pb2.GetDemandQuantilesRequest, _forecast_pb2.GetDemandQuantilesResponse]
+    """Quantiles of the SKU's total demand over [from, to): what replenishment consumes."""
     ForecastLiveSession: _grpc.UnaryUnaryMultiCallable[_forecast_pb2.ForecastLiveSessionRequest, _forecast_pb2.ForecastLiveSessionResponse]
+    """The whole live session's orders from what its first minutes showed."""
     Backtest: _grpc.UnaryUnaryMultiCallable[_forecast_pb2.BacktestRequest, _forecast_pb2.BacktestResponse]
+    """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
+    the same origins.
+    """
 
 @_typing.type_check_only
 class ForecastServiceAsyncStub(ForecastServiceStub):
@@ -43,8 +52,17 @@ class ForecastServiceAsyncStub(ForecastServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetForecast: _aio.UnaryUnaryMultiCallable[_forecast_pb2.GetForecastRequest, _forecast_pb2.GetForecastResponse]  # type: ignore[assignment]
+    """The SKU's hourly forecast (mean and quantiles) for a horizon. A SKU with no history
+    gets the documented prior forecast (model "prior"), not an error.
+    """
+    GetDemandQuantiles: _aio.UnaryUnaryMultiCallable[_forecast_pb2.GetDemandQuantilesRequest, _forecast_pb2.GetDemandQuantilesResponse]  # type: ignore[assignment]
+    """Quantiles of the SKU's total demand over [from, to): what replenishment consumes."""
     ForecastLiveSession: _aio.UnaryUnaryMultiCallable[_forecast_pb2.ForecastLiveSessionRequest, _forecast_pb2.ForecastLiveSessionResponse]  # type: ignore[assignment]
+    """The whole live session's orders from what its first minutes showed."""
     Backtest: _aio.UnaryUnaryMultiCallable[_forecast_pb2.BacktestRequest, _forecast_pb2.BacktestResponse]  # type: ignore[assignment]
+    """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
+    the same origins.
+    """
 
 class ForecastServiceServicer(metaclass=_abc_1.ABCMeta):
     """Demand forecasts and their accuracy record."""
@@ -54,20 +72,35 @@ class ForecastServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _forecast_pb2.GetForecastRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_forecast_pb2.GetForecastResponse, _abc.Awaitable[_forecast_pb2.GetForecastResponse]]: ...
+    ) -> _typing.Union[_forecast_pb2.GetForecastResponse, _abc.Awaitable[_forecast_pb2.GetForecastResponse]]:
+        """The SKU's hourly forecast (mean and quantiles) for a horizon. A SKU with no history
+        gets the documented prior forecast (model "prior"), not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDemandQuantiles(
+        self,
+        request: _forecast_pb2.GetDemandQuantilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecast_pb2.GetDemandQuantilesResponse, _abc.Awaitable[_forecast_pb2.GetDemandQuantilesResponse]]:
+        """Quantiles of the SKU's total demand over [from, to): what replenishment consumes."""
 
     @_abc_1.abstractmethod
     def ForecastLiveSession(
         self,
         request: _forecast_pb2.ForecastLiveSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_forecast_pb2.ForecastLiveSessionResponse, _abc.Awaitable[_forecast_pb2.ForecastLiveSessionResponse]]: ...
+    ) -> _typing.Union[_forecast_pb2.ForecastLiveSessionResponse, _abc.Awaitable[_forecast_pb2.ForecastLiveSessionResponse]]:
+        """The whole live session's orders from what its first minutes showed."""
 
     @_abc_1.abstractmethod
     def Backtest(
         self,
         request: _forecast_pb2.BacktestRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_forecast_pb2.BacktestResponse, _abc.Awaitable[_forecast_pb2.BacktestResponse]]: ...
+    ) -> _typing.Union[_forecast_pb2.BacktestResponse, _abc.Awaitable[_forecast_pb2.BacktestResponse]]:
+        """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
+        the same origins.
+        """
 
 def add_ForecastServiceServicer_to_server(servicer: ForecastServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
