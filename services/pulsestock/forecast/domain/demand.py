@@ -145,7 +145,7 @@ def prior_baseline(
 
 
 def fit_demand(
-    history: Sequence[float],
+    history: Sequence[float] | Series,
     *,
     pulse_onset: int | None = None,
     pulse: PulseComponent | None = None,
@@ -183,7 +183,7 @@ def forecast_history(
 ) -> DemandForecast:
     """The forecast from the history alone (the offline CLI's and the backtests' path): finds
     whether a pulse is on at the end of `history` (and, given `heat`, the reach series aligned
-    with it, fits the pulse on reach × conversion) and combines it with the baseline."""
+    with it, fits the pulse on reach x conversion) and combines it with the baseline."""
     if heat is not None and len(heat) != len(history):
         raise ValueError("heat must be aligned with history")
     return fit_demand(history, horizon_hint=horizon_hint, seed=seed)

@@ -1,7 +1,128 @@
-"""The ForecastService gRPC servicer. Its RPCs answer UNIMPLEMENTED until their issues land."""
+"""The ForecastService gRPC servicer: forecasts, window quantiles, live sessions, backtests."""
 
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import numpy as np
+from pulsestock.errors import Validator
+from pulsestock.forecast.application.engine import ForecastEngine, hour_of
+from pulsestock.forecast.domain.demand import DEFAULT_LEVELS
+from pulsestock.forecast.domain.sku_forecast import HOUR, SkuInputs
+from pulsestock.ids import ID_RULE, valid_id
+from pulsestock.v1 import forecast_pb2 as pb
 from pulsestock.v1 import forecast_pb2_grpc
+from pulsestock.v1.common_pb2 import Quantile
+
+Clock = Callable[[], datetime]
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _levels(v: Validator, field: str, levels: Sequence[float]) -> tuple[float, ...]:
+    for index, level in enumerate(levels):
+        v.check(
+            math.isfinite(level) and 0.0 < level < 1.0,
+            f"{field}[{index}]",
+            "must lie strictly between 0 and 1",
+        )
+    return tuple(levels) or DEFAULT_LEVELS
 
 
 class ForecastServiceServicer(forecast_pb2_grpc.ForecastServiceServicer):
-    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""
+    def __init__(
+        self, pool: asyncpg.Pool, engine: ForecastEngine, clock: Clock = _wall_clock
+    ) -> None:
+        self.pool = pool
+        self.engine = engine
+        self.clock = clock
+
+    async def _inputs(self, sku: str) -> SkuInputs:
+        """The SKU's history; one never seen gets an empty one (the prior forecast), whose
+        origin is now."""
+        inputs = await self.engine.load_inputs(self.pool, sku)
+        if inputs is None:
+            return SkuInputs(sku, hour_of(self.clock()), np.zeros(1), np.zeros(1))
+        return inputs
+
+    async def GetForecast(
+        self, request: pb.GetForecastRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetForecastResponse:
+        settings = self.engine.settings
+        v = Validator()
+        v.check(valid_id(request.sku), "sku", ID_RULE)
+        hours = settings.horizon_hours
+        if request.HasField("horizon"):
+            seconds = request.horizon.ToTimedelta().total_seconds()
+            hours = math.ceil(seconds / 3600)
+            v.check(seconds > 0, "horizon", "must be positive")
+            v.check(
+                hours <= settings.max_horizon_hours,
+                "horizon",
+                f"must be at most {settings.max_horizon_hours} hours",
+            )
+        levels = _levels(v, "quantiles", request.quantiles)
+        v.raise_if_invalid()
+        inputs = await self._inputs(request.sku)
+        forecast = self.engine.forecast(inputs)
+        as_of = await self._as_of(request.sku, inputs)
+        event = self.engine.updated(inputs, forecast, as_of, hours, levels)
+        errors = forecast.accuracy
+        accuracy = pb.ModelAccuracy(
+            scaled_error_by_method=errors,
+            coverage_80=forecast.baseline.coverage,
+            scored_origins=0 if not errors else max(0, len(inputs.demand) - 14),
+        )
+        return pb.GetForecastResponse(
+            forecast=event, accuracy=accuracy, history_hours=len(inputs.demand)
+        )
+
+    async def _as_of(self, sku: str, inputs: SkuInputs) -> datetime:
+        as_of = await self.pool.fetchval("SELECT as_of FROM sku_forecasts WHERE sku = $1", sku)
+        return as_of if as_of is not None else inputs.origin_hour
+
+    async def GetDemandQuantiles(
+        self, request: pb.GetDemandQuantilesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDemandQuantilesResponse:
+        settings = self.engine.settings
+        v = Validator()
+        v.check(valid_id(request.sku), "sku", ID_RULE)
+        v.check(request.HasField("from"), "from", "is required")
+        v.check(request.HasField("to"), "to", "is required")
+        levels = _levels(v, "levels", request.levels)
+        v.raise_if_invalid()
+        start_at = getattr(request, "from").ToDatetime(tzinfo=UTC)
+        end_at = request.to.ToDatetime(tzinfo=UTC)
+        v.check(start_at < end_at, "to", "must be after from")
+        v.raise_if_invalid()
+        inputs = await self._inputs(request.sku)
+        first = inputs.first_forecast_hour
+        # Whole hours: a window that touches an hour counts all of it. What lies before the
+        # forecast's first hour has happened (or is happening) and is not forecast.
+        start = max(0, math.floor((start_at - first) / HOUR))
+        end = math.ceil((end_at - first) / HOUR)
+        v.check(end > 0, "to", f"must be after the forecast's first hour {first.isoformat()}")
+        v.check(
+            end <= settings.max_horizon_hours,
+            "to",
+            f"must be within {settings.max_horizon_hours} hours of {first.isoformat()}",
+        )
+        v.raise_if_invalid()
+        forecast = self.engine.forecast(inputs)
+        values = forecast.window_quantiles(start, end, levels)
+        response = pb.GetDemandQuantilesResponse(
+            sku=request.sku,
+            mean=forecast.window_mean(start, end),
+            quantiles=[Quantile(q=q, value=x) for q, x in zip(levels, values, strict=True)],
+            model=forecast.model,
+        )
+        getattr(response, "from").FromDatetime(first + timedelta(hours=start))
+        response.to.FromDatetime(first + timedelta(hours=end))
+        response.as_of.FromDatetime(await self._as_of(request.sku, inputs))
+        return response

@@ -1,0 +1,90 @@
+"""One SKU's forecast from what the service knows of it, and when to publish a new one.
+
+Pure: the application loads the SKU's hourly demand and reach, its active pulse and the
+conversion prior, and this module turns them into a DemandForecast and a publishing decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+from pulsestock.forecast.domain.demand import DemandForecast, fit_demand
+
+Series = NDArray[np.float64]
+HOUR = timedelta(hours=1)
+DAY_STEPS = 24  # the window whose change makes a forecast "material"
+
+
+@dataclass(frozen=True)
+class SkuInputs:
+    sku: str
+    start_hour: datetime  # the hour of demand[0]
+    demand: Series  # net orders per hour, up to and including the origin hour
+    reach: Series  # views (or live viewers) per hour, aligned with demand
+    pulse_id: str = ""  # the active pulse, "" when none
+    pulse_onset: int | None = None  # index of the pulse's first hour in demand
+    conversion_shape: float | None = None  # Gamma prior on orders per unit of reach
+    conversion_rate: float | None = None
+
+    @property
+    def origin_hour(self) -> datetime:
+        return self.start_hour + HOUR * (len(self.demand) - 1)
+
+    @property
+    def first_forecast_hour(self) -> datetime:
+        return self.origin_hour + HOUR
+
+
+def seed_of(sku: str) -> int:
+    """The same SKU always draws the same simulated paths (stable across processes)."""
+    return sum((i + 1) * b for i, b in enumerate(sku.encode())) % (2**31)
+
+
+def forecast_sku(inputs: SkuInputs, *, horizon_hint: int = DAY_STEPS) -> DemandForecast:
+    onset = inputs.pulse_onset if inputs.pulse_id else None
+    return fit_demand(
+        inputs.demand, pulse_onset=onset, horizon_hint=horizon_hint, seed=seed_of(inputs.sku)
+    )
+
+
+@dataclass(frozen=True)
+class Published:
+    as_of: datetime
+    day_mean: float
+    day_p90: float
+    pulse_id: str
+
+
+@dataclass(frozen=True)
+class PublishPolicy:
+    """At most one ForecastUpdated per SKU per `interval` of content time, unless the next
+    day's expected demand or its p90 moved by more than `material_change` (relative) and by
+    at least `min_units`, or a pulse began or ended: those go out at once."""
+
+    interval: timedelta = timedelta(hours=1)
+    material_change: float = 0.10
+    min_units: float = 1.0
+
+    def reason(
+        self,
+        last: Published | None,
+        *,
+        as_of: datetime,
+        day_mean: float,
+        day_p90: float,
+        pulse_id: str,
+    ) -> str | None:
+        if last is None:
+            return "first"
+        if pulse_id != last.pulse_id:
+            return "pulse_started" if pulse_id else "pulse_ended"
+        for new, old in ((day_mean, last.day_mean), (day_p90, last.day_p90)):
+            moved = abs(new - old)
+            if moved >= self.min_units and moved > self.material_change * max(old, 1e-9):
+                return "material"
+        if as_of - last.as_of >= self.interval:
+            return "interval"
+        return None
