@@ -12,68 +12,111 @@ intervals: how far past outcomes fell outside the NB interval made at their orig
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
+from scipy import signal, stats
 
 Series = NDArray[np.float64]
 Method = Callable[[Series], float]
 
 
+def ses_path(demand: Series, alpha: float = 0.1) -> Series:
+    """The SES level after each observation (initialised at the first): element t is the
+    forecast made with demand[: t + 1]. One linear filter, not a Python loop."""
+    if demand.size == 0:
+        return demand.astype(np.float64)
+    first = float(demand[0])
+    rest, _ = signal.lfilter([alpha], [1.0, alpha - 1.0], demand[1:], zi=[(1 - alpha) * first])
+    return np.concatenate(([first], rest))
+
+
 def ses(demand: Series, alpha: float = 0.1) -> float:
-    level = float(demand[0])
-    for value in demand[1:]:
-        level += alpha * (float(value) - level)
-    return max(level, 0.0)
+    return max(float(ses_path(np.asarray(demand, dtype=np.float64), alpha)[-1]), 0.0)
 
 
-def _croston_parts(demand: Series, alpha: float) -> tuple[float, float] | None:
-    """Smoothed size of non-zero demands and smoothed interval between them."""
+def _demand_occasions(demand: Series) -> tuple[NDArray[np.intp], Series, Series]:
+    """Indices of non-zero demand, their sizes, and the intervals before each (the first
+    counted from one bucket before the series, as Croston and statsforecast do)."""
     nonzero = np.flatnonzero(demand > 0)
+    intervals = np.diff(nonzero, prepend=-1).astype(np.float64)
+    return nonzero, demand[nonzero].astype(np.float64), intervals
+
+
+def _per_bucket(nonzero: NDArray[np.intp], values: Series, size: int) -> Series:
+    """Values known at each demand occasion, carried forward to every bucket; 0 before the
+    first occasion."""
+    out = np.zeros(size)
     if nonzero.size == 0:
-        return None
-    size, interval = float(demand[nonzero[0]]), float(nonzero[0] + 1)
-    for previous, index in itertools.pairwise(nonzero):
-        size += alpha * (float(demand[index]) - size)
-        interval += alpha * (float(index - previous) - interval)
-    return size, interval
+        return out
+    count = np.cumsum(np.isin(np.arange(size), nonzero))  # occasions seen up to t
+    seen = count > 0
+    out[seen] = values[count[seen] - 1]
+    return out
+
+
+def croston_path(demand: Series, alpha: float = 0.1, *, sba: bool = True) -> Series:
+    """Croston's rate after each bucket: smoothed size over smoothed interval, both updated
+    on demand occasions only; with the Syntetos-Boylan factor (1 - alpha/2) by default,
+    since plain Croston is biased upwards."""
+    nonzero, sizes, intervals = _demand_occasions(demand)
+    if nonzero.size == 0:
+        return np.zeros(demand.size)
+    rates = ses_path(sizes, alpha) / ses_path(intervals, alpha)
+    factor = (1 - alpha / 2) if sba else 1.0
+    return factor * _per_bucket(nonzero, rates, demand.size)
 
 
 def croston_sba(demand: Series, alpha: float = 0.1) -> float:
-    parts = _croston_parts(demand, alpha)
-    if parts is None:
-        return 0.0
-    size, interval = parts
-    return (1 - alpha / 2) * size / interval  # Syntetos-Boylan: Croston is biased upwards
+    series = np.asarray(demand, dtype=np.float64)
+    return float(croston_path(series, alpha)[-1]) if series.size else 0.0
+
+
+def tsb_path(demand: Series, alpha: float = 0.1, beta: float = 0.05) -> Series:
+    """TSB after each bucket: the probability of demand smoothed every bucket (so it decays
+    while nothing sells), times the size smoothed on demand occasions."""
+    if demand.size == 0:
+        return demand.astype(np.float64)
+    probability = ses_path((demand > 0).astype(np.float64), beta)
+    nonzero, sizes, _ = _demand_occasions(demand)
+    if nonzero.size == 0:
+        return np.zeros(demand.size)
+    return probability * _per_bucket(nonzero, ses_path(sizes, alpha), demand.size)
 
 
 def tsb(demand: Series, alpha: float = 0.1, beta: float = 0.05) -> float:
-    occurred = demand > 0
-    probability = float(occurred.mean())
-    nonzero = demand[occurred]
-    size = float(nonzero[0]) if nonzero.size else 0.0
-    for value, hit in zip(demand, occurred, strict=True):
-        probability += beta * (float(hit) - probability)
-        if hit:
-            size += alpha * (float(value) - size)
-    return probability * size
+    series = np.asarray(demand, dtype=np.float64)
+    return float(tsb_path(series, alpha, beta)[-1]) if series.size else 0.0
 
 
 def adida(demand: Series) -> float:
     """Aggregate into blocks of the mean inter-demand interval, SES there, spread back."""
-    nonzero = np.flatnonzero(demand > 0)
-    if nonzero.size == 0:
+    series = np.asarray(demand, dtype=np.float64)
+    nonzero = np.count_nonzero(series > 0)
+    if nonzero == 0:
         return 0.0
-    block = max(1, round(demand.size / nonzero.size))
-    usable = demand.size - demand.size % block
+    block = max(1, round(series.size / nonzero))
+    usable = series.size - series.size % block
     if usable < 2 * block:
-        return float(demand.mean())
-    blocks = demand[demand.size - usable :].reshape(-1, block).sum(axis=1)
+        return float(series.mean())
+    blocks = series[series.size - usable :].reshape(-1, block).sum(axis=1)
     return ses(blocks, alpha=0.2) / block
+
+
+def _at_origins(path: Callable[[Series], Series]) -> Callable[[Series, Sequence[int]], Series]:
+    """A method whose state after each bucket comes from one pass: its forecast at origin o
+    is the state after bucket o - 1, i.e. made from demand[:o] alone."""
+
+    def forecasts(demand: Series, origins: Sequence[int]) -> Series:
+        return path(demand)[np.asarray(origins, dtype=np.intp) - 1]
+
+    return forecasts
+
+
+def _adida_at_origins(demand: Series, origins: Sequence[int]) -> Series:
+    return np.array([adida(demand[:origin]) for origin in origins])
 
 
 METHODS: dict[str, Method] = {
@@ -81,6 +124,13 @@ METHODS: dict[str, Method] = {
     "croston_sba": croston_sba,
     "tsb": tsb,
     "adida": adida,
+}
+# The same methods evaluated at many origins at once (fitting scores every origin).
+AT_ORIGINS: dict[str, Callable[[Series, Sequence[int]], Series]] = {
+    "ses": _at_origins(ses_path),
+    "croston_sba": _at_origins(croston_path),
+    "tsb": _at_origins(tsb_path),
+    "adida": _adida_at_origins,
 }
 
 
@@ -123,22 +173,42 @@ class BaselineForecast:
 
 def _dispersion(demand: Series) -> float:
     """Method-of-moments NB size; a series no more spread than Poisson gets a large one."""
-    mean, variance = float(demand.mean()), float(demand.var(ddof=1)) if demand.size > 1 else 0.0
-    if mean <= 0 or variance <= mean * 1.0001:
-        return 1e6
-    return mean * mean / (variance - mean)
+    return float(_dispersions(np.asarray(demand, dtype=np.float64), [demand.size])[0])
 
 
-def _scaled_errors(demand: Series, method: Method, origins: Sequence[int], horizon: int) -> float:
+def _dispersions(demand: Series, origins: Sequence[int]) -> Series:
+    """_dispersion of demand[:o] for every origin o, from running sums."""
+    at = np.asarray(origins, dtype=np.intp)
+    sums, squares = np.cumsum(demand)[at - 1], np.cumsum(demand * demand)[at - 1]
+    mean = sums / at
+    variance = np.where(at > 1, (squares - at * mean * mean) / np.maximum(at - 1, 1), 0.0)
+    overdispersed = (mean > 0) & (variance > mean * 1.0001)
+    safe = np.where(overdispersed, variance - mean, 1.0)
+    return np.where(overdispersed, mean * mean / safe, 1e6)
+
+
+def _naive_scales(demand: Series, origins: Sequence[int]) -> Series:
+    """Mean absolute one-step change of demand[:o] for every origin o (1 when o < 2)."""
+    at = np.asarray(origins, dtype=np.intp)
+    steps = np.concatenate(([0.0], np.cumsum(np.abs(np.diff(demand)))))
+    return np.where(at > 1, steps[at - 1] / np.maximum(at - 1, 1), 1.0)
+
+
+def _scaled_errors(demand: Series, rates: Series, origins: Sequence[int], horizon: int) -> float:
     """Mean absolute error of the horizon's total from each origin, scaled by the in-sample
     naive one-step error (MASE-like), using only data before each origin."""
-    errors = []
-    for origin in origins:
-        history, future = demand[:origin], demand[origin : origin + horizon]
-        naive = float(np.abs(np.diff(history)).mean()) if history.size > 1 else 1.0
-        forecast = method(history) * future.size
-        errors.append(abs(forecast - float(future.sum())) / max(naive * future.size, 1e-9))
-    return float(np.mean(errors)) if errors else float("inf")
+    if not len(origins):
+        return float("inf")
+    actual = _horizon_totals(demand, origins, horizon)
+    naive = _naive_scales(demand, origins)
+    errors = np.abs(rates * horizon - actual) / np.maximum(naive * horizon, 1e-9)
+    return float(errors.mean())
+
+
+def _horizon_totals(demand: Series, origins: Sequence[int], horizon: int) -> Series:
+    at = np.asarray(origins, dtype=np.intp)
+    sums = np.concatenate(([0.0], np.cumsum(demand)))
+    return sums[at + horizon] - sums[at]
 
 
 def fit_baseline(
@@ -158,33 +228,35 @@ def fit_baseline(
         raise ValueError("demand must be finite and non-negative")
     first = max(min_history, series.size - max_origins * horizon)
     origins = list(range(first, series.size - horizon + 1, horizon))
-    errors = {name: _scaled_errors(series, m, origins, horizon) for name, m in METHODS.items()}
+    rates = {name: at(series, origins) for name, at in AT_ORIGINS.items()} if origins else {}
+    errors = {name: _scaled_errors(series, r, origins, horizon) for name, r in rates.items()}
+    if not errors:
+        errors = {name: float("inf") for name in METHODS}
     chosen = min(errors, key=lambda name: (errors[name], name)) if origins else "croston_sba"
-    rate = METHODS[chosen](series)
+    rate = max(METHODS[chosen](series), 0.0)
     dispersion = _dispersion(series)
-    shift = _conformal_shift(series, METHODS[chosen], origins, horizon, coverage)
+    shift = _conformal_shift(series, rates[chosen], origins, horizon, coverage) if origins else 0.0
     return BaselineForecast(chosen, rate, dispersion, shift, horizon, coverage, errors)
 
 
 def _conformal_shift(
-    series: Series, method: Method, origins: Sequence[int], horizon: int, coverage: float
+    series: Series, rates: Series, origins: Sequence[int], horizon: int, coverage: float
 ) -> float:
     """Conformalised quantile interval: at each past origin, how far the outcome fell outside
     (positive) or inside (negative) the NB interval made then; the ceil((n+1)·coverage)-th
     smallest of those is the shift that would have covered `coverage` of them."""
-    lower, upper = (1 - coverage) / 2, (1 + coverage) / 2
-    scores = []
-    for origin in origins:
-        history = series[:origin]
-        mean = method(history) * horizon
-        actual = float(series[origin : origin + horizon].sum())
-        if mean <= 0:
-            low = high = 0.0
-        else:
-            size = _dispersion(history) * horizon
-            low, high = stats.nbinom.ppf([lower, upper], size, size / (size + mean))
-        scores.append(max(float(low) - actual, actual - float(high)))
-    if len(scores) < 5:
+    if len(origins) < 5:
         return 0.0  # too few outcomes to correct: the NB interval as it is
+    lower, upper = (1 - coverage) / 2, (1 + coverage) / 2
+    means = np.maximum(rates, 0.0) * horizon
+    actual = _horizon_totals(series, origins, horizon)
+    sizes = _dispersions(series, origins) * horizon
+    positive = means > 0
+    low, high = np.zeros(len(origins)), np.zeros(len(origins))
+    if positive.any():
+        m, r = means[positive], sizes[positive]
+        low[positive] = stats.nbinom.ppf(lower, r, r / (r + m))
+        high[positive] = stats.nbinom.ppf(upper, r, r / (r + m))
+    scores = np.maximum(low - actual, actual - high)
     rank = min(len(scores), int(np.ceil((len(scores) + 1) * coverage)))
     return float(np.sort(scores)[rank - 1])
