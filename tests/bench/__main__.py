@@ -8,6 +8,7 @@ import sys
 
 from tests.bench import (
     bench_eventstore,
+    bench_forecast_service,
     bench_grpc_edge,
     bench_inventory,
     bench_nab,
@@ -25,6 +26,7 @@ BENCHMARKS = [
     bench_signal_quality,
     bench_nab,
     bench_signal_pipeline,
+    bench_forecast_service,
 ]
 
 
