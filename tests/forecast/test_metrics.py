@@ -48,3 +48,25 @@ def test_reference_forecasts_are_non_negative_and_monotone() -> None:
     # plain Croston has no SBA factor (1 - 0.1 / 2)
     sba, croston = forecasts["sba"].means[0], forecasts["croston"].means[0]
     assert sba == pytest.approx(0.95 * croston)
+
+
+def test_croston_sba_tsb_match_statsforecast() -> None:
+    """baseline.py's intermittent methods against Nixtla's reference implementation
+    (statsforecast, a dev-only dependency), same alpha/beta, on seeded intermittent series."""
+    from pulsestock.forecast.domain import baseline
+    from statsforecast.models import TSB, CrostonClassic, CrostonSBA
+
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        y = (rng.random(120) < 0.3) * rng.integers(1, 6, 120).astype(float)
+        ours = [
+            baseline.croston_path(y, sba=False)[-1],
+            baseline.croston_sba(y),
+            baseline.tsb(y, 0.1, 0.05),
+        ]
+        theirs = [
+            CrostonClassic().forecast(y, 1)["mean"][0],
+            CrostonSBA().forecast(y, 1)["mean"][0],
+            TSB(alpha_d=0.1, alpha_p=0.05).forecast(y, 1)["mean"][0],
+        ]
+        assert ours == pytest.approx([float(v) for v in theirs], rel=1e-6)
