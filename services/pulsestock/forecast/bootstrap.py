@@ -97,7 +97,7 @@ class Forecast:
         await ensure_consumer(js, SIGNALS)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
-        servicer = ForecastServiceServicer(context.pool, self.engine)  # type: ignore[abstract]
+        servicer = ForecastServiceServicer(context.pool, self.engine)
         forecast_pb2_grpc.add_ForecastServiceServicer_to_server(servicer, server)
         return [forecast_pb2.DESCRIPTOR.services_by_name["ForecastService"].full_name]
 

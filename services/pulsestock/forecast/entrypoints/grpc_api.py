@@ -13,6 +13,8 @@ from pulsestock.errors import Validator
 from pulsestock.forecast.application.engine import ForecastEngine, hour_of
 from pulsestock.forecast.domain.demand import DEFAULT_LEVELS
 from pulsestock.forecast.domain.sku_forecast import HOUR, SkuInputs
+from pulsestock.forecast.entrypoints.backtest_api import backtest
+from pulsestock.forecast.entrypoints.live_api import forecast_live_session
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import forecast_pb2 as pb
 from pulsestock.v1 import forecast_pb2_grpc
@@ -126,3 +128,13 @@ class ForecastServiceServicer(forecast_pb2_grpc.ForecastServiceServicer):
         response.to.FromDatetime(first + timedelta(hours=end))
         response.as_of.FromDatetime(await self._as_of(request.sku, inputs))
         return response
+
+    async def ForecastLiveSession(
+        self, request: pb.ForecastLiveSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ForecastLiveSessionResponse:
+        return await forecast_live_session(self.pool, request, context, self.clock)
+
+    async def Backtest(
+        self, request: pb.BacktestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BacktestResponse:
+        return await backtest(self.pool, self.engine, request, context)
