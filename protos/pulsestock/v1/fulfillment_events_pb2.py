@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&pulsestock/v1/fulfillment_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\x90\x01\n\x18ReplenishmentRecommended\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\x08order_by\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trationale\x18\x05 \x01(\t\"\xb6\x01\n\x14PurchaseOrderCreated\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x13\n\x0bsupplier_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\'\n\x05lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0b\x65xpected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x15PurchaseOrderReceived\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0bOrderRouted\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x0fTransferPlanned\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x19\n\x11\x66rom_warehouse_id\x18\x03 \x01(\t\x12\x17\n\x0fto_warehouse_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&pulsestock/v1/fulfillment_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\x90\x01\n\x18ReplenishmentRecommended\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\x08order_by\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trationale\x18\x05 \x01(\t\"\xe6\x01\n\x14PurchaseOrderCreated\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x13\n\x0bsupplier_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\'\n\x05lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0b\x65xpected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x15PurchaseOrderReceived\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreceipt_id\x18\x04 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x05 \x01(\t\"[\n\x16PurchaseOrderSubmitted\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x16PurchaseOrderConfirmed\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x01\n\x16PurchaseOrderCancelled\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x31\n\x0f\x63\x61ncelled_lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\"\x8e\x01\n\x0bOrderRouted\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x0fTransferPlanned\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x19\n\x11\x66rom_warehouse_id\x18\x03 \x01(\t\x12\x17\n\x0fto_warehouse_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLENISHMENTRECOMMENDED']._serialized_start=119
   _globals['_REPLENISHMENTRECOMMENDED']._serialized_end=263
   _globals['_PURCHASEORDERCREATED']._serialized_start=266
-  _globals['_PURCHASEORDERCREATED']._serialized_end=448
-  _globals['_PURCHASEORDERRECEIVED']._serialized_start=451
-  _globals['_PURCHASEORDERRECEIVED']._serialized_end=591
-  _globals['_ORDERROUTED']._serialized_start=594
-  _globals['_ORDERROUTED']._serialized_end=736
-  _globals['_TRANSFERPLANNED']._serialized_start=738
-  _globals['_TRANSFERPLANNED']._serialized_end=859
+  _globals['_PURCHASEORDERCREATED']._serialized_end=496
+  _globals['_PURCHASEORDERRECEIVED']._serialized_start=499
+  _globals['_PURCHASEORDERRECEIVED']._serialized_end=681
+  _globals['_PURCHASEORDERSUBMITTED']._serialized_start=683
+  _globals['_PURCHASEORDERSUBMITTED']._serialized_end=774
+  _globals['_PURCHASEORDERCONFIRMED']._serialized_start=776
+  _globals['_PURCHASEORDERCONFIRMED']._serialized_end=867
+  _globals['_PURCHASEORDERCANCELLED']._serialized_start=870
+  _globals['_PURCHASEORDERCANCELLED']._serialized_end=1028
+  _globals['_ORDERROUTED']._serialized_start=1031
+  _globals['_ORDERROUTED']._serialized_end=1173
+  _globals['_TRANSFERPLANNED']._serialized_start=1175
+  _globals['_TRANSFERPLANNED']._serialized_end=1296
 # @@protoc_insertion_point(module_scope)

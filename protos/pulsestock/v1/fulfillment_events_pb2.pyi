@@ -61,6 +61,7 @@ class PurchaseOrderCreated(_message.Message):
     WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     EXPECTED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     purchase_order_id: _builtins.str
     supplier_id: _builtins.str
     warehouse_id: _builtins.str
@@ -68,6 +69,8 @@ class PurchaseOrderCreated(_message.Message):
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     @_builtins.property
     def expected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -76,10 +79,11 @@ class PurchaseOrderCreated(_message.Message):
         warehouse_id: _builtins.str = ...,
         lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
         expected_at: _timestamp_pb2.Timestamp | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_at", b"expected_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expected_at", b"expected_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_at", b"expected_at", "lines", b"lines", "purchase_order_id", b"purchase_order_id", "supplier_id", b"supplier_id", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expected_at", b"expected_at", "lines", b"lines", "purchase_order_id", b"purchase_order_id", "supplier_id", b"supplier_id", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -92,7 +96,12 @@ class PurchaseOrderReceived(_message.Message):
     PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     purchase_order_id: _builtins.str
+    receipt_id: _builtins.str
+    warehouse_id: _builtins.str
+    """The warehouse the goods arrived at (the purchase order's)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     @_builtins.property
@@ -103,14 +112,94 @@ class PurchaseOrderReceived(_message.Message):
         purchase_order_id: _builtins.str = ...,
         lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        receipt_id: _builtins.str = ...,
+        warehouse_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "purchase_order_id", b"purchase_order_id", "received_at", b"received_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "purchase_order_id", b"purchase_order_id", "receipt_id", b"receipt_id", "received_at", b"received_at", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurchaseOrderReceived: _TypeAlias = PurchaseOrderReceived  # noqa: Y015
+
+@_typing.final
+class PurchaseOrderSubmitted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "purchase_order_id", b"purchase_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrderSubmitted: _TypeAlias = PurchaseOrderSubmitted  # noqa: Y015
+
+@_typing.final
+class PurchaseOrderConfirmed(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "purchase_order_id", b"purchase_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrderConfirmed: _TypeAlias = PurchaseOrderConfirmed  # noqa: Y015
+
+@_typing.final
+class PurchaseOrderCancelled(_message.Message):
+    """What remained open is cancelled; what was received stays received."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CANCELLED_LINES_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cancelled_lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        cancelled_lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_lines", b"cancelled_lines", "purchase_order_id", b"purchase_order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrderCancelled: _TypeAlias = PurchaseOrderCancelled  # noqa: Y015
 
 @_typing.final
 class OrderRouted(_message.Message):

@@ -27,33 +27,53 @@ from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 from pulsestock.v1 import fulfillment_events_pb2 as pulsestock_dot_v1_dot_fulfillment__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpulsestock/v1/fulfillment.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\x1a&pulsestock/v1/fulfillment_events.proto\"*\n\x1bGetReplenishmentPlanRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"`\n\x1cGetReplenishmentPlanResponse\x12@\n\x0frecommendations\x18\x01 \x03(\x0b\x32\'.pulsestock.v1.ReplenishmentRecommended\"\xa1\x01\n\x1a\x43reatePurchaseOrderRequest\x12\x13\n\x0bsupplier_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\'\n\x05lines\x18\x03 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0b\x65xpected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x1b\x43reatePurchaseOrderResponse\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\"a\n\x1bReceivePurchaseOrderRequest\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\"\x1e\n\x1cReceivePurchaseOrderResponse\"\x95\x01\n\x11RouteOrderRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\'\n\x05lines\x18\x03 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12\x14\n\x0c\x62uyer_region\x18\x04 \x01(\t\"*\n\x12RouteOrderResponse\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\"#\n\x14PlanTransfersRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"J\n\x15PlanTransfersResponse\x12\x31\n\ttransfers\x18\x01 \x03(\x0b\x32\x1e.pulsestock.v1.TransferPlanned2\x93\x04\n\x12\x46ulfillmentService\x12o\n\x14GetReplenishmentPlan\x12*.pulsestock.v1.GetReplenishmentPlanRequest\x1a+.pulsestock.v1.GetReplenishmentPlanResponse\x12l\n\x13\x43reatePurchaseOrder\x12).pulsestock.v1.CreatePurchaseOrderRequest\x1a*.pulsestock.v1.CreatePurchaseOrderResponse\x12o\n\x14ReceivePurchaseOrder\x12*.pulsestock.v1.ReceivePurchaseOrderRequest\x1a+.pulsestock.v1.ReceivePurchaseOrderResponse\x12Q\n\nRouteOrder\x12 .pulsestock.v1.RouteOrderRequest\x1a!.pulsestock.v1.RouteOrderResponse\x12Z\n\rPlanTransfers\x12#.pulsestock.v1.PlanTransfersRequest\x1a$.pulsestock.v1.PlanTransfersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpulsestock/v1/fulfillment.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\x1a&pulsestock/v1/fulfillment_events.proto\"*\n\x1bGetReplenishmentPlanRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"`\n\x1cGetReplenishmentPlanResponse\x12@\n\x0frecommendations\x18\x01 \x03(\x0b\x32\'.pulsestock.v1.ReplenishmentRecommended\"\xb5\x01\n\x1a\x43reatePurchaseOrderRequest\x12\x13\n\x0bsupplier_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\'\n\x05lines\x18\x03 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0b\x65xpected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"n\n\x1b\x43reatePurchaseOrderResponse\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x34\n\x0epurchase_order\x18\x02 \x01(\x0b\x32\x1c.pulsestock.v1.PurchaseOrder\"u\n\x1bReceivePurchaseOrderRequest\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12\x12\n\nreceipt_id\x18\x03 \x01(\t\"T\n\x1cReceivePurchaseOrderResponse\x12\x34\n\x0epurchase_order\x18\x01 \x01(\x0b\x32\x1c.pulsestock.v1.PurchaseOrder\"A\n\x14PurchaseOrderCommand\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x15PurchaseOrderResponse\x12\x34\n\x0epurchase_order\x18\x01 \x01(\x0b\x32\x1c.pulsestock.v1.PurchaseOrder\"Q\n\x11PurchaseOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07ordered\x18\x02 \x01(\x03\x12\x10\n\x08received\x18\x03 \x01(\x03\x12\x0c\n\x04open\x18\x04 \x01(\x03\"\xdc\x02\n\rPurchaseOrder\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x13\n\x0bsupplier_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\x32\n\x06status\x18\x04 \x01(\x0e\x32\".pulsestock.v1.PurchaseOrderStatus\x12/\n\x05lines\x18\x05 \x03(\x0b\x32 .pulsestock.v1.PurchaseOrderLine\x12/\n\x0b\x65xpected_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\t \x01(\x03\"4\n\x17GetPurchaseOrderRequest\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\"~\n\x19PurchaseOrderHistoryEntry\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tdata_json\x18\x04 \x01(\t\"\x8b\x01\n\x18GetPurchaseOrderResponse\x12\x34\n\x0epurchase_order\x18\x01 \x01(\x0b\x32\x1c.pulsestock.v1.PurchaseOrder\x12\x39\n\x07history\x18\x02 \x03(\x0b\x32(.pulsestock.v1.PurchaseOrderHistoryEntry\"\x85\x01\n\x19ListPurchaseOrdersRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x34\n\x08statuses\x18\x02 \x03(\x0e\x32\".pulsestock.v1.PurchaseOrderStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x1aListPurchaseOrdersResponse\x12\x35\n\x0fpurchase_orders\x18\x01 \x03(\x0b\x32\x1c.pulsestock.v1.PurchaseOrder\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x11RouteOrderRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\'\n\x05lines\x18\x03 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12\x14\n\x0c\x62uyer_region\x18\x04 \x01(\t\"*\n\x12RouteOrderResponse\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\"#\n\x14PlanTransfersRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"J\n\x15PlanTransfersResponse\x12\x31\n\ttransfers\x18\x01 \x03(\x0b\x32\x1e.pulsestock.v1.TransferPlanned*\x9e\x02\n\x13PurchaseOrderStatus\x12%\n!PURCHASE_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPURCHASE_ORDER_STATUS_DRAFT\x10\x01\x12#\n\x1fPURCHASE_ORDER_STATUS_SUBMITTED\x10\x02\x12#\n\x1fPURCHASE_ORDER_STATUS_CONFIRMED\x10\x03\x12,\n(PURCHASE_ORDER_STATUS_PARTIALLY_RECEIVED\x10\x04\x12\"\n\x1ePURCHASE_ORDER_STATUS_RECEIVED\x10\x05\x12#\n\x1fPURCHASE_ORDER_STATUS_CANCELLED\x10\x06\x32\x8a\x08\n\x12\x46ulfillmentService\x12o\n\x14GetReplenishmentPlan\x12*.pulsestock.v1.GetReplenishmentPlanRequest\x1a+.pulsestock.v1.GetReplenishmentPlanResponse\x12l\n\x13\x43reatePurchaseOrder\x12).pulsestock.v1.CreatePurchaseOrderRequest\x1a*.pulsestock.v1.CreatePurchaseOrderResponse\x12o\n\x14ReceivePurchaseOrder\x12*.pulsestock.v1.ReceivePurchaseOrderRequest\x1a+.pulsestock.v1.ReceivePurchaseOrderResponse\x12Q\n\nRouteOrder\x12 .pulsestock.v1.RouteOrderRequest\x1a!.pulsestock.v1.RouteOrderResponse\x12Z\n\rPlanTransfers\x12#.pulsestock.v1.PlanTransfersRequest\x1a$.pulsestock.v1.PlanTransfersResponse\x12`\n\x13SubmitPurchaseOrder\x12#.pulsestock.v1.PurchaseOrderCommand\x1a$.pulsestock.v1.PurchaseOrderResponse\x12\x61\n\x14\x43onfirmPurchaseOrder\x12#.pulsestock.v1.PurchaseOrderCommand\x1a$.pulsestock.v1.PurchaseOrderResponse\x12`\n\x13\x43\x61ncelPurchaseOrder\x12#.pulsestock.v1.PurchaseOrderCommand\x1a$.pulsestock.v1.PurchaseOrderResponse\x12\x63\n\x10GetPurchaseOrder\x12&.pulsestock.v1.GetPurchaseOrderRequest\x1a\'.pulsestock.v1.GetPurchaseOrderResponse\x12i\n\x12ListPurchaseOrders\x12(.pulsestock.v1.ListPurchaseOrdersRequest\x1a).pulsestock.v1.ListPurchaseOrdersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pulsestock.v1.fulfillment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PURCHASEORDERSTATUS']._serialized_start=2254
+  _globals['_PURCHASEORDERSTATUS']._serialized_end=2540
   _globals['_GETREPLENISHMENTPLANREQUEST']._serialized_start=151
   _globals['_GETREPLENISHMENTPLANREQUEST']._serialized_end=193
   _globals['_GETREPLENISHMENTPLANRESPONSE']._serialized_start=195
   _globals['_GETREPLENISHMENTPLANRESPONSE']._serialized_end=291
   _globals['_CREATEPURCHASEORDERREQUEST']._serialized_start=294
-  _globals['_CREATEPURCHASEORDERREQUEST']._serialized_end=455
-  _globals['_CREATEPURCHASEORDERRESPONSE']._serialized_start=457
-  _globals['_CREATEPURCHASEORDERRESPONSE']._serialized_end=513
-  _globals['_RECEIVEPURCHASEORDERREQUEST']._serialized_start=515
-  _globals['_RECEIVEPURCHASEORDERREQUEST']._serialized_end=612
-  _globals['_RECEIVEPURCHASEORDERRESPONSE']._serialized_start=614
-  _globals['_RECEIVEPURCHASEORDERRESPONSE']._serialized_end=644
-  _globals['_ROUTEORDERREQUEST']._serialized_start=647
-  _globals['_ROUTEORDERREQUEST']._serialized_end=796
-  _globals['_ROUTEORDERRESPONSE']._serialized_start=798
-  _globals['_ROUTEORDERRESPONSE']._serialized_end=840
-  _globals['_PLANTRANSFERSREQUEST']._serialized_start=842
-  _globals['_PLANTRANSFERSREQUEST']._serialized_end=877
-  _globals['_PLANTRANSFERSRESPONSE']._serialized_start=879
-  _globals['_PLANTRANSFERSRESPONSE']._serialized_end=953
-  _globals['_FULFILLMENTSERVICE']._serialized_start=956
-  _globals['_FULFILLMENTSERVICE']._serialized_end=1487
+  _globals['_CREATEPURCHASEORDERREQUEST']._serialized_end=475
+  _globals['_CREATEPURCHASEORDERRESPONSE']._serialized_start=477
+  _globals['_CREATEPURCHASEORDERRESPONSE']._serialized_end=587
+  _globals['_RECEIVEPURCHASEORDERREQUEST']._serialized_start=589
+  _globals['_RECEIVEPURCHASEORDERREQUEST']._serialized_end=706
+  _globals['_RECEIVEPURCHASEORDERRESPONSE']._serialized_start=708
+  _globals['_RECEIVEPURCHASEORDERRESPONSE']._serialized_end=792
+  _globals['_PURCHASEORDERCOMMAND']._serialized_start=794
+  _globals['_PURCHASEORDERCOMMAND']._serialized_end=859
+  _globals['_PURCHASEORDERRESPONSE']._serialized_start=861
+  _globals['_PURCHASEORDERRESPONSE']._serialized_end=938
+  _globals['_PURCHASEORDERLINE']._serialized_start=940
+  _globals['_PURCHASEORDERLINE']._serialized_end=1021
+  _globals['_PURCHASEORDER']._serialized_start=1024
+  _globals['_PURCHASEORDER']._serialized_end=1372
+  _globals['_GETPURCHASEORDERREQUEST']._serialized_start=1374
+  _globals['_GETPURCHASEORDERREQUEST']._serialized_end=1426
+  _globals['_PURCHASEORDERHISTORYENTRY']._serialized_start=1428
+  _globals['_PURCHASEORDERHISTORYENTRY']._serialized_end=1554
+  _globals['_GETPURCHASEORDERRESPONSE']._serialized_start=1557
+  _globals['_GETPURCHASEORDERRESPONSE']._serialized_end=1696
+  _globals['_LISTPURCHASEORDERSREQUEST']._serialized_start=1699
+  _globals['_LISTPURCHASEORDERSREQUEST']._serialized_end=1832
+  _globals['_LISTPURCHASEORDERSRESPONSE']._serialized_start=1834
+  _globals['_LISTPURCHASEORDERSRESPONSE']._serialized_end=1942
+  _globals['_ROUTEORDERREQUEST']._serialized_start=1945
+  _globals['_ROUTEORDERREQUEST']._serialized_end=2094
+  _globals['_ROUTEORDERRESPONSE']._serialized_start=2096
+  _globals['_ROUTEORDERRESPONSE']._serialized_end=2138
+  _globals['_PLANTRANSFERSREQUEST']._serialized_start=2140
+  _globals['_PLANTRANSFERSREQUEST']._serialized_end=2175
+  _globals['_PLANTRANSFERSRESPONSE']._serialized_start=2177
+  _globals['_PLANTRANSFERSRESPONSE']._serialized_end=2251
+  _globals['_FULFILLMENTSERVICE']._serialized_start=2543
+  _globals['_FULFILLMENTSERVICE']._serialized_end=3577
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pulsestock.v1 import common_pb2 as _common_pb2
 from pulsestock.v1 import fulfillment_events_pb2 as _fulfillment_events_pb2
 import builtins as _builtins
@@ -20,6 +21,31 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PurchaseOrderStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PurchaseOrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PurchaseOrderStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PURCHASE_ORDER_STATUS_UNSPECIFIED: _PurchaseOrderStatus.ValueType  # 0
+    PURCHASE_ORDER_STATUS_DRAFT: _PurchaseOrderStatus.ValueType  # 1
+    PURCHASE_ORDER_STATUS_SUBMITTED: _PurchaseOrderStatus.ValueType  # 2
+    PURCHASE_ORDER_STATUS_CONFIRMED: _PurchaseOrderStatus.ValueType  # 3
+    PURCHASE_ORDER_STATUS_PARTIALLY_RECEIVED: _PurchaseOrderStatus.ValueType  # 4
+    PURCHASE_ORDER_STATUS_RECEIVED: _PurchaseOrderStatus.ValueType  # 5
+    PURCHASE_ORDER_STATUS_CANCELLED: _PurchaseOrderStatus.ValueType  # 6
+
+class PurchaseOrderStatus(_PurchaseOrderStatus, metaclass=_PurchaseOrderStatusEnumTypeWrapper): ...
+
+PURCHASE_ORDER_STATUS_UNSPECIFIED: PurchaseOrderStatus.ValueType  # 0
+PURCHASE_ORDER_STATUS_DRAFT: PurchaseOrderStatus.ValueType  # 1
+PURCHASE_ORDER_STATUS_SUBMITTED: PurchaseOrderStatus.ValueType  # 2
+PURCHASE_ORDER_STATUS_CONFIRMED: PurchaseOrderStatus.ValueType  # 3
+PURCHASE_ORDER_STATUS_PARTIALLY_RECEIVED: PurchaseOrderStatus.ValueType  # 4
+PURCHASE_ORDER_STATUS_RECEIVED: PurchaseOrderStatus.ValueType  # 5
+PURCHASE_ORDER_STATUS_CANCELLED: PurchaseOrderStatus.ValueType  # 6
+Global___PurchaseOrderStatus: _TypeAlias = PurchaseOrderStatus  # noqa: Y015
 
 @_typing.final
 class GetReplenishmentPlanRequest(_message.Message):
@@ -68,8 +94,13 @@ class CreatePurchaseOrderRequest(_message.Message):
     WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     EXPECTED_AT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     supplier_id: _builtins.str
     warehouse_id: _builtins.str
+    request_id: _builtins.str
+    """Idempotency key: the same request_id always answers the same purchase order (a double
+    click creates one). Empty: a new purchase order each call.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     @_builtins.property
@@ -81,10 +112,11 @@ class CreatePurchaseOrderRequest(_message.Message):
         warehouse_id: _builtins.str = ...,
         lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
         expected_at: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expected_at", b"expected_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_at", b"expected_at", "lines", b"lines", "supplier_id", b"supplier_id", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_at", b"expected_at", "lines", b"lines", "request_id", b"request_id", "supplier_id", b"supplier_id", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -92,6 +124,197 @@ Global___CreatePurchaseOrderRequest: _TypeAlias = CreatePurchaseOrderRequest  # 
 
 @_typing.final
 class CreatePurchaseOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    @_builtins.property
+    def purchase_order(self) -> Global___PurchaseOrder: ...
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        purchase_order: Global___PurchaseOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order", "purchase_order_id", b"purchase_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePurchaseOrderResponse: _TypeAlias = CreatePurchaseOrderResponse  # noqa: Y015
+
+@_typing.final
+class ReceivePurchaseOrderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    receipt_id: _builtins.str
+    """Identifies this receipt (e.g. the warehouse's goods-received note): receiving the same
+    receipt_id again records nothing more. Required.
+    """
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
+        receipt_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "purchase_order_id", b"purchase_order_id", "receipt_id", b"receipt_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivePurchaseOrderRequest: _TypeAlias = ReceivePurchaseOrderRequest  # noqa: Y015
+
+@_typing.final
+class ReceivePurchaseOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def purchase_order(self) -> Global___PurchaseOrder: ...
+    def __init__(
+        self,
+        *,
+        purchase_order: Global___PurchaseOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivePurchaseOrderResponse: _TypeAlias = ReceivePurchaseOrderResponse  # noqa: Y015
+
+@_typing.final
+class PurchaseOrderCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchase_order_id", b"purchase_order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrderCommand: _TypeAlias = PurchaseOrderCommand  # noqa: Y015
+
+@_typing.final
+class PurchaseOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def purchase_order(self) -> Global___PurchaseOrder: ...
+    def __init__(
+        self,
+        *,
+        purchase_order: Global___PurchaseOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrderResponse: _TypeAlias = PurchaseOrderResponse  # noqa: Y015
+
+@_typing.final
+class PurchaseOrderLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    ORDERED_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    ordered: _builtins.int
+    received: _builtins.int
+    open: _builtins.int
+    """Ordered but neither received nor cancelled."""
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        ordered: _builtins.int = ...,
+        received: _builtins.int = ...,
+        open: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open", b"open", "ordered", b"ordered", "received", b"received", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrderLine: _TypeAlias = PurchaseOrderLine  # noqa: Y015
+
+@_typing.final
+class PurchaseOrder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    SUPPLIER_ID_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    EXPECTED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    purchase_order_id: _builtins.str
+    supplier_id: _builtins.str
+    warehouse_id: _builtins.str
+    status: Global___PurchaseOrderStatus.ValueType
+    version: _builtins.int
+    """The purchase order's stream version (one per event)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseOrderLine]: ...
+    @_builtins.property
+    def expected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        purchase_order_id: _builtins.str = ...,
+        supplier_id: _builtins.str = ...,
+        warehouse_id: _builtins.str = ...,
+        status: Global___PurchaseOrderStatus.ValueType = ...,
+        lines: _abc.Iterable[Global___PurchaseOrderLine] | None = ...,
+        expected_at: _timestamp_pb2.Timestamp | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expected_at", b"expected_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expected_at", b"expected_at", "lines", b"lines", "purchase_order_id", b"purchase_order_id", "status", b"status", "supplier_id", b"supplier_id", "updated_at", b"updated_at", "version", b"version", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseOrder: _TypeAlias = PurchaseOrder  # noqa: Y015
+
+@_typing.final
+class GetPurchaseOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -107,45 +330,114 @@ class CreatePurchaseOrderResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CreatePurchaseOrderResponse: _TypeAlias = CreatePurchaseOrderResponse  # noqa: Y015
+Global___GetPurchaseOrderRequest: _TypeAlias = GetPurchaseOrderRequest  # noqa: Y015
 
 @_typing.final
-class ReceivePurchaseOrderRequest(_message.Message):
+class PurchaseOrderHistoryEntry(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
-    LINES_FIELD_NUMBER: _builtins.int
-    purchase_order_id: _builtins.str
+    VERSION_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    type: _builtins.str
+    data_json: _builtins.str
+    """The event as JSON (proto3 JSON mapping)."""
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
-        purchase_order_id: _builtins.str = ...,
-        lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
+        version: _builtins.int = ...,
+        type: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        data_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "purchase_order_id", b"purchase_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "recorded_at", b"recorded_at", "type", b"type", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReceivePurchaseOrderRequest: _TypeAlias = ReceivePurchaseOrderRequest  # noqa: Y015
+Global___PurchaseOrderHistoryEntry: _TypeAlias = PurchaseOrderHistoryEntry  # noqa: Y015
 
 @_typing.final
-class ReceivePurchaseOrderResponse(_message.Message):
+class GetPurchaseOrderResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PURCHASE_ORDER_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def purchase_order(self) -> Global___PurchaseOrder: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseOrderHistoryEntry]: ...
     def __init__(
         self,
+        *,
+        purchase_order: Global___PurchaseOrder | None = ...,
+        history: _abc.Iterable[Global___PurchaseOrderHistoryEntry] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purchase_order", b"purchase_order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "purchase_order", b"purchase_order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReceivePurchaseOrderResponse: _TypeAlias = ReceivePurchaseOrderResponse  # noqa: Y015
+Global___GetPurchaseOrderResponse: _TypeAlias = GetPurchaseOrderResponse  # noqa: Y015
+
+@_typing.final
+class ListPurchaseOrdersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """Filters; empty matches all."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___PurchaseOrderStatus.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___PurchaseOrderStatus.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "sku", b"sku", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPurchaseOrdersRequest: _TypeAlias = ListPurchaseOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListPurchaseOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ORDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def purchase_orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseOrder]: ...
+    def __init__(
+        self,
+        *,
+        purchase_orders: _abc.Iterable[Global___PurchaseOrder] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "purchase_orders", b"purchase_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPurchaseOrdersResponse: _TypeAlias = ListPurchaseOrdersResponse  # noqa: Y015
 
 @_typing.final
 class RouteOrderRequest(_message.Message):

@@ -60,6 +60,31 @@ class FulfillmentServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersResponse.FromString,
                 _registered_method=True)
+        self.SubmitPurchaseOrder = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/SubmitPurchaseOrder',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.FromString,
+                _registered_method=True)
+        self.ConfirmPurchaseOrder = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/ConfirmPurchaseOrder',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.FromString,
+                _registered_method=True)
+        self.CancelPurchaseOrder = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/CancelPurchaseOrder',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.FromString,
+                _registered_method=True)
+        self.GetPurchaseOrder = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/GetPurchaseOrder',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetPurchaseOrderRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetPurchaseOrderResponse.FromString,
+                _registered_method=True)
+        self.ListPurchaseOrders = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/ListPurchaseOrders',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -96,6 +121,38 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitPurchaseOrder(self, request, context):
+        """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
+        received, or cancelled (what remains after a partial receipt).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmPurchaseOrder(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPurchaseOrder(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPurchaseOrder(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPurchaseOrders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +180,31 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.PlanTransfers,
                     request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersResponse.SerializeToString,
+            ),
+            'SubmitPurchaseOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPurchaseOrder,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.SerializeToString,
+            ),
+            'ConfirmPurchaseOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPurchaseOrder,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.SerializeToString,
+            ),
+            'CancelPurchaseOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPurchaseOrder,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.SerializeToString,
+            ),
+            'GetPurchaseOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPurchaseOrder,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetPurchaseOrderRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetPurchaseOrderResponse.SerializeToString,
+            ),
+            'ListPurchaseOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPurchaseOrders,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +343,141 @@ class FulfillmentService:
             '/pulsestock.v1.FulfillmentService/PlanTransfers',
             pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersRequest.SerializeToString,
             pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitPurchaseOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/SubmitPurchaseOrder',
+            pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPurchaseOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/ConfirmPurchaseOrder',
+            pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPurchaseOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/CancelPurchaseOrder',
+            pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPurchaseOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/GetPurchaseOrder',
+            pulsestock_dot_v1_dot_fulfillment__pb2.GetPurchaseOrderRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.GetPurchaseOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPurchaseOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/ListPurchaseOrders',
+            pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,14 @@ class FulfillmentServiceStub:
     ReceivePurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ReceivePurchaseOrderRequest, _fulfillment_pb2.ReceivePurchaseOrderResponse]
     RouteOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.RouteOrderRequest, _fulfillment_pb2.RouteOrderResponse]
     PlanTransfers: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PlanTransfersRequest, _fulfillment_pb2.PlanTransfersResponse]
+    SubmitPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]
+    """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
+    received, or cancelled (what remains after a partial receipt).
+    """
+    ConfirmPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]
+    CancelPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]
+    GetPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetPurchaseOrderRequest, _fulfillment_pb2.GetPurchaseOrderResponse]
+    ListPurchaseOrders: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListPurchaseOrdersRequest, _fulfillment_pb2.ListPurchaseOrdersResponse]
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -49,6 +57,14 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     ReceivePurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ReceivePurchaseOrderRequest, _fulfillment_pb2.ReceivePurchaseOrderResponse]  # type: ignore[assignment]
     RouteOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.RouteOrderRequest, _fulfillment_pb2.RouteOrderResponse]  # type: ignore[assignment]
     PlanTransfers: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PlanTransfersRequest, _fulfillment_pb2.PlanTransfersResponse]  # type: ignore[assignment]
+    SubmitPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]  # type: ignore[assignment]
+    """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
+    received, or cancelled (what remains after a partial receipt).
+    """
+    ConfirmPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]  # type: ignore[assignment]
+    CancelPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]  # type: ignore[assignment]
+    GetPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetPurchaseOrderRequest, _fulfillment_pb2.GetPurchaseOrderResponse]  # type: ignore[assignment]
+    ListPurchaseOrders: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListPurchaseOrdersRequest, _fulfillment_pb2.ListPurchaseOrdersResponse]  # type: ignore[assignment]
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Replenishment plans, purchase orders, order routing and transfers."""
@@ -87,5 +103,43 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfillment_pb2.PlanTransfersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.PlanTransfersResponse, _abc.Awaitable[_fulfillment_pb2.PlanTransfersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SubmitPurchaseOrder(
+        self,
+        request: _fulfillment_pb2.PurchaseOrderCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.PurchaseOrderResponse, _abc.Awaitable[_fulfillment_pb2.PurchaseOrderResponse]]:
+        """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
+        received, or cancelled (what remains after a partial receipt).
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmPurchaseOrder(
+        self,
+        request: _fulfillment_pb2.PurchaseOrderCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.PurchaseOrderResponse, _abc.Awaitable[_fulfillment_pb2.PurchaseOrderResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelPurchaseOrder(
+        self,
+        request: _fulfillment_pb2.PurchaseOrderCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.PurchaseOrderResponse, _abc.Awaitable[_fulfillment_pb2.PurchaseOrderResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPurchaseOrder(
+        self,
+        request: _fulfillment_pb2.GetPurchaseOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.GetPurchaseOrderResponse, _abc.Awaitable[_fulfillment_pb2.GetPurchaseOrderResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPurchaseOrders(
+        self,
+        request: _fulfillment_pb2.ListPurchaseOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ListPurchaseOrdersResponse, _abc.Awaitable[_fulfillment_pb2.ListPurchaseOrdersResponse]]: ...
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,7 +1,122 @@
-"""The FulfillmentService gRPC servicer. Its RPCs answer UNIMPLEMENTED until their issues land."""
+"""The FulfillmentService gRPC servicer. Purchase orders are served; the RPCs whose parts of
+the fulfillment issue have not landed (replenishment plans, routing, transfers) answer
+UNIMPLEMENTED, as the generated base class does."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+from pulsestock.errors import Validator
+from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders, to_message
+from pulsestock.fulfillment.domain import purchase_orders as po_domain
+from pulsestock.ids import ID_RULE, valid_id
+from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1 import fulfillment_pb2_grpc
+
+Clock = Callable[[], datetime]
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 100
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
-    """RPCs not built yet answer UNIMPLEMENTED: the generated base class does that."""
+    def __init__(self, orders: PurchaseOrders, clock: Clock = _wall_clock) -> None:
+        self.orders = orders
+        self.clock = clock
+
+    async def CreatePurchaseOrder(
+        self, request: pb.CreatePurchaseOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreatePurchaseOrderResponse:
+        expected_at = (
+            request.expected_at.ToDatetime(tzinfo=UTC) if request.HasField("expected_at") else None
+        )
+        po = await self.orders.create(
+            request.request_id,
+            request.supplier_id,
+            request.warehouse_id,
+            list(request.lines),
+            expected_at,
+            self.clock(),
+        )
+        return pb.CreatePurchaseOrderResponse(
+            purchase_order_id=po.purchase_order_id, purchase_order=to_message(po)
+        )
+
+    async def SubmitPurchaseOrder(
+        self, request: pb.PurchaseOrderCommand, context: grpc.aio.ServicerContext
+    ) -> pb.PurchaseOrderResponse:
+        now = self.clock()
+        po = await self.orders.execute(
+            request.purchase_order_id, lambda po: po_domain.submit(po, now)
+        )
+        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
+
+    async def ConfirmPurchaseOrder(
+        self, request: pb.PurchaseOrderCommand, context: grpc.aio.ServicerContext
+    ) -> pb.PurchaseOrderResponse:
+        now = self.clock()
+        po = await self.orders.execute(
+            request.purchase_order_id, lambda po: po_domain.confirm(po, now)
+        )
+        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
+
+    async def CancelPurchaseOrder(
+        self, request: pb.PurchaseOrderCommand, context: grpc.aio.ServicerContext
+    ) -> pb.PurchaseOrderResponse:
+        now = self.clock()
+        po = await self.orders.execute(
+            request.purchase_order_id, lambda po: po_domain.cancel(po, request.reason, now)
+        )
+        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
+
+    async def ReceivePurchaseOrder(
+        self, request: pb.ReceivePurchaseOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceivePurchaseOrderResponse:
+        now = self.clock()
+        lines = list(request.lines)
+        # Bad input is refused before anything is read or written.
+        po_domain.check_receipt(request.receipt_id, lines)
+        po = await self.orders.execute(
+            request.purchase_order_id,
+            lambda po: po_domain.receive(po, request.receipt_id, lines, now),
+        )
+        return pb.ReceivePurchaseOrderResponse(purchase_order=to_message(po))
+
+    async def GetPurchaseOrder(
+        self, request: pb.GetPurchaseOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPurchaseOrderResponse:
+        po = await self.orders.existing(request.purchase_order_id)
+        return pb.GetPurchaseOrderResponse(
+            purchase_order=to_message(po),
+            history=await self.orders.history(request.purchase_order_id),
+        )
+
+    async def ListPurchaseOrders(
+        self, request: pb.ListPurchaseOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPurchaseOrdersResponse:
+        v = Validator()
+        if request.sku:
+            v.check(valid_id(request.sku), "sku", ID_RULE)
+        v.check(
+            0 <= request.page_size <= MAX_PAGE_SIZE,
+            "page_size",
+            f"must be between 0 and {MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})",
+        )
+        known = {status.value for status in po_domain.PoStatus}
+        for index, status in enumerate(request.statuses):
+            v.check(status in known, f"statuses[{index}]", "is not a purchase order status")
+        if request.page_token:
+            v.check(valid_id(request.page_token), "page_token", "is not a token this API gave")
+        v.raise_if_invalid()
+        orders, token = await self.orders.list(
+            request.sku,
+            list(request.statuses),
+            request.page_size or DEFAULT_PAGE_SIZE,
+            request.page_token,
+        )
+        return pb.ListPurchaseOrdersResponse(purchase_orders=orders, next_page_token=token)

@@ -1,0 +1,67 @@
+"""inventory-sync as fulfillment calls it: a gRPC client of its public API (never its tables)."""
+
+from __future__ import annotations
+
+import grpc
+from pulsestock.grpckit.client import insecure_channel
+from pulsestock.v1 import inventory_sync_pb2 as inv
+from pulsestock.v1 import inventory_sync_pb2_grpc
+
+SERVICE = "pulsestock.v1.InventorySyncService"
+CALL_TIMEOUT_S = 10.0
+# What says "try again later" (the call may or may not have been applied: the command id
+# makes the retry safe); anything else is inventory-sync refusing the command for good.
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+
+
+class StockRefused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code, self.message = code, message
+
+
+class StockUnavailable(Exception):
+    """inventory-sync could not be reached or answered a transient failure: retry later."""
+
+
+class InventorySyncClient:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: grpc.aio.Channel | None = None
+
+    def _stub(self) -> inventory_sync_pb2_grpc.InventorySyncServiceStub:
+        if self._channel is None:
+            self._channel = insecure_channel(self.address, [SERVICE])
+        return inventory_sync_pb2_grpc.InventorySyncServiceStub(self._channel)
+
+    async def receive(
+        self, sku: str, warehouse_id: str, quantity: int, source: str, command_id: str
+    ) -> None:
+        request = inv.ReceiveRequest(
+            sku=sku,
+            warehouse_id=warehouse_id,
+            quantity=quantity,
+            source=source,
+            command_id=command_id,
+        )
+        try:
+            await self._stub().Receive(request, timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in TRANSIENT:
+                raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
+            raise StockRefused(error.code(), error.details() or "") from error
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
