@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&pulsestock/v1/fulfillment_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\x90\x01\n\x18ReplenishmentRecommended\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\x08order_by\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trationale\x18\x05 \x01(\t\"\xe6\x01\n\x14PurchaseOrderCreated\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x13\n\x0bsupplier_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\'\n\x05lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0b\x65xpected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x15PurchaseOrderReceived\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreceipt_id\x18\x04 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x05 \x01(\t\"[\n\x16PurchaseOrderSubmitted\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x16PurchaseOrderConfirmed\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x01\n\x16PurchaseOrderCancelled\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x31\n\x0f\x63\x61ncelled_lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\"\x8e\x01\n\x0bOrderRouted\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x0fTransferPlanned\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x19\n\x11\x66rom_warehouse_id\x18\x03 \x01(\t\x12\x17\n\x0fto_warehouse_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&pulsestock/v1/fulfillment_events.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"\x8e\x03\n\x18ReplenishmentRecommended\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\x08order_by\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trationale\x18\x05 \x01(\t\x12\x19\n\x11recommendation_id\x18\x06 \x01(\t\x12/\n\x0breviewed_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07trigger\x18\x08 \x01(\t\x12\x13\n\x0bsupplier_id\x18\t \x01(\t\x12\x0c\n\x04mode\x18\n \x01(\t\x12\x30\n\x07options\x18\x0b \x03(\x0b\x32\x1f.pulsestock.v1.OptionConsidered\x12\x32\n\x0e\x66orecast_as_of\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66orecast_model\x18\r \x01(\t\"\x9f\x02\n\x10OptionConsidered\x12\x13\n\x0bsupplier_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12(\n\x06window\x18\x04 \x01(\x0b\x32\x18.pulsestock.v1.TimeRange\x12/\n\x0eneed_quantiles\x18\x05 \x03(\x0b\x32\x17.pulsestock.v1.Quantile\x12\x1a\n\x12inventory_position\x18\x06 \x01(\x01\x12\x1c\n\x14\x65xpected_lost_margin\x18\x07 \x01(\x01\x12\x1e\n\x16\x65xpected_leftover_cost\x18\x08 \x01(\x01\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x11\n\tunit_cost\x18\n \x01(\x01\")\n\rLeadTimeHours\x12\x0c\n\x04mean\x18\x01 \x01(\x01\x12\n\n\x02sd\x18\x02 \x01(\x01\"\xa4\x01\n\x15LeadTimeOptionProfile\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x35\n\x0flead_time_hours\x18\x02 \x01(\x0b\x32\x1c.pulsestock.v1.LeadTimeHours\x12\x11\n\tunit_cost\x18\x03 \x01(\x01\x12\x0b\n\x03moq\x18\x04 \x01(\x03\x12\x11\n\tcase_pack\x18\x05 \x01(\x03\x12\x13\n\x0b\x64\x65livers_to\x18\x06 \x03(\t\"]\n\x0fSupplierProfile\x12\x13\n\x0bsupplier_id\x18\x01 \x01(\t\x12\x35\n\x07options\x18\x02 \x03(\x0b\x32$.pulsestock.v1.LeadTimeOptionProfile\"^\n\x13TransferLaneProfile\x12\x17\n\x0fto_warehouse_id\x18\x01 \x01(\t\x12\x17\n\x0flead_time_hours\x18\x02 \x01(\x01\x12\x15\n\rcost_per_unit\x18\x03 \x01(\x01\"\xa3\x01\n\x10WarehouseProfile\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12(\n\x08\x63hannels\x18\x04 \x03(\x0e\x32\x16.pulsestock.v1.Channel\x12\x31\n\x05lanes\x18\x05 \x03(\x0b\x32\".pulsestock.v1.TransferLaneProfile\"\xcc\x01\n\x0cSkuEconomics\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\x01\x12\x11\n\tunit_cost\x18\x03 \x01(\x01\x12\x0f\n\x07salvage\x18\x04 \x01(\x01\x12\x1c\n\x14holding_per_unit_day\x18\x05 \x01(\x01\x12\x1c\n\x14target_service_level\x18\x06 \x01(\x01\x12\x14\n\x0cwarehouse_id\x18\x07 \x01(\t\x12\x14\n\x0csupplier_ids\x18\x08 \x03(\t\x12\x14\n\x0c\x61uto_approve\x18\t \x01(\x08\"B\n\x0cWarehouseSet\x12\x32\n\twarehouse\x18\x01 \x01(\x0b\x32\x1f.pulsestock.v1.WarehouseProfile\"?\n\x0bSupplierSet\x12\x30\n\x08supplier\x18\x01 \x01(\x0b\x32\x1e.pulsestock.v1.SupplierProfile\"A\n\x0fSkuEconomicsSet\x12.\n\teconomics\x18\x01 \x01(\x0b\x32\x1b.pulsestock.v1.SkuEconomics\"\x83\x01\n\x16RecommendationApproved\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x19\n\x11purchase_order_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x01\n\x14PurchaseOrderCreated\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\x13\n\x0bsupplier_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\'\n\x05lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0b\x65xpected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x15PurchaseOrderReceived\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreceipt_id\x18\x04 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x05 \x01(\t\"[\n\x16PurchaseOrderSubmitted\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x16PurchaseOrderConfirmed\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x01\n\x16PurchaseOrderCancelled\x12\x19\n\x11purchase_order_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x31\n\x0f\x63\x61ncelled_lines\x18\x04 \x03(\x0b\x32\x18.pulsestock.v1.OrderLine\"\x8e\x01\n\x0bOrderRouted\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x0fTransferPlanned\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x19\n\x11\x66rom_warehouse_id\x18\x03 \x01(\t\x12\x17\n\x0fto_warehouse_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pulsestock.v1.fulfillment_e
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REPLENISHMENTRECOMMENDED']._serialized_start=119
-  _globals['_REPLENISHMENTRECOMMENDED']._serialized_end=263
-  _globals['_PURCHASEORDERCREATED']._serialized_start=266
-  _globals['_PURCHASEORDERCREATED']._serialized_end=496
-  _globals['_PURCHASEORDERRECEIVED']._serialized_start=499
-  _globals['_PURCHASEORDERRECEIVED']._serialized_end=681
-  _globals['_PURCHASEORDERSUBMITTED']._serialized_start=683
-  _globals['_PURCHASEORDERSUBMITTED']._serialized_end=774
-  _globals['_PURCHASEORDERCONFIRMED']._serialized_start=776
-  _globals['_PURCHASEORDERCONFIRMED']._serialized_end=867
-  _globals['_PURCHASEORDERCANCELLED']._serialized_start=870
-  _globals['_PURCHASEORDERCANCELLED']._serialized_end=1028
-  _globals['_ORDERROUTED']._serialized_start=1031
-  _globals['_ORDERROUTED']._serialized_end=1173
-  _globals['_TRANSFERPLANNED']._serialized_start=1175
-  _globals['_TRANSFERPLANNED']._serialized_end=1296
+  _globals['_REPLENISHMENTRECOMMENDED']._serialized_end=517
+  _globals['_OPTIONCONSIDERED']._serialized_start=520
+  _globals['_OPTIONCONSIDERED']._serialized_end=807
+  _globals['_LEADTIMEHOURS']._serialized_start=809
+  _globals['_LEADTIMEHOURS']._serialized_end=850
+  _globals['_LEADTIMEOPTIONPROFILE']._serialized_start=853
+  _globals['_LEADTIMEOPTIONPROFILE']._serialized_end=1017
+  _globals['_SUPPLIERPROFILE']._serialized_start=1019
+  _globals['_SUPPLIERPROFILE']._serialized_end=1112
+  _globals['_TRANSFERLANEPROFILE']._serialized_start=1114
+  _globals['_TRANSFERLANEPROFILE']._serialized_end=1208
+  _globals['_WAREHOUSEPROFILE']._serialized_start=1211
+  _globals['_WAREHOUSEPROFILE']._serialized_end=1374
+  _globals['_SKUECONOMICS']._serialized_start=1377
+  _globals['_SKUECONOMICS']._serialized_end=1581
+  _globals['_WAREHOUSESET']._serialized_start=1583
+  _globals['_WAREHOUSESET']._serialized_end=1649
+  _globals['_SUPPLIERSET']._serialized_start=1651
+  _globals['_SUPPLIERSET']._serialized_end=1714
+  _globals['_SKUECONOMICSSET']._serialized_start=1716
+  _globals['_SKUECONOMICSSET']._serialized_end=1781
+  _globals['_RECOMMENDATIONAPPROVED']._serialized_start=1784
+  _globals['_RECOMMENDATIONAPPROVED']._serialized_end=1915
+  _globals['_PURCHASEORDERCREATED']._serialized_start=1918
+  _globals['_PURCHASEORDERCREATED']._serialized_end=2148
+  _globals['_PURCHASEORDERRECEIVED']._serialized_start=2151
+  _globals['_PURCHASEORDERRECEIVED']._serialized_end=2333
+  _globals['_PURCHASEORDERSUBMITTED']._serialized_start=2335
+  _globals['_PURCHASEORDERSUBMITTED']._serialized_end=2426
+  _globals['_PURCHASEORDERCONFIRMED']._serialized_start=2428
+  _globals['_PURCHASEORDERCONFIRMED']._serialized_end=2519
+  _globals['_PURCHASEORDERCANCELLED']._serialized_start=2522
+  _globals['_PURCHASEORDERCANCELLED']._serialized_end=2680
+  _globals['_ORDERROUTED']._serialized_start=2683
+  _globals['_ORDERROUTED']._serialized_end=2825
+  _globals['_TRANSFERPLANNED']._serialized_start=2827
+  _globals['_TRANSFERPLANNED']._serialized_end=2948
 # @@protoc_insertion_point(module_scope)

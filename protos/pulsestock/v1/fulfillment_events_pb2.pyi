@@ -29,12 +29,38 @@ class ReplenishmentRecommended(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
     RATIONALE_FIELD_NUMBER: _builtins.int
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    REVIEWED_AT_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    SUPPLIER_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    FORECAST_AS_OF_FIELD_NUMBER: _builtins.int
+    FORECAST_MODEL_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     warehouse_id: _builtins.str
     quantity: _builtins.int
+    """Units of the chosen option (0: order nothing now, with the reasons below)."""
     rationale: _builtins.str
+    recommendation_id: _builtins.str
+    trigger: _builtins.str
+    """What prompted the review: forecast_updated, schedule, requested."""
+    supplier_id: _builtins.str
+    """The option ordered most from (empty when nothing is ordered)."""
+    mode: _builtins.str
+    forecast_model: _builtins.str
     @_builtins.property
     def order_by(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reviewed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptionConsidered]:
+        """Every option considered, the chosen one among them."""
+
+    @_builtins.property
+    def forecast_as_of(self) -> _timestamp_pb2.Timestamp:
+        """The forecast the review used."""
+
     def __init__(
         self,
         *,
@@ -43,14 +69,349 @@ class ReplenishmentRecommended(_message.Message):
         quantity: _builtins.int = ...,
         order_by: _timestamp_pb2.Timestamp | None = ...,
         rationale: _builtins.str = ...,
+        recommendation_id: _builtins.str = ...,
+        reviewed_at: _timestamp_pb2.Timestamp | None = ...,
+        trigger: _builtins.str = ...,
+        supplier_id: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        options: _abc.Iterable[Global___OptionConsidered] | None = ...,
+        forecast_as_of: _timestamp_pb2.Timestamp | None = ...,
+        forecast_model: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_as_of", b"forecast_as_of", "order_by", b"order_by", "reviewed_at", b"reviewed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by", "quantity", b"quantity", "rationale", b"rationale", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast_as_of", b"forecast_as_of", "forecast_model", b"forecast_model", "mode", b"mode", "options", b"options", "order_by", b"order_by", "quantity", b"quantity", "rationale", b"rationale", "recommendation_id", b"recommendation_id", "reviewed_at", b"reviewed_at", "sku", b"sku", "supplier_id", b"supplier_id", "trigger", b"trigger", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplenishmentRecommended: _TypeAlias = ReplenishmentRecommended  # noqa: Y015
+
+@_typing.final
+class OptionConsidered(_message.Message):
+    """One lead-time option at one review: the window its shipment can serve, the net demand
+    quantiles it saw there and the newsvendor's trade-off.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLIER_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    NEED_QUANTILES_FIELD_NUMBER: _builtins.int
+    INVENTORY_POSITION_FIELD_NUMBER: _builtins.int
+    EXPECTED_LOST_MARGIN_FIELD_NUMBER: _builtins.int
+    EXPECTED_LEFTOVER_COST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    UNIT_COST_FIELD_NUMBER: _builtins.int
+    supplier_id: _builtins.str
+    mode: _builtins.str
+    quantity: _builtins.int
+    inventory_position: _builtins.float
+    expected_lost_margin: _builtins.float
+    expected_leftover_cost: _builtins.float
+    reason: _builtins.str
+    unit_cost: _builtins.float
+    @_builtins.property
+    def window(self) -> _common_pb2.TimeRange: ...
+    @_builtins.property
+    def need_quantiles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Quantile]: ...
+    def __init__(
+        self,
+        *,
+        supplier_id: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        window: _common_pb2.TimeRange | None = ...,
+        need_quantiles: _abc.Iterable[_common_pb2.Quantile] | None = ...,
+        inventory_position: _builtins.float = ...,
+        expected_lost_margin: _builtins.float = ...,
+        expected_leftover_cost: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        unit_cost: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_leftover_cost", b"expected_leftover_cost", "expected_lost_margin", b"expected_lost_margin", "inventory_position", b"inventory_position", "mode", b"mode", "need_quantiles", b"need_quantiles", "quantity", b"quantity", "reason", b"reason", "supplier_id", b"supplier_id", "unit_cost", b"unit_cost", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptionConsidered: _TypeAlias = OptionConsidered  # noqa: Y015
+
+@_typing.final
+class LeadTimeHours(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEAN_FIELD_NUMBER: _builtins.int
+    SD_FIELD_NUMBER: _builtins.int
+    mean: _builtins.float
+    sd: _builtins.float
+    def __init__(
+        self,
+        *,
+        mean: _builtins.float = ...,
+        sd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean", b"mean", "sd", b"sd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadTimeHours: _TypeAlias = LeadTimeHours  # noqa: Y015
+
+@_typing.final
+class LeadTimeOptionProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    LEAD_TIME_HOURS_FIELD_NUMBER: _builtins.int
+    UNIT_COST_FIELD_NUMBER: _builtins.int
+    MOQ_FIELD_NUMBER: _builtins.int
+    CASE_PACK_FIELD_NUMBER: _builtins.int
+    DELIVERS_TO_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    unit_cost: _builtins.float
+    moq: _builtins.int
+    case_pack: _builtins.int
+    @_builtins.property
+    def lead_time_hours(self) -> Global___LeadTimeHours: ...
+    @_builtins.property
+    def delivers_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        lead_time_hours: Global___LeadTimeHours | None = ...,
+        unit_cost: _builtins.float = ...,
+        moq: _builtins.int = ...,
+        case_pack: _builtins.int = ...,
+        delivers_to: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead_time_hours", b"lead_time_hours"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_pack", b"case_pack", "delivers_to", b"delivers_to", "lead_time_hours", b"lead_time_hours", "mode", b"mode", "moq", b"moq", "unit_cost", b"unit_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadTimeOptionProfile: _TypeAlias = LeadTimeOptionProfile  # noqa: Y015
+
+@_typing.final
+class SupplierProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLIER_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    supplier_id: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeadTimeOptionProfile]: ...
+    def __init__(
+        self,
+        *,
+        supplier_id: _builtins.str = ...,
+        options: _abc.Iterable[Global___LeadTimeOptionProfile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "supplier_id", b"supplier_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SupplierProfile: _TypeAlias = SupplierProfile  # noqa: Y015
+
+@_typing.final
+class TransferLaneProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    LEAD_TIME_HOURS_FIELD_NUMBER: _builtins.int
+    COST_PER_UNIT_FIELD_NUMBER: _builtins.int
+    to_warehouse_id: _builtins.str
+    lead_time_hours: _builtins.float
+    cost_per_unit: _builtins.float
+    def __init__(
+        self,
+        *,
+        to_warehouse_id: _builtins.str = ...,
+        lead_time_hours: _builtins.float = ...,
+        cost_per_unit: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_per_unit", b"cost_per_unit", "lead_time_hours", b"lead_time_hours", "to_warehouse_id", b"to_warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferLaneProfile: _TypeAlias = TransferLaneProfile  # noqa: Y015
+
+@_typing.final
+class WarehouseProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    LANES_FIELD_NUMBER: _builtins.int
+    warehouse_id: _builtins.str
+    region: _builtins.str
+    kind: _builtins.str
+    """own, 3pl, fbt or fba."""
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Channel.ValueType]: ...
+    @_builtins.property
+    def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferLaneProfile]: ...
+    def __init__(
+        self,
+        *,
+        warehouse_id: _builtins.str = ...,
+        region: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        channels: _abc.Iterable[_common_pb2.Channel.ValueType] | None = ...,
+        lanes: _abc.Iterable[Global___TransferLaneProfile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "kind", b"kind", "lanes", b"lanes", "region", b"region", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarehouseProfile: _TypeAlias = WarehouseProfile  # noqa: Y015
+
+@_typing.final
+class SkuEconomics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    UNIT_COST_FIELD_NUMBER: _builtins.int
+    SALVAGE_FIELD_NUMBER: _builtins.int
+    HOLDING_PER_UNIT_DAY_FIELD_NUMBER: _builtins.int
+    TARGET_SERVICE_LEVEL_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    SUPPLIER_IDS_FIELD_NUMBER: _builtins.int
+    AUTO_APPROVE_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    price: _builtins.float
+    unit_cost: _builtins.float
+    salvage: _builtins.float
+    holding_per_unit_day: _builtins.float
+    target_service_level: _builtins.float
+    warehouse_id: _builtins.str
+    """Where its replenishment lands and from whom it may come."""
+    auto_approve: _builtins.bool
+    """Approve its recommendations automatically (a draft PO each)."""
+    @_builtins.property
+    def supplier_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        price: _builtins.float = ...,
+        unit_cost: _builtins.float = ...,
+        salvage: _builtins.float = ...,
+        holding_per_unit_day: _builtins.float = ...,
+        target_service_level: _builtins.float = ...,
+        warehouse_id: _builtins.str = ...,
+        supplier_ids: _abc.Iterable[_builtins.str] | None = ...,
+        auto_approve: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_approve", b"auto_approve", "holding_per_unit_day", b"holding_per_unit_day", "price", b"price", "salvage", b"salvage", "sku", b"sku", "supplier_ids", b"supplier_ids", "target_service_level", b"target_service_level", "unit_cost", b"unit_cost", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkuEconomics: _TypeAlias = SkuEconomics  # noqa: Y015
+
+@_typing.final
+class WarehouseSet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAREHOUSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def warehouse(self) -> Global___WarehouseProfile: ...
+    def __init__(
+        self,
+        *,
+        warehouse: Global___WarehouseProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["warehouse", b"warehouse"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["warehouse", b"warehouse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarehouseSet: _TypeAlias = WarehouseSet  # noqa: Y015
+
+@_typing.final
+class SupplierSet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLIER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supplier(self) -> Global___SupplierProfile: ...
+    def __init__(
+        self,
+        *,
+        supplier: Global___SupplierProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["supplier", b"supplier"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["supplier", b"supplier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SupplierSet: _TypeAlias = SupplierSet  # noqa: Y015
+
+@_typing.final
+class SkuEconomicsSet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ECONOMICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def economics(self) -> Global___SkuEconomics: ...
+    def __init__(
+        self,
+        *,
+        economics: Global___SkuEconomics | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["economics", b"economics"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["economics", b"economics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkuEconomicsSet: _TypeAlias = SkuEconomicsSet  # noqa: Y015
+
+@_typing.final
+class RecommendationApproved(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    PURCHASE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    recommendation_id: _builtins.str
+    sku: _builtins.str
+    purchase_order_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recommendation_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        purchase_order_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "purchase_order_id", b"purchase_order_id", "recommendation_id", b"recommendation_id", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendationApproved: _TypeAlias = RecommendationApproved  # noqa: Y015
 
 @_typing.final
 class PurchaseOrderCreated(_message.Message):

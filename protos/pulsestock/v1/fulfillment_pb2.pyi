@@ -525,3 +525,164 @@ class PlanTransfersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanTransfersResponse: _TypeAlias = PlanTransfersResponse  # noqa: Y015
+
+@_typing.final
+class SetWarehouseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAREHOUSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def warehouse(self) -> _fulfillment_events_pb2.WarehouseProfile: ...
+    def __init__(
+        self,
+        *,
+        warehouse: _fulfillment_events_pb2.WarehouseProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["warehouse", b"warehouse"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["warehouse", b"warehouse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetWarehouseRequest: _TypeAlias = SetWarehouseRequest  # noqa: Y015
+
+@_typing.final
+class SetSupplierRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPLIER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def supplier(self) -> _fulfillment_events_pb2.SupplierProfile: ...
+    def __init__(
+        self,
+        *,
+        supplier: _fulfillment_events_pb2.SupplierProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["supplier", b"supplier"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["supplier", b"supplier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSupplierRequest: _TypeAlias = SetSupplierRequest  # noqa: Y015
+
+@_typing.final
+class SetSkuEconomicsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ECONOMICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def economics(self) -> _fulfillment_events_pb2.SkuEconomics: ...
+    def __init__(
+        self,
+        *,
+        economics: _fulfillment_events_pb2.SkuEconomics | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["economics", b"economics"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["economics", b"economics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSkuEconomicsRequest: _TypeAlias = SetSkuEconomicsRequest  # noqa: Y015
+
+@_typing.final
+class MasterDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The master-data stream's version after the change."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MasterDataResponse: _TypeAlias = MasterDataResponse  # noqa: Y015
+
+@_typing.final
+class GetMasterDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMasterDataRequest: _TypeAlias = GetMasterDataRequest  # noqa: Y015
+
+@_typing.final
+class GetMasterDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAREHOUSES_FIELD_NUMBER: _builtins.int
+    SUPPLIERS_FIELD_NUMBER: _builtins.int
+    SKUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def warehouses(self) -> _containers.RepeatedCompositeFieldContainer[_fulfillment_events_pb2.WarehouseProfile]: ...
+    @_builtins.property
+    def suppliers(self) -> _containers.RepeatedCompositeFieldContainer[_fulfillment_events_pb2.SupplierProfile]: ...
+    @_builtins.property
+    def skus(self) -> _containers.RepeatedCompositeFieldContainer[_fulfillment_events_pb2.SkuEconomics]: ...
+    def __init__(
+        self,
+        *,
+        warehouses: _abc.Iterable[_fulfillment_events_pb2.WarehouseProfile] | None = ...,
+        suppliers: _abc.Iterable[_fulfillment_events_pb2.SupplierProfile] | None = ...,
+        skus: _abc.Iterable[_fulfillment_events_pb2.SkuEconomics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["skus", b"skus", "suppliers", b"suppliers", "warehouses", b"warehouses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMasterDataResponse: _TypeAlias = GetMasterDataResponse  # noqa: Y015
+
+@_typing.final
+class ReviewReplenishmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewReplenishmentRequest: _TypeAlias = ReviewReplenishmentRequest  # noqa: Y015
+
+@_typing.final
+class ApproveRecommendationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    recommendation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        recommendation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recommendation_id", b"recommendation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveRecommendationRequest: _TypeAlias = ApproveRecommendationRequest  # noqa: Y015

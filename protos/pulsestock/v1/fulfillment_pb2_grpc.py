@@ -85,6 +85,36 @@ class FulfillmentServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersResponse.FromString,
                 _registered_method=True)
+        self.SetWarehouse = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/SetWarehouse',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.SetWarehouseRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.FromString,
+                _registered_method=True)
+        self.SetSupplier = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/SetSupplier',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.SetSupplierRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.FromString,
+                _registered_method=True)
+        self.SetSkuEconomics = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/SetSkuEconomics',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.SetSkuEconomicsRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.FromString,
+                _registered_method=True)
+        self.GetMasterData = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/GetMasterData',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetMasterDataRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetMasterDataResponse.FromString,
+                _registered_method=True)
+        self.ReviewReplenishment = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/ReviewReplenishment',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ReviewReplenishmentRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetReplenishmentPlanResponse.FromString,
+                _registered_method=True)
+        self.ApproveRecommendation = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/ApproveRecommendation',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ApproveRecommendationRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.CreatePurchaseOrderResponse.FromString,
+                _registered_method=True)
 
 
 class FulfillmentServiceServicer:
@@ -153,6 +183,46 @@ class FulfillmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetWarehouse(self, request, context):
+        """Master data replenishment decides with; each set replaces the whole record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSupplier(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSkuEconomics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMasterData(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewReplenishment(self, request, context):
+        """Review the SKU now (otherwise reviews run on forecast.updated and on their schedule).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveRecommendation(self, request, context):
+        """Turn one recommendation into a draft purchase order (once: approving it again answers
+        the same purchase order).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfillmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +275,36 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.ListPurchaseOrders,
                     request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersResponse.SerializeToString,
+            ),
+            'SetWarehouse': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWarehouse,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.SetWarehouseRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.SerializeToString,
+            ),
+            'SetSupplier': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSupplier,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.SetSupplierRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.SerializeToString,
+            ),
+            'SetSkuEconomics': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSkuEconomics,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.SetSkuEconomicsRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.SerializeToString,
+            ),
+            'GetMasterData': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMasterData,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetMasterDataRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetMasterDataResponse.SerializeToString,
+            ),
+            'ReviewReplenishment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewReplenishment,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ReviewReplenishmentRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.GetReplenishmentPlanResponse.SerializeToString,
+            ),
+            'ApproveRecommendation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveRecommendation,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ApproveRecommendationRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.CreatePurchaseOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +578,168 @@ class FulfillmentService:
             '/pulsestock.v1.FulfillmentService/ListPurchaseOrders',
             pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersRequest.SerializeToString,
             pulsestock_dot_v1_dot_fulfillment__pb2.ListPurchaseOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWarehouse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/SetWarehouse',
+            pulsestock_dot_v1_dot_fulfillment__pb2.SetWarehouseRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSupplier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/SetSupplier',
+            pulsestock_dot_v1_dot_fulfillment__pb2.SetSupplierRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSkuEconomics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/SetSkuEconomics',
+            pulsestock_dot_v1_dot_fulfillment__pb2.SetSkuEconomicsRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.MasterDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMasterData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/GetMasterData',
+            pulsestock_dot_v1_dot_fulfillment__pb2.GetMasterDataRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.GetMasterDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewReplenishment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/ReviewReplenishment',
+            pulsestock_dot_v1_dot_fulfillment__pb2.ReviewReplenishmentRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.GetReplenishmentPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveRecommendation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/ApproveRecommendation',
+            pulsestock_dot_v1_dot_fulfillment__pb2.ApproveRecommendationRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.CreatePurchaseOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,17 @@ class FulfillmentServiceStub:
     CancelPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]
     GetPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetPurchaseOrderRequest, _fulfillment_pb2.GetPurchaseOrderResponse]
     ListPurchaseOrders: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ListPurchaseOrdersRequest, _fulfillment_pb2.ListPurchaseOrdersResponse]
+    SetWarehouse: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.SetWarehouseRequest, _fulfillment_pb2.MasterDataResponse]
+    """Master data replenishment decides with; each set replaces the whole record."""
+    SetSupplier: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.SetSupplierRequest, _fulfillment_pb2.MasterDataResponse]
+    SetSkuEconomics: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.SetSkuEconomicsRequest, _fulfillment_pb2.MasterDataResponse]
+    GetMasterData: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.GetMasterDataRequest, _fulfillment_pb2.GetMasterDataResponse]
+    ReviewReplenishment: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ReviewReplenishmentRequest, _fulfillment_pb2.GetReplenishmentPlanResponse]
+    """Review the SKU now (otherwise reviews run on forecast.updated and on their schedule)."""
+    ApproveRecommendation: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ApproveRecommendationRequest, _fulfillment_pb2.CreatePurchaseOrderResponse]
+    """Turn one recommendation into a draft purchase order (once: approving it again answers
+    the same purchase order).
+    """
 
 @_typing.type_check_only
 class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
@@ -65,6 +76,17 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     CancelPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]  # type: ignore[assignment]
     GetPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetPurchaseOrderRequest, _fulfillment_pb2.GetPurchaseOrderResponse]  # type: ignore[assignment]
     ListPurchaseOrders: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ListPurchaseOrdersRequest, _fulfillment_pb2.ListPurchaseOrdersResponse]  # type: ignore[assignment]
+    SetWarehouse: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.SetWarehouseRequest, _fulfillment_pb2.MasterDataResponse]  # type: ignore[assignment]
+    """Master data replenishment decides with; each set replaces the whole record."""
+    SetSupplier: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.SetSupplierRequest, _fulfillment_pb2.MasterDataResponse]  # type: ignore[assignment]
+    SetSkuEconomics: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.SetSkuEconomicsRequest, _fulfillment_pb2.MasterDataResponse]  # type: ignore[assignment]
+    GetMasterData: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.GetMasterDataRequest, _fulfillment_pb2.GetMasterDataResponse]  # type: ignore[assignment]
+    ReviewReplenishment: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ReviewReplenishmentRequest, _fulfillment_pb2.GetReplenishmentPlanResponse]  # type: ignore[assignment]
+    """Review the SKU now (otherwise reviews run on forecast.updated and on their schedule)."""
+    ApproveRecommendation: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ApproveRecommendationRequest, _fulfillment_pb2.CreatePurchaseOrderResponse]  # type: ignore[assignment]
+    """Turn one recommendation into a draft purchase order (once: approving it again answers
+    the same purchase order).
+    """
 
 class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Replenishment plans, purchase orders, order routing and transfers."""
@@ -141,5 +163,52 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfillment_pb2.ListPurchaseOrdersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.ListPurchaseOrdersResponse, _abc.Awaitable[_fulfillment_pb2.ListPurchaseOrdersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetWarehouse(
+        self,
+        request: _fulfillment_pb2.SetWarehouseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.MasterDataResponse, _abc.Awaitable[_fulfillment_pb2.MasterDataResponse]]:
+        """Master data replenishment decides with; each set replaces the whole record."""
+
+    @_abc_1.abstractmethod
+    def SetSupplier(
+        self,
+        request: _fulfillment_pb2.SetSupplierRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.MasterDataResponse, _abc.Awaitable[_fulfillment_pb2.MasterDataResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetSkuEconomics(
+        self,
+        request: _fulfillment_pb2.SetSkuEconomicsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.MasterDataResponse, _abc.Awaitable[_fulfillment_pb2.MasterDataResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetMasterData(
+        self,
+        request: _fulfillment_pb2.GetMasterDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.GetMasterDataResponse, _abc.Awaitable[_fulfillment_pb2.GetMasterDataResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReviewReplenishment(
+        self,
+        request: _fulfillment_pb2.ReviewReplenishmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.GetReplenishmentPlanResponse, _abc.Awaitable[_fulfillment_pb2.GetReplenishmentPlanResponse]]:
+        """Review the SKU now (otherwise reviews run on forecast.updated and on their schedule)."""
+
+    @_abc_1.abstractmethod
+    def ApproveRecommendation(
+        self,
+        request: _fulfillment_pb2.ApproveRecommendationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.CreatePurchaseOrderResponse, _abc.Awaitable[_fulfillment_pb2.CreatePurchaseOrderResponse]]:
+        """Turn one recommendation into a draft purchase order (once: approving it again answers
+        the same purchase order).
+        """
 
 def add_FulfillmentServiceServicer_to_server(servicer: FulfillmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
