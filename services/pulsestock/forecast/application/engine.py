@@ -21,6 +21,11 @@ from pulsestock.bus import Envelope
 from pulsestock.bus.consumer import apply_once
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.forecast.domain.demand import DEFAULT_LEVELS, DemandForecast
+from pulsestock.forecast.domain.pulse import (
+    DEFAULT_CONVERSION,
+    Conversion,
+    fit_conversion_prior,
+)
 from pulsestock.forecast.domain.sku_forecast import (
     DAY_STEPS,
     HOUR,
@@ -61,6 +66,9 @@ class ForecastEngine:
         self.store = store
         self.settings = settings or ForecastSettings()
         self._turn = asyncio.Lock()  # consumers take turns: both refit the same SKUs
+        # The global conversion prior, fitted over pulse_outcomes on first use and again
+        # after each outcome this engine records (None: not fitted yet).
+        self._conversion_prior: Conversion | None = None
 
     # --- consuming -----------------------------------------------------------------------
 
@@ -220,6 +228,27 @@ class ForecastEngine:
                 orders,
                 reach,
             )
+            self._conversion_prior = None
+
+    async def conversion_prior(
+        self, conn: asyncpg.Connection | asyncpg.Pool, sku: str
+    ) -> Conversion:
+        """The SKU's Gamma prior on orders per unit of reach: the global prior fitted by
+        empirical Bayes over every past pulse outcome (pulse.fit_conversion_prior; the
+        documented default with fewer than three), updated with this SKU's own outcomes
+        (its shrinkage towards the global rate weakens as its own evidence grows)."""
+        if self._conversion_prior is None:
+            rows = await conn.fetch("SELECT orders, reach FROM pulse_outcomes ORDER BY pulse_id")
+            fitted = fit_conversion_prior(
+                [row["orders"] for row in rows], [row["reach"] for row in rows]
+            )
+            self._conversion_prior = fitted or DEFAULT_CONVERSION
+        own = await conn.fetchrow(
+            "SELECT coalesce(sum(orders), 0) AS orders, coalesce(sum(reach), 0) AS reach"
+            " FROM pulse_outcomes WHERE sku = $1",
+            sku,
+        )
+        return self._conversion_prior.updated(float(own["orders"]), float(own["reach"]))
 
     async def _advance(self, conn: asyncpg.Connection, sku: str, at: datetime) -> None:
         await conn.execute(
@@ -269,11 +298,21 @@ class ForecastEngine:
             sku,
             as_of or state["as_of"],
         )
-        pulse_id, onset = "", None
+        pulse_id, onset, conversion = "", None, None
         if pulse is not None:
             pulse_id = pulse["pulse_id"]
             onset = max(0, int((hour_of(pulse["detected_at"]) - start) / HOUR))
-        return SkuInputs(sku, start, demand, reach, pulse_id, onset)
+            conversion = await self.conversion_prior(conn, sku)
+        return SkuInputs(
+            sku,
+            start,
+            demand,
+            reach,
+            pulse_id,
+            onset,
+            conversion.shape if conversion else None,
+            conversion.rate if conversion else None,
+        )
 
     def forecast(self, inputs: SkuInputs) -> DemandForecast:
         return forecast_sku(inputs)

@@ -126,6 +126,35 @@ def szabo_huberman(history: Series, horizon: int, season: int | None = None) -> 
     return _flat((now * np.exp(c) - now) / horizon, horizon)
 
 
+def szabo_huberman_factors(pulses: Sequence[Series], age: int, horizon: int) -> Series:
+    """Szabo-Huberman's c(age, age + horizon) as its authors fit it: per platform, from other
+    items' histories, log((C(age + horizon) + 1) / (C(age) + 1)) with C the cumulative count
+    since onset; one factor per item long enough to have both."""
+    out = []
+    for series in pulses:
+        values = np.asarray(series, dtype=np.float64)
+        if values.size < age + 1:
+            continue
+        cumulative = np.concatenate(([0.0], np.cumsum(values)))
+        end = min(age + horizon, values.size)
+        out.append(np.log(cumulative[end] + 1.0) - np.log(cumulative[age] + 1.0))
+    return np.asarray(out, dtype=np.float64)
+
+
+def szabo_huberman_trained(
+    history: Series, factors: Series, levels: Sequence[float]
+) -> tuple[float, list[float]]:
+    """The remaining count after `history` (since onset) by the log-linear rule with factors
+    learned on other items (szabo_huberman_factors): the point uses their mean (the rule's
+    least-squares c), the quantiles their empirical quantiles."""
+    now = float(np.sum(history)) + 1.0
+    if factors.size == 0:
+        return 0.0, [0.0 for _ in levels]
+    point = now * (np.exp(float(factors.mean())) - 1.0)
+    values = now * (np.exp(np.quantile(factors, list(levels))) - 1.0)
+    return max(point, 0.0), [max(float(v), 0.0) for v in values]
+
+
 REFERENCES: dict[str, Forecaster] = {
     "naive": naive,
     "seasonal_naive": seasonal_naive,

@@ -23,6 +23,13 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 from pulsestock.forecast.domain.baseline import BaselineForecast, fit_baseline
+from pulsestock.forecast.domain.pulse import (
+    DEFAULT_CONVERSION,
+    Conversion,
+    fit_pulse,
+    fit_reach_pulse,
+)
+from scipy import stats
 
 Series = NDArray[np.float64]
 
@@ -144,6 +151,26 @@ def prior_baseline(
     return BaselineForecast("prior", rate, dispersion, 0.0, 1, 0.8, {})
 
 
+def _validated(history: Sequence[float] | Series) -> Series:
+    series = np.asarray(history, dtype=np.float64)
+    if series.ndim != 1:
+        raise ValueError("history must be a 1-D series")
+    if series.size and (np.any(series < 0) or not np.all(np.isfinite(series))):
+        raise ValueError("history must be finite and non-negative")
+    return series
+
+
+def baseline_before(series: Series, onset: int | None, horizon_hint: int = 1) -> BaselineForecast:
+    """The baseline fitted on the buckets before `onset` (the pulse's own demand would
+    inflate it), on all of them without one, the documented prior with too little history."""
+    before = series if onset is None else series[: max(onset, 0)]
+    if before.size >= MIN_BASELINE_HISTORY and float(before.sum()) > 0:
+        return fit_baseline(before, horizon=horizon_hint)
+    if before.size > 0 and float(before.sum()) > 0:
+        return prior_baseline(rate=float(before.mean()))
+    return prior_baseline()
+
+
 def fit_demand(
     history: Sequence[float] | Series,
     *,
@@ -152,38 +179,113 @@ def fit_demand(
     horizon_hint: int = 1,
     seed: int = 0,
 ) -> DemandForecast:
-    """The forecast from a SKU's per-bucket demand `history` (oldest first).
+    """The forecast from a SKU's per-bucket demand `history` (oldest first): the baseline
+    (see baseline_before) plus `pulse`, the pulse component already fitted on the excess
+    since `pulse_onset` (see fit_pulse_at); the caller decides whether a pulse is on."""
+    series = _validated(history)
+    return DemandForecast(
+        baseline_before(series, pulse_onset, horizon_hint), pulse, pulse_onset, seed
+    )
 
-    The baseline is fitted on the buckets before the pulse's onset (the pulse's own demand
-    would inflate it), on all of them when there is no pulse, and is the documented prior
-    when there is too little history. `pulse` is the pulse component already fitted on the
-    excess since `pulse_onset` (see pulse.fit_pulse); the caller decides whether a pulse is on.
-    """
-    series = np.asarray(history, dtype=np.float64)
-    if series.ndim != 1:
-        raise ValueError("history must be a 1-D series")
-    if series.size and (np.any(series < 0) or not np.all(np.isfinite(series))):
-        raise ValueError("history must be finite and non-negative")
-    before = series if pulse_onset is None else series[: max(pulse_onset, 0)]
-    if before.size >= MIN_BASELINE_HISTORY and float(before.sum()) > 0:
-        baseline = fit_baseline(before, horizon=horizon_hint)
-    elif before.size > 0 and float(before.sum()) > 0:
-        baseline = prior_baseline(rate=float(before.mean()))
-    else:
-        baseline = prior_baseline()
-    return DemandForecast(baseline, pulse, pulse_onset, seed)
+
+# --- finding and fitting a pulse -------------------------------------------------------
+
+# Onset rule (forecast_history): a bucket among the last ONSET_SCAN is an onset when its
+# demand exceeds the ONSET_LEVEL quantile of the negative binomial fitted (by moments) to the
+# ONSET_REFERENCE buckets before it, is more than twice their mean, and is at least
+# MIN_PULSE_UNITS. The pulse on at the end is the first onset after the last run of
+# PULSE_QUIET buckets without one (an earlier burst has ended by then). Far above the
+# baseline's upper quantile, on the series alone, with no lookahead.
+ONSET_SCAN = 28
+ONSET_REFERENCE = 28
+ONSET_LEVEL = 0.999
+MIN_PULSE_UNITS = 3.0
+PULSE_QUIET = 7
+
+
+def onset_flags(series: Series, scan: int = ONSET_SCAN) -> NDArray[np.bool_]:
+    """Whether each of the last `scan` buckets is an onset by the rule above."""
+    n = series.size
+    flags = np.zeros(min(scan, n), dtype=bool)
+    offset = n - flags.size
+    first = max(MIN_BASELINE_HISTORY, offset)
+    if first >= n:
+        return flags
+    candidates = np.arange(first, n)
+    sums = np.concatenate(([0.0], np.cumsum(series)))
+    squares = np.concatenate(([0.0], np.cumsum(series * series)))
+    starts = np.maximum(candidates - ONSET_REFERENCE, 0)
+    counts = (candidates - starts).astype(np.float64)
+    mean = (sums[candidates] - sums[starts]) / counts
+    variance = np.maximum(
+        (squares[candidates] - squares[starts] - counts * mean * mean) / np.maximum(counts - 1, 1),
+        0.0,
+    )
+    overdispersed = variance > mean * 1.0001
+    size = np.where(overdispersed, mean * mean / np.where(overdispersed, variance - mean, 1.0), 1e6)
+    size = np.maximum(size, 1e-3)
+    safe_mean = np.maximum(mean, 1e-9)
+    upper = stats.nbinom.ppf(ONSET_LEVEL, size, size / (size + safe_mean))
+    values = series[candidates]
+    hit = (values > upper) & (values > 2.0 * mean) & (values >= MIN_PULSE_UNITS)
+    flags[candidates - offset] = hit
+    return flags
+
+
+def detect_onset(history: Sequence[float] | Series, scan: int = ONSET_SCAN) -> int | None:
+    """The index of the pulse on at the end of `history` (see the rule above), or None."""
+    series = _validated(history)
+    flags = onset_flags(series, scan)
+    hits = np.flatnonzero(flags)
+    if hits.size == 0:
+        return None
+    offset = series.size - flags.size
+    gaps = np.diff(hits)
+    restart = np.flatnonzero(gaps > PULSE_QUIET)
+    first = hits[restart[-1] + 1] if restart.size else hits[0]
+    return int(first + offset)
+
+
+def fit_pulse_at(
+    series: Series,
+    onset: int,
+    base: BaselineForecast,
+    *,
+    reach: Series | None = None,
+    conversion: Conversion | None = None,
+) -> PulseComponent:
+    """The pulse since `onset`: on the demand's excess over the baseline rate; with a reach
+    series that shows reach since onset, on reach x conversion (reach's excess over its
+    pre-onset median, the conversion's Gamma prior updated with the excess orders)."""
+    excess = np.maximum(series[onset:] - base.rate, 0.0)
+    if reach is not None:
+        before = reach[:onset]
+        level = float(np.median(before)) if before.size else 0.0
+        reach_excess = np.maximum(reach[onset:] - level, 0.0)
+        if float(reach_excess.sum()) > 0:
+            return fit_reach_pulse(
+                reach_excess, excess, conversion_prior=conversion or DEFAULT_CONVERSION
+            )
+    return fit_pulse(excess)
 
 
 def forecast_history(
-    history: Sequence[float],
+    history: Sequence[float] | Series,
     *,
-    heat: Sequence[float] | None = None,
+    heat: Sequence[float] | Series | None = None,
     horizon_hint: int = 1,
     seed: int = 0,
 ) -> DemandForecast:
     """The forecast from the history alone (the offline CLI's and the backtests' path): finds
-    whether a pulse is on at the end of `history` (and, given `heat`, the reach series aligned
-    with it, fits the pulse on reach x conversion) and combines it with the baseline."""
+    whether a pulse is on at the end of `history` (detect_onset) and, if so, fits it (on reach
+    x conversion given `heat`, the reach series aligned with it) on top of the baseline of
+    the buckets before its onset."""
     if heat is not None and len(heat) != len(history):
         raise ValueError("heat must be aligned with history")
-    return fit_demand(history, horizon_hint=horizon_hint, seed=seed)
+    series = _validated(history)
+    onset = detect_onset(series)
+    base = baseline_before(series, onset, horizon_hint)
+    if onset is None:
+        return DemandForecast(base, None, None, seed)
+    reach = None if heat is None else np.maximum(np.asarray(heat, dtype=np.float64), 0.0)
+    return DemandForecast(base, fit_pulse_at(series, onset, base, reach=reach), onset, seed)

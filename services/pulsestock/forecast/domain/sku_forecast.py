@@ -11,7 +11,13 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
-from pulsestock.forecast.domain.demand import DemandForecast, fit_demand
+from pulsestock.forecast.domain.demand import (
+    DemandForecast,
+    baseline_before,
+    fit_demand,
+    fit_pulse_at,
+)
+from pulsestock.forecast.domain.pulse import Conversion
 
 Series = NDArray[np.float64]
 HOUR = timedelta(hours=1)
@@ -44,10 +50,22 @@ def seed_of(sku: str) -> int:
 
 
 def forecast_sku(inputs: SkuInputs, *, horizon_hint: int = DAY_STEPS) -> DemandForecast:
+    """The baseline of the hours before the active pulse's onset plus, while a pulse is on
+    (`pulse_id`), the pulse since onset: reach x conversion when the SKU has reach since
+    onset (its conversion prior from `conversion_shape/rate`, the default otherwise), the
+    excess orders' own shape when it has none."""
+    demand = np.asarray(inputs.demand, dtype=np.float64)
+    seed = seed_of(inputs.sku)
     onset = inputs.pulse_onset if inputs.pulse_id else None
-    return fit_demand(
-        inputs.demand, pulse_onset=onset, horizon_hint=horizon_hint, seed=seed_of(inputs.sku)
-    )
+    if onset is None or onset >= demand.size:
+        return fit_demand(demand, horizon_hint=horizon_hint, seed=seed)
+    base = baseline_before(demand, onset, horizon_hint)
+    prior = None
+    if inputs.conversion_shape and inputs.conversion_rate:
+        prior = Conversion(inputs.conversion_shape, inputs.conversion_rate)
+    reach = np.asarray(inputs.reach, dtype=np.float64) if len(inputs.reach) else None
+    pulse = fit_pulse_at(demand, onset, base, reach=reach, conversion=prior)
+    return DemandForecast(base, pulse, onset, seed)
 
 
 @dataclass(frozen=True)
