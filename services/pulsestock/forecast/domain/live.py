@@ -44,11 +44,12 @@ from scipy import stats
 
 Series = NDArray[np.float64]
 
-PARTICLES = 3000
+PARTICLES = 2000
 SIMULATIONS = 4000
 SEED = 1729
 VIEWER_LOG_SCALE = 0.25
 STUDENT_NU = 3.0
+PRIOR_NU = 4.0
 MAX_LENGTH = 480
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
 MODEL = "live_pulse_gamma_poisson"
@@ -76,22 +77,22 @@ class LivePriors:
 
 # fit_priors(generate_sessions(2000, 20261204)) rounded; shape fields from the calibration.
 DEFAULT_PRIORS = LivePriors(
-    length_median=90.5,
-    length_sd=0.35,
+    length_median=90.8,
+    length_sd=0.358,
     length_min=30.0,
     length_max=240.0,
     rise_fraction_median=0.42,
     rise_fraction_sd=0.434,
-    kappa_mean=0.08,
+    kappa_mean=0.15,
     kappa_sd=0.40,
     lifetime_over_length_sd=0.15,
     peak_to_floor_median=12.1,
     peak_to_floor_sd=0.587,
-    engagement_median=0.05,
-    log_conversion_at_median=-6.21,
-    conversion_engagement_slope=0.5,
-    log_conversion_sd=0.6,
-    order_dispersion=2.0,
+    engagement_median=0.0491,
+    log_conversion_at_median=-6.195,
+    conversion_engagement_slope=0.492,
+    log_conversion_sd=0.617,
+    order_dispersion=2.17,
 )
 
 
@@ -134,15 +135,15 @@ def forecast_live(
     # The session is on at minute m: its length is the prior's, truncated below at m
     # (inverse survival function, so a minute far in the prior's tail still samples).
     lowest = (np.log(max(m, p.length_min)) - np.log(p.length_median)) / p.length_sd
-    tail = stats.norm.sf(lowest) * rng.random(n)
-    z = np.where(tail > 0, stats.norm.isf(np.maximum(tail, 1e-300)), lowest)
+    tail = stats.t.sf(lowest, PRIOR_NU) * rng.random(n)
+    z = np.where(tail > 0, stats.t.isf(np.maximum(tail, 1e-300), PRIOR_NU), lowest)
     length = np.clip(p.length_median * np.exp(p.length_sd * z), m, MAX_LENGTH)
-    lifetime = length * np.exp(p.lifetime_over_length_sd * rng.standard_normal(n))
+    lifetime = length * np.exp(p.lifetime_over_length_sd * rng.standard_t(PRIOR_NU, n))
     rise = np.clip(
-        p.rise_fraction_median * np.exp(p.rise_fraction_sd * rng.standard_normal(n)), 0.05, 0.7
+        p.rise_fraction_median * np.exp(p.rise_fraction_sd * rng.standard_t(PRIOR_NU, n)), 0.05, 0.7
     )
     rise = rise * lifetime
-    kappa = np.maximum(0.0, p.kappa_mean + p.kappa_sd * rng.standard_normal(n))
+    kappa = np.maximum(0.0, p.kappa_mean + p.kappa_sd * rng.standard_t(PRIOR_NU, n))
     ratios = tail_ratios(kappa)
     half_life = np.maximum((lifetime - rise) / ratios, 0.5)
     floor = 1.0 / np.clip(
