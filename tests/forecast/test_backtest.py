@@ -180,8 +180,15 @@ def stamp(moment: datetime) -> Timestamp:
     return result
 
 
+def request(sku: str, start: datetime, end: datetime, horizon: int = 0) -> pb.BacktestRequest:
+    out = pb.BacktestRequest(sku=sku, horizon_hours=horizon)
+    getattr(out, "from").CopyFrom(stamp(start))
+    out.to.CopyFrom(stamp(end))
+    return out
+
+
 def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     out = {}
     for detail in status.details:
@@ -232,10 +239,8 @@ async def test_the_backtest_rpc_scores_ours_and_every_baseline(
         )
     finally:
         await conn.close()
-    window = {"from": stamp(START + timedelta(hours=48)), "to": stamp(START + timedelta(hours=72))}
-    reply = await forecast.Backtest(
-        pb.BacktestRequest(sku="MUG-9", horizon_hours=12, **window), timeout=60
-    )
+    start, end = START + timedelta(hours=48), START + timedelta(hours=72)
+    reply = await forecast.Backtest(request("MUG-9", start, end, 12), timeout=60)
     assert reply.origins == 24  # hours 48..71, each with its next 12 hours stored
     assert [m.model for m in reply.models] == ["ours", *REFERENCES]
     ours = reply.models[0]
@@ -257,19 +262,14 @@ async def test_the_backtest_rpc_scores_ours_and_every_baseline(
     assert ours.crps == pytest.approx(expected.crps)
 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
-        await forecast.Backtest(
-            pb.BacktestRequest(
-                sku="no spaces!", horizon_hours=-1, **{"from": window["to"]}, to=window["from"]
-            ),
-            timeout=10,
-        )
+        await forecast.Backtest(request("no spaces!", end, start, -1), timeout=10)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(violations(bad.value)) == {"sku", "horizon_hours", "to"}
-    for request, field in (
-        (pb.BacktestRequest(sku="NEVER-SOLD", **window), "sku"),
-        (pb.BacktestRequest(sku="MUG-9", horizon_hours=90, **window), "from"),
+    for refused_request, field in (
+        (request("NEVER-SOLD", start, end), "sku"),
+        (request("MUG-9", start, end, 90), "from"),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await forecast.Backtest(request, timeout=10)
+            await forecast.Backtest(refused_request, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert set(violations(refused.value)) == {field}
