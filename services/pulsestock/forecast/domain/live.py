@@ -77,8 +77,8 @@ class LivePriors:
 
 # fit_priors(generate_sessions(2000, 20261204)) rounded; shape fields from the calibration.
 DEFAULT_PRIORS = LivePriors(
-    length_median=90.8,
-    length_sd=0.358,
+    length_median=90.0,
+    length_sd=0.352,
     length_min=30.0,
     length_max=240.0,
     rise_fraction_median=0.42,
@@ -88,11 +88,11 @@ DEFAULT_PRIORS = LivePriors(
     lifetime_over_length_sd=0.15,
     peak_to_floor_median=12.1,
     peak_to_floor_sd=0.587,
-    engagement_median=0.0491,
-    log_conversion_at_median=-6.195,
-    conversion_engagement_slope=0.492,
-    log_conversion_sd=0.617,
-    order_dispersion=2.17,
+    engagement_median=0.0504,
+    log_conversion_at_median=-6.215,
+    conversion_engagement_slope=0.494,
+    log_conversion_sd=0.619,
+    order_dispersion=2.14,
 )
 
 
