@@ -89,9 +89,11 @@ def test_paths_are_non_negative_monotone_in_level_and_deterministic(
     paths = fit.sample_paths(horizon, 200, np.random.default_rng(seed))
     again = pulse.fit_pulse(np.asarray(excess, dtype=float), family=family)
     assert np.array_equal(paths, again.sample_paths(horizon, 200, np.random.default_rng(seed)))
-    assert paths.shape == (200, horizon) and np.all(paths >= 0)
+    assert paths.shape == (200, horizon)
+    assert np.all(paths >= 0)
     mean = fit.mean_path(horizon)
-    assert np.all(np.isfinite(mean)) and np.all(mean >= 0)
+    assert np.all(np.isfinite(mean))
+    assert np.all(mean >= 0)
     quantiles = np.quantile(paths.sum(axis=1), [0.05, 0.1, 0.5, 0.9, 0.95])
     assert np.all(np.diff(quantiles) >= 0)
     if sum(excess) == 0:
@@ -114,9 +116,11 @@ def test_forecast_history_quantiles_are_monotone_non_negative_and_deterministic(
     second = forecast_history(history, horizon_hint=horizon, seed=3)
     rows = first.step_quantiles(horizon, (0.1, 0.5, 0.9))
     assert np.array_equal(rows, second.step_quantiles(horizon, (0.1, 0.5, 0.9)))
-    assert np.all(rows >= 0) and np.all(np.diff(rows, axis=1) >= 0)
+    assert np.all(rows >= 0)
+    assert np.all(np.diff(rows, axis=1) >= 0)
     window = first.window_quantiles(0, horizon, (0.1, 0.5, 0.9))
-    assert window == sorted(window) and window[0] >= 0
+    assert window == sorted(window)
+    assert window[0] >= 0
 
 
 def test_no_lookahead_the_forecast_at_an_origin_ignores_what_follows() -> None:
@@ -166,7 +170,8 @@ def test_one_or_two_buckets_after_onset_give_a_sane_forecast() -> None:
         assert 0.05 * sum(observed) <= total <= 10 * sum(observed)
         assert np.all(np.diff(mean) <= 1e-9)
         paths = fit.sample_paths(30, 300, np.random.default_rng(0))
-        assert np.all(paths >= 0) and np.all(np.isfinite(paths))
+        assert np.all(paths >= 0)
+        assert np.all(np.isfinite(paths))
 
 
 def test_forecast_sku_with_a_pulse_uses_reach_times_conversion() -> None:
@@ -189,7 +194,8 @@ def test_forecast_sku_with_a_pulse_uses_reach_times_conversion() -> None:
     made = forecast_sku(inputs)
     assert made.model.endswith(f"pulse_{pulse.PRODUCTION_FAMILY}_x_conversion")
     pulse_part = made.pulse
-    assert isinstance(pulse_part, pulse.PulseFit) and pulse_part.conversion is not None
+    assert isinstance(pulse_part, pulse.PulseFit)
+    assert pulse_part.conversion is not None
     expected_rate = (2.0 + max(demand[60:].sum() - 20 * made.baseline.rate, 0)) / (
         1000.0 + reach[60:].sum()
     )

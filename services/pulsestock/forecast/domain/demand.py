@@ -151,7 +151,7 @@ def prior_baseline(
     return BaselineForecast("prior", rate, dispersion, 0.0, 1, 0.8, {})
 
 
-def _validated(history: Sequence[float] | Series) -> Series:
+def validated(history: Sequence[float] | Series) -> Series:
     series = np.asarray(history, dtype=np.float64)
     if series.ndim != 1:
         raise ValueError("history must be a 1-D series")
@@ -182,7 +182,7 @@ def fit_demand(
     """The forecast from a SKU's per-bucket demand `history` (oldest first): the baseline
     (see baseline_before) plus `pulse`, the pulse component already fitted on the excess
     since `pulse_onset` (see fit_pulse_at); the caller decides whether a pulse is on."""
-    series = _validated(history)
+    series = validated(history)
     return DemandForecast(
         baseline_before(series, pulse_onset, horizon_hint), pulse, pulse_onset, seed
     )
@@ -234,7 +234,7 @@ def onset_flags(series: Series, scan: int = ONSET_SCAN) -> NDArray[np.bool_]:
 
 def detect_onset(history: Sequence[float] | Series, scan: int = ONSET_SCAN) -> int | None:
     """The index of the pulse on at the end of `history` (see the rule above), or None."""
-    series = _validated(history)
+    series = validated(history)
     flags = onset_flags(series, scan)
     hits = np.flatnonzero(flags)
     if hits.size == 0:
@@ -282,7 +282,7 @@ def forecast_history(
     the buckets before its onset."""
     if heat is not None and len(heat) != len(history):
         raise ValueError("heat must be aligned with history")
-    series = _validated(history)
+    series = validated(history)
     onset = detect_onset(series)
     base = baseline_before(series, onset, horizon_hint)
     if onset is None:

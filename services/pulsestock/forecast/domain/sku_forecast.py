@@ -6,16 +6,19 @@ conversion prior, and this module turns them into a DemandForecast and a publish
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
+from pulsestock.forecast.domain.baseline import BaselineForecast
 from pulsestock.forecast.domain.demand import (
     DemandForecast,
     baseline_before,
-    fit_demand,
     fit_pulse_at,
+    validated,
 )
 from pulsestock.forecast.domain.pulse import Conversion
 
@@ -49,17 +52,42 @@ def seed_of(sku: str) -> int:
     return sum((i + 1) * b for i, b in enumerate(sku.encode())) % (2**31)
 
 
+# Baselines by the digest of the demand they were fitted on: a heat update or a pulse refit
+# leaves the demand before the onset unchanged, so its baseline (the costly part of a refit,
+# four methods scored on rolling origins) is reused. Memoisation only: same numbers.
+_BASELINE_CACHE: OrderedDict[bytes, BaselineForecast] = OrderedDict()
+BASELINE_CACHE_SIZE = 20_000
+
+
+def cached_baseline(demand: Series, onset: int | None, horizon_hint: int) -> BaselineForecast:
+    cut = demand if onset is None else demand[: max(onset, 0)]
+    key = hashlib.blake2b(
+        np.ascontiguousarray(cut, dtype=np.float64).tobytes(),
+        digest_size=16,
+        person=horizon_hint.to_bytes(8, "little"),
+    ).digest()
+    hit = _BASELINE_CACHE.get(key)
+    if hit is not None:
+        _BASELINE_CACHE.move_to_end(key)
+        return hit
+    fitted = baseline_before(demand, onset, horizon_hint)
+    _BASELINE_CACHE[key] = fitted
+    if len(_BASELINE_CACHE) > BASELINE_CACHE_SIZE:
+        _BASELINE_CACHE.popitem(last=False)
+    return fitted
+
+
 def forecast_sku(inputs: SkuInputs, *, horizon_hint: int = DAY_STEPS) -> DemandForecast:
     """The baseline of the hours before the active pulse's onset plus, while a pulse is on
     (`pulse_id`), the pulse since onset: reach x conversion when the SKU has reach since
     onset (its conversion prior from `conversion_shape/rate`, the default otherwise), the
     excess orders' own shape when it has none."""
-    demand = np.asarray(inputs.demand, dtype=np.float64)
+    demand = validated(inputs.demand)
     seed = seed_of(inputs.sku)
     onset = inputs.pulse_onset if inputs.pulse_id else None
     if onset is None or onset >= demand.size:
-        return fit_demand(demand, horizon_hint=horizon_hint, seed=seed)
-    base = baseline_before(demand, onset, horizon_hint)
+        return DemandForecast(cached_baseline(demand, None, horizon_hint), None, None, seed)
+    base = cached_baseline(demand, onset, horizon_hint)
     prior = None
     if inputs.conversion_shape and inputs.conversion_rate:
         prior = Conversion(inputs.conversion_shape, inputs.conversion_rate)
