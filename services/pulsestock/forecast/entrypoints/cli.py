@@ -337,7 +337,7 @@ def _origins(
     first = min_history
     last = len(series.demand) - 1 - (horizon if scored else 0)
     spec = spec.strip()
-    need = f"--min-history {min_history} buckets before it"
+    need = f"the --min-history {min_history} buckets up to it"
     if scored:
         need += f" and the next {horizon} buckets after it in the file"
     if spec in ("all", "last") or spec.startswith("every:"):
@@ -414,10 +414,11 @@ def _format(value: float) -> str:
 def cmd_forecast(args: argparse.Namespace) -> int:
     """Write `origin,target,step,mean,q...` for every chosen origin and step 1..horizon
     (step k is k buckets after the origin)."""
-    # Imported here, not at the top: every `pulsestock` command registers this parser.
+    series, origins, levels = _prepare(args, scored=False)
+    # Imported here, not at the top: every `pulsestock` command registers this parser (and
+    # after the file's checks, so a bad file is refused at once).
     from pulsestock.forecast.domain.demand import forecast_history
 
-    series, origins, levels = _prepare(args, scored=False)
     rows: list[list[str]] = []
     for origin in origins:
         heat = None if series.heat is None else series.heat[: origin + 1]
@@ -450,11 +451,11 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Write the rolling-origin backtest of ours and every reference model as JSON."""
+    series, origins, levels = _prepare(args, scored=True)
     import json
 
     from pulsestock.forecast.application.backtest import backtest_series, report
 
-    series, origins, levels = _prepare(args, scored=True)
     result: SeriesBacktest = backtest_series(
         series.demand,
         horizon=args.horizon,
