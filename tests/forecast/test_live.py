@@ -67,6 +67,13 @@ def test_quantiles_are_ordered_never_below_what_was_sold_and_deterministic(
     assert forecast_live(viewers, interactions, orders) == first
 
 
+def test_a_session_longer_than_any_prior_still_gets_a_forecast_past_its_present() -> None:
+    minutes = 500
+    f = forecast_live(np.full(minutes, 300.0), np.full(minutes, 10.0), np.full(minutes, 1.0))
+    assert f.expected_length_minutes >= minutes
+    assert minutes <= f.quantile(0.1) <= f.quantile(0.9)
+
+
 def test_it_recovers_the_session_total_at_minute_15_better_than_scaling_by_length() -> None:
     """60 sessions of a seed no prior was fitted on (within the training ranges): the
     median absolute % error of p50 below 50 % (the bench measures 40 % on 300), and below
@@ -207,28 +214,36 @@ async def test_forecast_live_session_through_the_stack(
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=14, seconds=30)
     interactions = np.cumsum(session.interactions[:15])
     orders = np.cumsum(session.orders[:15])
-    for minute in range(15):
-        sample = iev.LiveSampled(
-            live_id="LIVE-7",
-            skus=["MUG-1"],
-            observed_at=stamp(start + timedelta(minutes=minute)),
-            concurrent_viewers=int(session.viewers[minute]),
-            interactions=int(interactions[minute]),
-            orders_so_far=int(orders[minute]),
-        )
-        await publish(bus, "ingest", "LIVE-7", sample)
+    # LIVE-7 is on (its last sample 30 s ago); LIVE-OLD fell silent 45 minutes ago.
+    over = start - timedelta(minutes=60)
+    for live_id, began in (("LIVE-7", start), ("LIVE-OLD", over)):
+        for minute in range(15):
+            sample = iev.LiveSampled(
+                live_id=live_id,
+                skus=["MUG-1"],
+                observed_at=stamp(began + timedelta(minutes=minute)),
+                concurrent_viewers=int(session.viewers[minute]),
+                interactions=int(interactions[minute]),
+                orders_so_far=int(orders[minute]),
+            )
+            await publish(bus, "ingest", live_id, sample)
     request = pb.ForecastLiveSessionRequest(live_id="LIVE-7")
 
     async def all_folded() -> bool:
-        try:
-            reply = await forecast.ForecastLiveSession(request, timeout=10)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
+        for live_id in ("LIVE-7", "LIVE-OLD"):
+            try:
+                reply = await forecast.ForecastLiveSession(
+                    pb.ForecastLiveSessionRequest(live_id=live_id), timeout=10
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return False
+                raise
+            if reply.minutes_observed != 15 or reply.orders_so_far != orders[-1]:
                 return False
-            raise
-        return reply.minutes_observed == 15 and reply.orders_so_far == orders[-1]
+        return True
 
-    await eventually(all_folded, within=30, what="the 15 samples folded")
+    await eventually(all_folded, within=30, what="both sessions' 15 samples folded")
     reply = await forecast.ForecastLiveSession(request, timeout=10)
     expected = forecast_live(
         session.viewers[:15], session.interactions[:15], session.orders[:15]
@@ -242,6 +257,13 @@ async def test_forecast_live_session_through_the_stack(
     assert reply.expected_length_minutes > 15
     assert reply.p10 <= session.total_orders * 3
     assert reply.p90 >= session.total_orders / 3
+
+    ended = await forecast.ForecastLiveSession(
+        pb.ForecastLiveSessionRequest(live_id="LIVE-OLD"), timeout=10
+    )
+    assert ended.model == "live_session_over"
+    assert ended.p10 == ended.p50 == ended.p90 == ended.expected_orders == float(orders[-1])
+    assert ended.expected_length_minutes == 15
 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await forecast.ForecastLiveSession(

@@ -137,7 +137,9 @@ def forecast_live(
     lowest = (np.log(max(m, p.length_min)) - np.log(p.length_median)) / p.length_sd
     tail = stats.t.sf(lowest, PRIOR_NU) * rng.random(n)
     z = np.where(tail > 0, stats.t.isf(np.maximum(tail, 1e-300), PRIOR_NU), lowest)
-    length = np.clip(p.length_median * np.exp(p.length_sd * z), m, MAX_LENGTH)
+    # A session already past MAX_LENGTH may run as long again (nothing else is known).
+    longest = max(float(MAX_LENGTH), 2.0 * m)
+    length = np.clip(p.length_median * np.exp(p.length_sd * z), m, longest)
     lifetime = length * np.exp(p.lifetime_over_length_sd * rng.standard_t(PRIOR_NU, n))
     rise = np.clip(
         p.rise_fraction_median * np.exp(p.rise_fraction_sd * rng.standard_t(PRIOR_NU, n)), 0.05, 0.7
