@@ -5,11 +5,14 @@ conversion (orders per viewer-minute), each with its uncertainty, plus count noi
   calibrated family: gamma rise, exponential or power-law decay, floor = 1/peak-to-floor),
   its time scale tied to the session's length (a real pulse's lifetime spans it).
   Importance sampling: PARTICLES draws of (length, rise fraction, tail kappa, lifetime/length,
-  floor) from the priors, each weighted by how well its curve (amplitude fitted by least
-  squares in log space) explains the observed log viewers — a Student-t likelihood (nu = 3,
-  scale VIEWER_LOG_SCALE: minute-to-minute noise is autocorrelated and flash deals add
-  bumps the curve has not got) — and by length ≥ minutes observed (the session is still
-  on). Each particle's future exposure is its curve summed over the minutes it has left.
+  floor) from the priors — length truncated below at the minutes observed (the session is
+  still on) — each weighted by how well its curve (amplitude fitted by least squares in
+  log space) explains the observed log viewers: a Student-t likelihood (nu = 3, scale
+  VIEWER_LOG_SCALE = 0.25, about 3x the generator's minute noise, because that noise is
+  autocorrelated and flash deals add bumps the curve has not got). The shape and length
+  priors are log-Student-t (nu = 4) with the fitted scales rather than log-normal: a
+  session from a wider world than the past ones keeps some prior mass. Each particle's
+  future exposure is its curve's integral over the minutes it has left (closed form).
 - Conversion: Gamma-Poisson. The prior is log-normal around a + b·log(engagement / median
   engagement) (interactions per viewer-minute so far: engaged audiences buy more), moment-
   matched to a Gamma, and updated with the orders and viewer-minutes seen, both divided by
