@@ -54,6 +54,7 @@ VIEWER_LOG_SCALE = 0.25
 STUDENT_NU = 3.0
 PRIOR_NU = 4.0
 MAX_LENGTH = 480
+FITTED_MINUTES = 240
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
 MODEL = "live_pulse_gamma_poisson"
 
@@ -154,13 +155,17 @@ def forecast_live(
     floor = 1.0 / np.clip(
         p.peak_to_floor_median * np.exp(p.peak_to_floor_sd * rng.standard_normal(n)), 2.0, 200.0
     )
-    observed = np.arange(m, dtype=float)[None, :]
+    # At most FITTED_MINUTES minutes (evenly spread) enter the fit, their log-likelihood
+    # scaled to all m: memory and time stay bounded however long a session has run.
+    fitted = np.unique(np.linspace(0, m - 1, min(m, FITTED_MINUTES)).round().astype(int))
     column = (rise[:, None], half_life[:, None], kappa[:, None])
-    log_curve = np.log(floor[:, None] + (1.0 - floor[:, None]) * attention_curve(observed, *column))
-    log_seen = np.log(v + 1.0)
+    shape_then = attention_curve(fitted.astype(float)[None, :], *column)
+    log_curve = np.log(floor[:, None] + (1.0 - floor[:, None]) * shape_then)
+    log_seen = np.log(v[fitted] + 1.0)
     log_amplitude = (log_seen[None, :] - log_curve).mean(axis=1)
     residual = (log_seen[None, :] - log_curve - log_amplitude[:, None]) / VIEWER_LOG_SCALE
     log_weight = -0.5 * (STUDENT_NU + 1.0) * np.log1p(residual**2 / STUDENT_NU).sum(axis=1)
+    log_weight *= m / len(fitted)
     weight = np.exp(log_weight - log_weight.max())
     weight /= weight.sum()
     # Future exposure: the particle's viewers over the minutes [m, length) it has left (the
