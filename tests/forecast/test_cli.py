@@ -120,8 +120,15 @@ def test_forecast_rows_follow_the_origins_the_horizon_and_the_quantiles(
             "2024-03-02 01:25:00+01:00",
             ["2024-03-02 01:30:00+01:00", "2024-03-02 01:35:00+01:00", "2024-03-02 01:40:00+01:00"],
         ),
+        # local midnight across the spring DST change: days on the wall clock
+        (
+            [f"2024-03-{d:02d}T00:00:00+01:00" for d in range(1, 31)]
+            + ["2024-03-31T00:00:00+02:00", "2024-04-01T00:00:00+02:00"],
+            "2024-04-01T00:00:00+02:00",
+            ["2024-04-02T00:00:00+02:00", "2024-04-03T00:00:00+02:00", "2024-04-04T00:00:00+02:00"],
+        ),
     ],
-    ids=["monthly", "weekly", "5min"],
+    ids=["monthly", "weekly", "5min", "daily-dst"],
 )
 def test_the_bucket_is_the_files_own_spacing(
     tmp_path: Path,

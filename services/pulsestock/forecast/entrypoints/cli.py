@@ -118,6 +118,14 @@ class Bucketing:
             return later.replace(tzinfo=None) - earlier.replace(tzinfo=None)
         return later - earlier
 
+    def follows(self, earlier: datetime, later: datetime) -> bool:
+        """Whether `later` is the bucket right after `earlier` (on the wall clock for whole
+        days and months, so a local-time daily series keeps its spacing across DST)."""
+        if self.step is None:
+            expected = self.after(earlier, 1)
+            return expected.replace(tzinfo=None) == later.replace(tzinfo=None)
+        return self.gap(earlier, later) == self.step
+
     def after(self, moment: datetime, steps: int) -> datetime:
         if self.step is None:
             months = moment.year * 12 + moment.month - 1 + steps
@@ -249,9 +257,7 @@ def read_series(args: argparse.Namespace) -> DemandSeries:
             if bucketing is None:
                 bucketing = _bucketing(previous, moment)
                 assert bucketing is not None  # increasing, checked above
-            elif bucketing.after(previous, 1) != moment or (
-                bucketing.step is not None and bucketing.gap(previous, moment) != bucketing.step
-            ):
+            elif not bucketing.follows(previous, moment):
                 expected = bucketing.after(previous, 1)
                 raise ConfigError(
                     f"{where}: timestamp {raw!r} breaks the file's {bucketing.name} spacing"
