@@ -296,6 +296,12 @@ class BacktestReport:
             "origins": self.origin_count,
             "bootstrap_units": self.units,
             "bootstrap_unit_count": self.unit_count,
+            "bootstrap_note": (
+                "neighbouring origins' horizons overlap, so their scores are correlated and"
+                " these intervals are narrower than the truth"
+                if self.units == "origins"
+                else "each unit is a series' mean over its origins"
+            ),
             "models": [summary.as_dict() for summary in self.models],
             "ours_minus_baseline": {
                 baseline: {score: interval.as_dict() for score, interval in scores.items()}

@@ -174,8 +174,7 @@ def _bucketing(first: datetime, second: datetime) -> Bucketing | None:
     if (
         months == 1
         and first.day == second.day == 1
-        and first.timetz() == second.timetz()
-        and first.time() == datetime.min.time()
+        and first.time() == second.time() == datetime.min.time()
     ):
         return Bucketing("monthly", None, True)
     wall = second.replace(tzinfo=None) - first.replace(tzinfo=None)
@@ -203,7 +202,7 @@ def read_series(args: argparse.Namespace) -> DemandSeries:
     """The file's demand per bucket, checked row by row: the first problem stops it."""
     path = args.input
     try:
-        with open(path, newline="") as source:
+        with open(path, newline="", encoding="utf-8-sig") as source:  # a BOM is not a name
             reader = csv.DictReader(source)
             columns = list(reader.fieldnames or [])
             rows = list(reader)
