@@ -4,7 +4,64 @@ point, so the shared CLI does not import fulfillment)."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_POLICIES = "pulsestock,pulsestock-blind,weekly-rop,min-max,ddmrp,base-stock,oracle"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """No commands yet."""
+    simulate = commands.add_parser(
+        "simulate",
+        help="compare replenishment policies on a scenario, hour by hour with lost sales",
+    )
+    simulate.add_argument("--scenario", required=True, help="scenario JSON (see scenarios/)")
+    simulate.add_argument("--seeds", type=int, default=20, help="number of seeds (default 20)")
+    simulate.add_argument(
+        "--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})"
+    )
+    simulate.add_argument("--output", help="write results.json here")
+    simulate.add_argument("--plot", help="write a self-contained HTML page here")
+    simulate.set_defaults(run=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the simulator (the fulfillment and forecast domain code on a simulated clock)."""
+    # Imported here: every `pulsestock` command registers this parser, only `simulate`
+    # needs numpy, scipy and the domain.
+    from pulsestock.fulfillment.application.report import html_page, table
+    from pulsestock.fulfillment.application.scenario import ScenarioError, load_scenario
+    from pulsestock.fulfillment.application.simulator import simulate, summarise
+
+    if args.seeds < 1:
+        print("error: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    try:
+        scenario = load_scenario(args.scenario)
+        result = simulate(scenario, list(range(args.seeds)), policies, trace_seed=0)
+    except ScenarioError as error:
+        print(f"error: invalid scenario {args.scenario}: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = summarise(result)
+    print(table(summary))
+    if args.output:
+        Path(args.output).write_text(json.dumps(_finite(summary), indent=2) + "\n")
+    if args.plot:
+        Path(args.plot).write_text(html_page(summary, result.trace, policies))
+    return 0
+
+
+def _finite(value: object) -> object:
+    """NaN (e.g. a share of a non-positive oracle profit) as JSON null."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value

@@ -1,0 +1,203 @@
+"""The policy simulator: scenario validation, the oracle bounding every policy, common
+random numbers, the forecast adapter, and `pulsestock simulate` end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pulsestock.forecast.domain.baseline import fit_baseline
+from pulsestock.fulfillment.application.forecasting import baseline_window_quantiles
+from pulsestock.fulfillment.application.scenario import (
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+    realise,
+)
+from pulsestock.fulfillment.application.simulator import (
+    METRICS,
+    lead_draws,
+    run_policy,
+    simulate,
+    summarise,
+)
+
+HERE = Path(__file__).parent
+SMALL = HERE / "small_pulse.json"
+ROOT = HERE.parent.parent
+
+
+def small() -> dict[str, Any]:
+    return json.loads(SMALL.read_text())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "words"),
+    [
+        (lambda d: d.pop("hours"), "hours", "is required"),
+        (lambda d: d.update(start="yesterday"), "start", "ISO 8601"),
+        (lambda d: d["warehouses"][0].update(region="mars"), "warehouses[0].region", "unknown"),
+        (
+            lambda d: d["suppliers"][0]["options"][0]["lead_time_hours"].update(mean=-3),
+            "suppliers[0].options[0].lead_time_hours.mean",
+            "at least 0",
+        ),
+        (
+            lambda d: d["suppliers"][0]["options"][0].update(unit_cost="cheap"),
+            "suppliers[0].options[0].unit_cost",
+            "number",
+        ),
+        (
+            lambda d: d["suppliers"][1]["options"][0].update(delivers_to=["nowhere"]),
+            "suppliers[1].options[0].delivers_to[0]",
+            "unknown warehouse",
+        ),
+        (lambda d: d["skus"][0].update(salvage=30.0), "skus[0].salvage", "below the price"),
+        (
+            lambda d: d["skus"][0].update(initial_stock={"nowhere": 3}),
+            "skus[0].initial_stock.nowhere",
+            "unknown warehouse",
+        ),
+        (lambda d: d["demand"][0].update(sku="other"), "demand[0].sku", "unknown SKU"),
+        (
+            lambda d: d["demand"][0]["pulses"][0].update(rise_hours=0),
+            "demand[0].pulses[0].rise_hours",
+            "positive",
+        ),
+        (
+            lambda d: d["demand"][0].update(region_share={"us-east": 0.5}),
+            "demand[0].region_share",
+            "sum to 1",
+        ),
+        (lambda d: d["demand"][0].update(csv="x.csv"), "demand[0]", "either csv"),
+    ],
+)
+def test_scenario_errors_name_the_path(mutate: Any, path: str, words: str) -> None:
+    doc = small()
+    mutate(doc)
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(doc, base_dir=HERE)
+    assert error.value.path == path
+    assert words in str(error.value)
+
+
+def test_shipped_scenarios_are_valid_and_match_the_schema_keys() -> None:
+    schema = json.loads((ROOT / "scenarios" / "scenario.schema.json").read_text())
+    for file in sorted((ROOT / "scenarios").glob("*.json")):
+        if file.name == "scenario.schema.json":
+            continue
+        scenario = load_scenario(file)
+        assert scenario.hours >= 24 * 30
+        assert set(json.loads(file.read_text())) <= set(schema["properties"])
+
+
+def test_replayed_csv_demand(tmp_path: Path) -> None:
+    rows = ["timestamp,orders,heat"]
+    rows += [f"2026-03-01T{h:02d}:10:00Z,1,5" for h in range(24)]  # history (before start)
+    rows += [f"2026-03-02T{h:02d}:00:00Z,{h},0" for h in range(24)]
+    (tmp_path / "orders.csv").write_text("\n".join(rows) + "\n")
+    doc = small()
+    doc["hours"] = 48
+    doc["demand"] = [{"sku": "SKU-T", "csv": "orders.csv"}]
+    scenario = parse_scenario(doc, base_dir=tmp_path)
+    world = realise(scenario, 0, seed=3)
+    assert world.history.sum() == 24
+    assert world.history_heat.sum() == 120
+    assert list(world.demand[:24]) == list(range(24))
+    assert world.demand[24:].sum() == 0
+
+
+def test_common_random_numbers_across_policies() -> None:
+    scenario = load_scenario(SMALL)
+    first, again = realise(scenario, 0, 5), realise(scenario, 0, 5)
+    other = realise(scenario, 0, 6)
+    assert np.array_equal(first.demand, again.demand)
+    assert not np.array_equal(first.demand, other.demand)
+    assert np.array_equal(lead_draws(scenario, 0, 5), lead_draws(scenario, 0, 5))
+
+
+def test_the_oracle_is_at_least_as_profitable_as_every_policy_on_every_seed() -> None:
+    scenario = load_scenario(SMALL)
+    result = simulate(scenario, [0, 1])
+    for seed_index in range(2):
+        oracle = result.per_seed["oracle"][seed_index]["profit"]
+        for name, rows in result.per_seed.items():
+            assert rows[seed_index]["profit"] <= oracle + 1e-6, name
+    summary = summarise(result)
+    assert set(summary["policies"]["weekly-rop"]["aggregate"]) == set(METRICS)
+    assert summary["differences"]["oracle"]["profit"]["mean"] <= 0
+
+
+def test_lost_sales_accounting() -> None:
+    """Sold never exceeds demand or stock, and without orders stock only falls."""
+    scenario = load_scenario(SMALL)
+    world = realise(scenario, 0, 2)
+    run = run_policy("weekly-rop", scenario, 0, world, lead_draws(scenario, 0, 2), 2)
+    assert np.all(run.sold <= world.demand + 1e-9)
+    assert np.all(run.stock >= 0)
+    if not run.orders:
+        assert np.all(np.diff(run.stock) <= 0)
+
+
+@pytest.mark.parametrize("horizon", [1, 5, 24, 200])
+def test_vectorised_baseline_quantiles_equal_the_forecasts(horizon: int) -> None:
+    rng = np.random.default_rng(horizon)
+    baseline = fit_baseline(rng.negative_binomial(0.6, 0.6 / 0.9, 500).astype(float), horizon=24)
+    levels = (0.01, 0.1, 0.5, 0.8, 0.97, 0.99)
+    ours = baseline_window_quantiles(baseline, horizon, levels)
+    assert list(ours) == pytest.approx(baseline.quantiles(horizon, levels))
+
+
+def test_cli_end_to_end(tmp_path: Path) -> None:
+    output, plot = tmp_path / "results.json", tmp_path / "results.html"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pulsestock.cli",
+            "simulate",
+            "--scenario",
+            str(SMALL),
+            "--seeds",
+            "1",
+            "--policies",
+            "pulsestock,weekly-rop,oracle",
+            "--output",
+            str(output),
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "weekly-rop" in done.stdout and "minus each policy" in done.stdout
+    results = json.loads(output.read_text())
+    assert set(results["policies"]) == {"pulsestock", "weekly-rop", "oracle"}
+    assert set(results["differences"]) == {"weekly-rop", "oracle"}
+    assert len(results["policies"]["pulsestock"]["per_seed"]) == 1
+    page = plot.read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_cli_reports_an_invalid_scenario(tmp_path: Path) -> None:
+    doc = copy.deepcopy(small())
+    doc["skus"][0]["price"] = -1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    done = subprocess.run(
+        [sys.executable, "-m", "pulsestock.cli", "simulate", "--scenario", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "skus[0].price" in done.stderr
