@@ -57,7 +57,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "backtest",
         help="score our forecast and every baseline on rolling origins of a CSV series",
         description="Rolling-origin backtest of a CSV demand series: pinball loss, CRPS,"
-        " 80 %% coverage, RMSSE/MASE and cumulative log ratio of ours and every reference"
+        " 80 % coverage, RMSSE/MASE and cumulative log ratio of ours and every reference"
         " model, with ours-minus-baseline bootstrap intervals, as JSON.",
     )
     _series_arguments(backtest, default_origins="all")
