@@ -216,3 +216,23 @@ def test_the_conversion_prior_is_recovered_from_past_outcomes() -> None:
     assert prior.mean == pytest.approx(0.002, rel=0.1)
     assert prior.shape == pytest.approx(3.0, rel=0.35)
     assert pulse.fit_conversion_prior([1.0, 2.0], [10.0, 20.0]) is None
+
+
+def test_reach_not_reported_yet_is_skipped_not_read_as_zero() -> None:
+    """Heat arrives from signal and can lag the orders: trailing buckets without reach are
+    not a collapse of the pulse, the forecast picks up where the reported reach leaves off."""
+    reach = 20000 * np.exp(-np.arange(6) / 3.0)
+    orders = np.round(reach * 0.002)
+    full = pulse.fit_reach_pulse(reach, orders)
+    lagging = pulse.fit_reach_pulse(np.concatenate([reach[:4], [0.0, 0.0]]), orders)
+    assert lagging.lead == 2
+    # Two buckets fewer to fit on: the same order of forecast, not the same numbers.
+    assert lagging.mean_path(3) == pytest.approx(full.mean_path(3), rel=0.4)
+    assert lagging.mean_path(1)[0] > 3.0  # orders still expected, not a dead pulse
+
+
+def test_a_conversion_prior_from_alike_outcomes_stays_movable() -> None:
+    prior = pulse.fit_conversion_prior([30.0, 31.0, 32.0, 33.0, 34.0], [1e4] * 5)
+    assert prior is not None
+    assert prior.mean == pytest.approx(0.0032, rel=0.01)
+    assert prior.shape <= 32.0  # worth at most one typical pulse's orders
