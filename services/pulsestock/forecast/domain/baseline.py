@@ -139,12 +139,34 @@ class BaselineForecast:
     method: str
     rate: float  # expected demand per bucket
     dispersion: float  # negative binomial size r (large = Poisson-like)
-    # How far to move the interval's ends outwards (negative: inwards), in units of demand
-    # over `calibrated_horizon` buckets, from past outcomes.
+    # How far to move the interval's upper end outwards (negative: inwards), in units of
+    # demand over `calibrated_horizon` buckets, from past outcomes.
     conformal_shift: float
     calibrated_horizon: int
     coverage: float
     errors: dict[str, float]  # each method's rolling-origin mean absolute scaled error
+    # The lower end's shift over `calibrated_horizon` (None: the same as the upper end's),
+    # and both ends' shifts for a single bucket, calibrated on single buckets' outcomes
+    # (None: derived from the horizon's by the square-root rule).
+    lower_shift: float | None = None
+    step_shifts: tuple[float, float] | None = None
+
+    def shift(self, horizon: int, *, upper: bool) -> float:
+        """The conformal shift of one end of the interval of demand over `horizon` buckets.
+
+        Calibrated at two horizons (one bucket, and `calibrated_horizon`), it is linear in
+        the horizon between them and proportional beyond: a total's miss grows with the
+        horizon when the level is off (the common case), not with its square root."""
+        total = self.conformal_shift if upper or self.lower_shift is None else self.lower_shift
+        calibrated = max(self.calibrated_horizon, 1)
+        if self.step_shifts is None:
+            return total * float(np.sqrt(horizon / calibrated))
+        step = self.step_shifts[1] if upper else self.step_shifts[0]
+        if calibrated == 1 or horizon == 1:
+            return step * horizon if calibrated == 1 else step
+        if horizon >= calibrated:
+            return total * horizon / calibrated
+        return step + (total - step) * (horizon - 1) / (calibrated - 1)
 
     def quantiles(self, horizon: int, levels: Sequence[float]) -> list[float]:
         """Demand over the next `horizon` buckets at each level: never negative, monotone."""
@@ -155,20 +177,21 @@ class BaselineForecast:
             return [0.0 for _ in levels]
         size = self.dispersion * horizon  # a sum of independent NB(r, p) is NB(h r, p)
         p = size / (size + mean)
-        shift = self.conformal_shift * np.sqrt(horizon / self.calibrated_horizon)
+        chosen = np.asarray(levels, dtype=np.float64)
+        raw = stats.nbinom.ppf(chosen, size, p)
         half = self.coverage / 2
-        values = []
-        for level in levels:
-            raw = float(stats.nbinom.ppf(level, size, p))
-            # The interval's ends move by the whole shift, levels nearer the median by less.
-            reach = min(abs(level - 0.5) / half, 1.0) if half > 0 else 0.0
-            values.append((level, float(max(0.0, raw + np.sign(level - 0.5) * shift * reach))))
-        out: dict[float, float] = {}
-        highest = 0.0
-        for level, value in sorted(values):
-            highest = max(highest, value)
-            out[level] = highest
-        return [out[level] for level in levels]
+        # The interval's ends move by the whole shift, levels nearer the median by less.
+        reach = np.minimum(np.abs(chosen - 0.5) / half, 1.0) if half > 0 else chosen * 0.0
+        shifted = np.where(
+            chosen >= 0.5,
+            raw + self.shift(horizon, upper=True) * reach,
+            raw - self.shift(horizon, upper=False) * reach,
+        )
+        order = np.argsort(chosen, kind="stable")
+        monotone = np.maximum.accumulate(np.maximum(shifted[order], 0.0))
+        out = np.empty_like(monotone)
+        out[order] = monotone
+        return [float(v) for v in out]
 
 
 def _dispersion(demand: Series) -> float:
@@ -235,28 +258,60 @@ def fit_baseline(
     chosen = min(errors, key=lambda name: (errors[name], name)) if origins else "croston_sba"
     rate = max(METHODS[chosen](series), 0.0)
     dispersion = _dispersion(series)
-    shift = _conformal_shift(series, rates[chosen], origins, horizon, coverage) if origins else 0.0
-    return BaselineForecast(chosen, rate, dispersion, shift, horizon, coverage, errors)
+    if origins:
+        lower, upper = _conformal_shifts(series, rates[chosen], origins, horizon, coverage)
+        steps = _conformal_shifts(series, rates[chosen], origins, 1, coverage, steps=horizon)
+    else:
+        lower = upper = 0.0
+        steps = (0.0, 0.0)
+    return BaselineForecast(
+        chosen, rate, dispersion, upper, horizon, coverage, errors, lower, steps
+    )
 
 
-def _conformal_shift(
-    series: Series, rates: Series, origins: Sequence[int], horizon: int, coverage: float
-) -> float:
-    """Conformalised quantile interval: at each past origin, how far the outcome fell outside
-    (positive) or inside (negative) the NB interval made then; the ceil((n+1)·coverage)-th
-    smallest of those is the shift that would have covered `coverage` of them."""
-    if len(origins) < 5:
-        return 0.0  # too few outcomes to correct: the NB interval as it is
+def _conformal_shifts(
+    series: Series,
+    rates: Series,
+    origins: Sequence[int],
+    horizon: int,
+    coverage: float,
+    *,
+    steps: int = 1,
+) -> tuple[float, float]:
+    """Conformalised quantile interval, each end on its own: at each past origin, how far
+    the outcome fell below the NB interval's lower end (positive) or above its upper end,
+    made then; each end's shift is the ceil((n+1)(1 - a/2))-th smallest of its own scores
+    (a = 1 - coverage), so each end misses about a/2 of them. Separate ends matter for
+    intermittent demand: a lower end at zero is right on a day that is usually zero, however
+    far the upper end must move. With `steps` > 1 the outcomes are the single buckets at
+    each of the `steps` buckets after every origin (horizon 1 each, the rate made at the
+    origin): what a per-bucket quantile is judged on."""
+    at = np.asarray(origins, dtype=np.intp)
+    if steps > 1:
+        offsets = np.arange(steps)
+        valid = at[:, None] + offsets[None, :] < series.size
+        rows, cols = np.nonzero(valid)
+        base = at[rows]
+        targets = base + offsets[cols]
+        rates = np.asarray(rates)[rows]
+        actual = series[targets]
+        dispersion_at = _dispersions(series, list(base))
+    else:
+        actual = _horizon_totals(series, origins, horizon)
+        dispersion_at = _dispersions(series, origins)
+    if actual.size < 5:
+        return 0.0, 0.0  # too few outcomes to correct: the NB interval as it is
     lower, upper = (1 - coverage) / 2, (1 + coverage) / 2
     means = np.maximum(rates, 0.0) * horizon
-    actual = _horizon_totals(series, origins, horizon)
-    sizes = _dispersions(series, origins) * horizon
+    sizes = dispersion_at * horizon
     positive = means > 0
-    low, high = np.zeros(len(origins)), np.zeros(len(origins))
+    low, high = np.zeros(actual.size), np.zeros(actual.size)
     if positive.any():
         m, r = means[positive], sizes[positive]
         low[positive] = stats.nbinom.ppf(lower, r, r / (r + m))
         high[positive] = stats.nbinom.ppf(upper, r, r / (r + m))
-    scores = np.maximum(low - actual, actual - high)
-    rank = min(len(scores), int(np.ceil((len(scores) + 1) * coverage)))
-    return float(np.sort(scores)[rank - 1])
+    side = 1 - (1 - coverage) / 2
+    rank = min(actual.size, int(np.ceil((actual.size + 1) * side)))
+    below = float(np.sort(low - actual)[rank - 1])
+    above = float(np.sort(actual - high)[rank - 1])
+    return below, above
