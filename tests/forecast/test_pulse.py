@@ -236,3 +236,15 @@ def test_a_conversion_prior_from_alike_outcomes_stays_movable() -> None:
     assert prior is not None
     assert prior.mean == pytest.approx(0.0032, rel=0.01)
     assert prior.shape <= 32.0  # worth at most one typical pulse's orders
+
+
+def test_with_a_dispersion_prior_each_pulse_picks_its_own_noise() -> None:
+    grid = np.array([[1.2, 1.0]])
+    mean = 4000.0 * pulse.FAMILIES["power_law"].shape(grid, np.arange(20.0))[0]
+    rng = np.random.default_rng(8)
+    jumpy = pulse.nb_counts(mean, 2.0, rng)
+    smooth = pulse.nb_counts(mean, 200.0, rng)
+    for counts, low, high in ((jumpy, 0.5, 4.0), (smooth, 27.0, 100.0)):
+        fit = pulse.fit_pulse(counts, family="power_law", dispersion=pulse.DISPERSION_PRIOR)
+        size = float(np.exp(fit.weights @ np.log(fit.dispersion)))
+        assert low <= size <= high
