@@ -1,15 +1,28 @@
-"""Wiring of fulfillment: purchase orders over gRPC, the receipts-to-stock process manager,
+"""Wiring of fulfillment: master data, replenishment reviews and purchase orders over gRPC,
+the forecast.updated consumer, the review schedule, the receipts-to-stock process manager,
 migrations."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from pulsestock.bus import (
+    ConsumerSpec,
+    DurableConsumer,
+    ensure_consumer,
+    ensure_stream,
+    service_stream,
+)
+from pulsestock.bus.consumer import idempotent
 from pulsestock.config import Env
+from pulsestock.fulfillment.adapters.forecast_client import ForecastClient
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
+from pulsestock.fulfillment.application.master_records import MasterRecords
+from pulsestock.fulfillment.application.planner import PlannerSettings, ReplenishmentPlanner
 from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders
 from pulsestock.fulfillment.application.receipts import run_receipts
 from pulsestock.fulfillment.entrypoints.grpc_api import FulfillmentServiceServicer
@@ -17,33 +30,84 @@ from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
-INVENTORY_SYNC_DEFAULT_PORT = 50054
+FORECASTS = ConsumerSpec(
+    stream=service_stream("forecast").name,
+    durable="fulfillment__forecasts",
+    filter_subjects=["forecast.updated.>"],
+    max_deliver=8,
+)
 
 
-def inventory_sync_address(env: Env | None = None) -> str:
-    """INVENTORY_SYNC_ADDR (host:port), else inventory-sync's own port on this host, as
-    `make run` starts it."""
-    env = env or Env()
-    port = env.port("INVENTORY_SYNC_GRPC_PORT", INVENTORY_SYNC_DEFAULT_PORT)
-    return env.string("INVENTORY_SYNC_ADDR", f"127.0.0.1:{port}")
+def peer_address(env: Env, service: str, default_port: int) -> str:
+    """<SERVICE>_ADDR (host:port), else the peer's own port on this host, as `make run`
+    starts it (e.g. INVENTORY_SYNC_ADDR, else 127.0.0.1:$INVENTORY_SYNC_GRPC_PORT)."""
+    prefix = service.upper().replace("-", "_")
+    port = env.port(f"{prefix}_GRPC_PORT", default_port)
+    return env.string(f"{prefix}_ADDR", f"127.0.0.1:{port}")
+
+
+def planner_settings(env: Env) -> PlannerSettings:
+    return PlannerSettings(
+        outlook_hours=env.integer("FULFILLMENT_OUTLOOK_HOURS", 1440, minimum=24, maximum=8760),
+        pulse_review=timedelta(
+            minutes=env.integer("FULFILLMENT_PULSE_REVIEW_MINUTES", 60, minimum=1, maximum=1440)
+        ),
+        quiet_review=timedelta(
+            hours=env.integer("FULFILLMENT_QUIET_REVIEW_HOURS", 24, minimum=1, maximum=720)
+        ),
+    )
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class Fulfillment:
     def __init__(self) -> None:
-        self.inventory_address = inventory_sync_address()
+        env = Env()
+        self.inventory = InventorySyncClient(peer_address(env, "inventory-sync", 50054))
+        self.forecasts = ForecastClient(peer_address(env, "forecast", 50053))
+        self.settings = planner_settings(env)
+
+    async def prepare(self, context: ServiceContext) -> None:
+        self.orders = PurchaseOrders(context.store)
+        self.master = MasterRecords(context.store)
+        self.planner = ReplenishmentPlanner(
+            context.store,
+            self.master,
+            self.orders,
+            self.forecasts,
+            self.inventory,
+            _wall_clock,
+            self.settings,
+        )
+        js = context.nc.jetstream()
+        await ensure_stream(js, service_stream("forecast"))
+        await ensure_consumer(js, FORECASTS)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
-        # Replenishment, routing and transfers answer UNIMPLEMENTED until they land.
-        servicer = FulfillmentServiceServicer(PurchaseOrders(context.store))  # type: ignore[abstract]
+        # Routing and transfers answer UNIMPLEMENTED until they land.
+        servicer = FulfillmentServiceServicer(  # type: ignore[abstract]
+            self.orders, self.master, self.planner
+        )
         fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server(servicer, server)
         return [fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name]
 
+    async def run_forecasts(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        handler = idempotent(context.pool, FORECASTS.durable, self.planner.mark_due)
+        await DurableConsumer(context.nc, FORECASTS, handler, batch=100).run(stop)
+
+    async def run_reviews(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        await self.planner.run(stop)
+
     async def run_receipts(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        inventory = InventorySyncClient(self.inventory_address)
         try:
-            await run_receipts(context.store, inventory, stop, dsn=context.settings.database_url)
+            await run_receipts(
+                context.store, self.inventory, stop, dsn=context.settings.database_url
+            )
         finally:
-            await inventory.close()
+            await self.inventory.close()
+            await self.forecasts.close()
 
 
 def build() -> ServiceDefinition:
@@ -53,5 +117,6 @@ def build() -> ServiceDefinition:
         register=service.register,
         grpc_port=50055,
         migrations_dir=MIGRATIONS,
-        roles=[service.run_receipts],
+        prepare=service.prepare,
+        roles=[service.run_forecasts, service.run_reviews, service.run_receipts],
     )

@@ -61,6 +61,16 @@ class InventorySyncClient:
                 raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
             raise StockRefused(error.code(), error.details() or "") from error
 
+    async def stock(self, sku: str) -> inv.GetStockResponse:
+        """The SKU's stock per warehouse (inventory-sync's read model)."""
+        try:
+            response: inv.GetStockResponse = await self._stub().GetStock(
+                inv.GetStockRequest(sku=sku), timeout=CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
+        return response
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()

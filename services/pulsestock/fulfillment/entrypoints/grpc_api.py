@@ -1,6 +1,6 @@
-"""The FulfillmentService gRPC servicer. Purchase orders are served; the RPCs whose parts of
-the fulfillment issue have not landed (replenishment plans, routing, transfers) answer
-UNIMPLEMENTED, as the generated base class does."""
+"""The FulfillmentService gRPC servicer: master data, replenishment plans and approvals,
+purchase orders. Routing and transfers answer UNIMPLEMENTED (the generated base class does)
+until they are built."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import grpc
 from pulsestock.errors import Validator
+from pulsestock.fulfillment.application.master_records import MasterRecords, sorted_profiles
+from pulsestock.fulfillment.application.planner import ReplenishmentPlanner
 from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders, to_message
 from pulsestock.fulfillment.domain import purchase_orders as po_domain
 from pulsestock.ids import ID_RULE, valid_id
@@ -25,9 +27,61 @@ def _wall_clock() -> datetime:
 
 
 class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
-    def __init__(self, orders: PurchaseOrders, clock: Clock = _wall_clock) -> None:
+    def __init__(
+        self,
+        orders: PurchaseOrders,
+        master: MasterRecords,
+        planner: ReplenishmentPlanner,
+        clock: Clock = _wall_clock,
+    ) -> None:
         self.orders = orders
+        self.master = master
+        self.planner = planner
         self.clock = clock
+
+    async def GetReplenishmentPlan(
+        self, request: pb.GetReplenishmentPlanRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReplenishmentPlanResponse:
+        return pb.GetReplenishmentPlanResponse(recommendations=await self.planner.plan(request.sku))
+
+    async def ReviewReplenishment(
+        self, request: pb.ReviewReplenishmentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReplenishmentPlanResponse:
+        recommendation = await self.planner.review(request.sku, "requested")
+        return pb.GetReplenishmentPlanResponse(recommendations=[recommendation])
+
+    async def ApproveRecommendation(
+        self, request: pb.ApproveRecommendationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreatePurchaseOrderResponse:
+        po = await self.planner.approve(request.recommendation_id)
+        return pb.CreatePurchaseOrderResponse(
+            purchase_order_id=po.purchase_order_id, purchase_order=to_message(po)
+        )
+
+    async def SetWarehouse(
+        self, request: pb.SetWarehouseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MasterDataResponse:
+        return pb.MasterDataResponse(version=await self.master.set_warehouse(request.warehouse))
+
+    async def SetSupplier(
+        self, request: pb.SetSupplierRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MasterDataResponse:
+        return pb.MasterDataResponse(version=await self.master.set_supplier(request.supplier))
+
+    async def SetSkuEconomics(
+        self, request: pb.SetSkuEconomicsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MasterDataResponse:
+        return pb.MasterDataResponse(version=await self.master.set_economics(request.economics))
+
+    async def GetMasterData(
+        self, request: pb.GetMasterDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMasterDataResponse:
+        data = await self.master.load()
+        return pb.GetMasterDataResponse(
+            warehouses=sorted_profiles(data.warehouses.values(), "warehouse_id"),
+            suppliers=sorted_profiles(data.suppliers.values(), "supplier_id"),
+            skus=sorted_profiles(data.skus.values(), "sku"),
+        )
 
     async def CreatePurchaseOrder(
         self, request: pb.CreatePurchaseOrderRequest, context: grpc.aio.ServicerContext
