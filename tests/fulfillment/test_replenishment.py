@@ -71,7 +71,7 @@ def test_the_quantile_solver_finds_the_fixture_with_linear_costs() -> None:
     levels = np.linspace(0.0005, 0.9995, 2000)
     need = stats.norm.ppf(levels, 120, 10)
     leftover = LeftoverCost(2.0, 0.0, np.zeros(levels.size), 1.0, 0.0)
-    choice = choose_quantity(need, levels, 18.0, leftover)
+    choice = choose_quantity(need, list(levels), 18.0, leftover)
     assert choice.quantity in (132.0, 133.0)
     assert choice.expected_lost_margin + choice.expected_leftover_cost == pytest.approx(
         35.1, abs=0.3

@@ -34,7 +34,8 @@ ROOT = HERE.parent.parent
 
 
 def small() -> dict[str, Any]:
-    return json.loads(SMALL.read_text())
+    doc: dict[str, Any] = json.loads(SMALL.read_text())
+    return doc
 
 
 @pytest.mark.parametrize(
@@ -178,13 +179,15 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "weekly-rop" in done.stdout and "minus each policy" in done.stdout
+    assert "weekly-rop" in done.stdout
+    assert "minus each policy" in done.stdout
     results = json.loads(output.read_text())
     assert set(results["policies"]) == {"pulsestock", "weekly-rop", "oracle"}
     assert set(results["differences"]) == {"weekly-rop", "oracle"}
     assert len(results["policies"]["pulsestock"]["per_seed"]) == 1
     page = plot.read_text()
-    assert page.startswith("<!doctype html>") and "<svg" in page
+    assert page.startswith("<!doctype html>")
+    assert "<svg" in page
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 
 

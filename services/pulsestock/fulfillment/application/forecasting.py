@@ -7,10 +7,9 @@
   comes from `HeatPulse` below (an adapter that only uses forecast's public `fit_demand` /
   `DemandForecast`); set `INFORMED_SOURCE = "forecast"` to use theirs instead.
 - `ForecastOutlook`: a `DemandForecast` seen as replenishment's `DemandOutlook`. Baseline
-  windows use the baseline's negative binomial with its conformal shift (the same formula
-  as `BaselineForecast.quantiles`, vectorised over levels: scipy's scalar ppf costs ~0.3 ms
-  a level); pulse windows use the forecast's simulated paths, only as far as the pulse
-  reaches, the baseline beyond.
+  windows use `BaselineForecast.quantiles` (cached per window length: ~0.3 ms a call);
+  pulse windows use the forecast's simulated paths (drawn once per forecast), only as far
+  as the pulse reaches, the baseline beyond.
 
 Heat is reach (views an hour). The prior conversion is the forecast service's default, one
 order per 1,000 views; each pulse's true conversion is unknown to the policy and learnt from
@@ -28,7 +27,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pulsestock.forecast.domain.baseline import BaselineForecast
 from pulsestock.forecast.domain.demand import DemandForecast, fit_demand, forecast_history
-from scipy import stats
 
 Series = NDArray[np.float64]
 
@@ -44,21 +42,10 @@ HEAT_TRIGGER = 3.0  # heat excess over this multiple of its background opens a p
 def baseline_window_quantiles(
     baseline: BaselineForecast, horizon: int, levels: Sequence[float]
 ) -> Series:
-    """`BaselineForecast.quantiles(horizon, levels)` in one vectorised ppf call."""
-    chosen = np.asarray(levels, dtype=np.float64)
-    mean = baseline.rate * horizon
-    if horizon <= 0 or mean <= 0:
-        return np.zeros(chosen.size)
-    size = baseline.dispersion * horizon
-    raw = stats.nbinom.ppf(chosen, size, size / (size + mean))
-    shift = baseline.conformal_shift * math.sqrt(horizon / baseline.calibrated_horizon)
-    half = baseline.coverage / 2
-    reach = np.minimum(np.abs(chosen - 0.5) / half, 1.0) if half > 0 else np.zeros(chosen.size)
-    values = np.maximum(0.0, raw + np.sign(chosen - 0.5) * shift * reach)
-    order = np.argsort(chosen, kind="stable")
-    out = np.empty_like(values)
-    out[order] = np.maximum.accumulate(values[order])
-    return np.asarray(out, dtype=np.float64)
+    """The baseline's quantiles of the demand over `horizon` buckets (zeros for none)."""
+    if horizon <= 0:
+        return np.zeros(len(levels))
+    return np.asarray(baseline.quantiles(horizon, levels), dtype=np.float64)
 
 
 @dataclass
@@ -69,6 +56,27 @@ class ForecastOutlook:
     _cache: dict[tuple[int, int, tuple[float, ...]], Series] = field(default_factory=dict)
     _pulse_end: int | None = None
     _cumulative: Series | None = None
+    _by_horizon: dict[tuple[int, tuple[float, ...]], Series] = field(default_factory=dict)
+
+    def prepare(self, windows: Sequence[tuple[int, int]], levels: Sequence[float]) -> None:
+        """The baseline quantiles of every window a review will ask: they depend only on
+        the window's length, so each length is computed once."""
+        key = tuple(levels)
+        reach = self.pulse_end() + 24 if self.forecast.pulse is not None else 0
+        spans = {end - max(start, reach) for start, end in windows if end > reach}
+        for span in spans:
+            if (span, key) not in self._by_horizon:
+                self._by_horizon[(span, key)] = baseline_window_quantiles(
+                    self.forecast.baseline, span, levels
+                )
+
+    def _baseline(self, horizon: int, levels: Sequence[float]) -> Series:
+        key = (horizon, tuple(levels))
+        if key not in self._by_horizon:
+            self._by_horizon[key] = baseline_window_quantiles(
+                self.forecast.baseline, horizon, levels
+            )
+        return self._by_horizon[key]
 
     def tail_rate(self) -> float:
         return float(self.forecast.baseline.rate)
@@ -100,16 +108,15 @@ class ForecastOutlook:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        baseline = self.forecast.baseline
         reach = self.pulse_end() + 24 if self.forecast.pulse is not None else 0
         if start >= reach:
-            out = baseline_window_quantiles(baseline, end - start, levels)
+            out = self._baseline(end - start, levels)
         else:  # the pulse's part from the paths, the baseline after it (comonotone sum)
             sums = self._path_sums()
             totals = sums[:, min(end, reach)] - sums[:, start]
             out = np.maximum.accumulate(np.maximum(np.quantile(totals, list(levels)), 0.0))
             if end > reach:
-                out = out + baseline_window_quantiles(baseline, end - reach, levels)
+                out = out + self._baseline(end - reach, levels)
         self._cache[key] = out
         return out
 
