@@ -31,11 +31,11 @@ from numpy.typing import NDArray
 from pulsestock.forecast.domain.baseline import BaselineForecast
 from pulsestock.forecast.domain.demand import DemandForecast
 from pulsestock.fulfillment.application.forecasting import (
+    HEAT_TRIGGER,
     HISTORY_HOURS,
     ForecastOutlook,
     blind_forecast,
     informed_forecast,
-    read_heat,
 )
 from pulsestock.fulfillment.domain.master_data import LeadTimeOption, SkuEconomics
 from pulsestock.fulfillment.domain.replenishment import (
@@ -236,8 +236,6 @@ class Pulsestock:
             )
             self._baseline = forecast.baseline
             if refit:
-                from pulsestock.fulfillment.application.forecasting import HEAT_TRIGGER
-
                 self._heat_level = HEAT_TRIGGER * reading.background + 1e-9
         rate = self._baseline.rate
         self._spike_level = float(stats.poisson.ppf(0.999, max(3 * rate, 0.01))) + 2
@@ -283,4 +281,4 @@ def make_policy(
     raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
 
 
-__all__ = ["POLICY_NAMES", "Observation", "Policy", "make_policy", "read_heat"]
+__all__ = ["POLICY_NAMES", "Observation", "Policy", "make_policy"]
