@@ -42,12 +42,14 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pulsestock.forecast.domain import baseline, baselines, pulse
 from pulsestock.forecast.domain.metrics import log_ratio_cumulative, paired_bootstrap
+from pulsestock.forecast.domain.sku_forecast import SkuInputs, forecast_sku
 
 from tests.bench.report import emit
 from tests.helpers.shared import shared_dir
@@ -305,6 +307,43 @@ def refit_time_ms(pulses: Sequence[Pulse], repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def sku_refit_ms(skus: int = 200, seed: int = 5) -> dict[str, float]:
+    """The service's refit of a SKU with a pulse on (hourly, 28 days of history, reach from
+    views): median ms of forecast_sku cold (a new order changed the pre-onset demand: the
+    baseline is refitted), warm (a heat update: the baseline is reused, the pulse refitted),
+    and of the quantile simulation a published forecast needs (next day's p90, 72 hourly
+    rows of p10/p50/p90, the 72 h total's quantiles)."""
+    rng = np.random.default_rng(seed)
+    hours = 28 * 24
+    cold, warm, publish = [], [], []
+    for index in range(skus):
+        demand = rng.poisson(rng.uniform(0.05, 2.0), hours).astype(np.float64)
+        reach = np.zeros(hours)
+        age = int(rng.integers(1, 48))
+        onset = hours - age
+        reach[onset:] = np.round(20000 * (np.arange(age) + 1.0) ** -1.3)
+        demand[onset:] += rng.poisson(reach[onset:] * 0.002)
+        inputs = SkuInputs(
+            f"bench-{index}", datetime(2026, 1, 1, tzinfo=UTC), demand, reach, "p", onset, 2.0, 1e3
+        )
+        started = time.perf_counter()
+        forecast_sku(inputs)
+        cold.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        made = forecast_sku(inputs)
+        warm.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        made.window_quantiles(0, 24, [0.9])
+        made.step_quantiles(72)
+        made.window_quantiles(0, 72)
+        publish.append(time.perf_counter() - started)
+    return {
+        "cold_ms": round(float(np.median(cold)) * 1000, 3),
+        "warm_ms": round(float(np.median(warm)) * 1000, 3),
+        "publish_quantiles_ms": round(float(np.median(publish)) * 1000, 3),
+    }
+
+
 def cross_fitted(pulses: Sequence[Pulse]) -> dict[int, dict[str, dict[str, np.ndarray]]]:
     """Scores with 2-fold cross-fitted priors: each half scored with priors (and dispersion)
     fitted on the other half of the same data set, so no pulse informs its own forecast."""
@@ -365,6 +404,15 @@ async def run(infra: Any) -> None:
         lower_is_better=True,
         model=chosen,
         note="fit_pulse + a 72-step mean path, pulses aged 4 and 24 buckets",
+    )
+    refits = sku_refit_ms()
+    emit(
+        "forecast.pulse_sku_refit_ms",
+        refits["warm_ms"],
+        "ms_median",
+        lower_is_better=True,
+        note="forecast_sku with a pulse on, hourly, 28 days; value = a heat update's refit",
+        **refits,
     )
 
 

@@ -35,6 +35,7 @@ Series = NDArray[np.float64]
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 PATH_DRAWS = 400
+PATH_HORIZON = 72
 # A SKU nobody has sold yet: a documented prior instead of an error. One unit per 100
 # buckets, dispersed (NB size 0.5): a forecast that says "probably nothing, maybe a few".
 PRIOR_RATE = 0.01
@@ -111,16 +112,19 @@ class DemandForecast:
         return float(self.mean(end)[start:end].sum())
 
     def paths(self, horizon: int) -> Series:
-        """Simulated demand paths, shape (PATH_DRAWS, horizon); cached per horizon."""
-        cached = self._paths.get(horizon)
-        if cached is not None:
-            return cached
-        rng = np.random.default_rng(self.seed)
-        base = _baseline_paths(self.baseline, horizon, rng)
-        if self.pulse is not None:
-            base = base + np.maximum(self.pulse.sample_paths(horizon, PATH_DRAWS, rng), 0.0)
-        self._paths[horizon] = base
-        return base
+        """Simulated demand paths, shape (PATH_DRAWS, horizon). Horizons up to PATH_HORIZON
+        are the first columns of one PATH_HORIZON simulation (the service asks for the next
+        day and the next 72 h on every refit: one simulation serves both, and the answer
+        never depends on which was asked first); longer ones are simulated on their own."""
+        length = max(horizon, PATH_HORIZON)
+        cached = self._paths.get(length)
+        if cached is None:
+            rng = np.random.default_rng(self.seed)
+            cached = _baseline_paths(self.baseline, length, rng)
+            if self.pulse is not None:
+                cached = cached + np.maximum(self.pulse.sample_paths(length, PATH_DRAWS, rng), 0.0)
+            self._paths[length] = cached
+        return cached[:, :horizon]
 
     @cached_property
     def accuracy(self) -> dict[str, float]:

@@ -73,9 +73,25 @@ class Family:
     transform: Callable[[Grid], Grid]  # natural -> the coordinates the prior is normal in
 
     def log_prior(self, prior: ShapePrior) -> Series:
-        z = (self.transform(self.grid) - np.asarray(prior.mean)) / np.asarray(prior.sd)
-        logp = -0.5 * (z * z).sum(axis=1)
-        return np.asarray(logp - special.logsumexp(logp), dtype=np.float64)
+        return _log_prior(self.name, prior)
+
+
+def _logsumexp(values: Series) -> float:
+    """log(sum(exp(values))) of a 1-D array (scipy's is generic and, per refit, slower)."""
+    top = float(values.max())
+    if not np.isfinite(top):
+        return top
+    return top + float(np.log(np.exp(values - top).sum()))
+
+
+@lru_cache(maxsize=64)
+def _log_prior(family: str, prior: ShapePrior) -> Series:
+    fam = FAMILIES[family]
+    z = (fam.transform(fam.grid) - np.asarray(prior.mean)) / np.asarray(prior.sd)
+    logp = -0.5 * (z * z).sum(axis=1)
+    out = np.asarray(logp - _logsumexp(logp), dtype=np.float64)
+    out.setflags(write=False)
+    return out
 
 
 def _gamma_shape(grid: Grid, ages: Series) -> Series:
@@ -255,7 +271,7 @@ def grid_posterior(
     if total <= 0:
         loglik = np.zeros_like(mass)
     logp = loglik + (log_prior if log_prior is not None else 0.0)
-    logp = logp - special.logsumexp(logp)
+    logp = logp - _logsumexp(logp)
     return loglik, logp, amplitude, np.minimum(sd, 3.0)
 
 
@@ -305,7 +321,7 @@ def fit_pulse(
         constant = _nb_constant(y, size) if y.sum() > 0 else 0.0
         parts.append((loglik + constant + log_prior + np.log(weight), amplitude, sd, size))
     logp = np.concatenate([part[0] for part in parts])
-    weights = np.exp(logp - special.logsumexp(logp))
+    weights = np.exp(logp - _logsumexp(logp))
     keep = np.flatnonzero(weights > MIN_WEIGHT)
     points = keep % fam.grid.shape[0]
     amplitude = np.concatenate([part[1] for part in parts])[keep]
