@@ -75,7 +75,7 @@ def test_pulses_drawn_from_the_prior_get_calibrated_remaining_mass_forecasts() -
     assert 0.7 <= np.mean(covered) <= 0.9
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     excess=st.lists(st.integers(0, 100_000), min_size=1, max_size=40),
     family=st.sampled_from(sorted(pulse.FAMILIES)),
@@ -100,7 +100,7 @@ def test_paths_are_non_negative_monotone_in_level_and_deterministic(
         assert np.all(paths == 0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     base=st.lists(st.integers(0, 4), min_size=30, max_size=60),
     spike=st.integers(20, 400),
