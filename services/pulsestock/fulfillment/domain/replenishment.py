@@ -1,14 +1,17 @@
 """One replenishment review of one SKU: how much to order on each lead-time option now.
 
 For each option the order can only serve demand from the bucket it lands in: its window is
-[arrival, arrival + coverage), coverage being the review period or, while a pulse is on,
-the rest of the pulse (one order for the selling window, adjusted at every review). Net of
-the inventory position that will be there by the window's end (on hand - committed + on
-order landing before the window ends; later orders do not count as if here), with lost
-sales before arrival: need = min(D[0, end) - position, D[arrival, end)) per quantile level
-(demand over nested windows is comonotone under a pulse: a big pulse is big in every
-window). The quantity is the newsvendor's (newsvendor.py) with this option's margin as
-underage and its write-down to salvage as the dead-stock cost.
+[arrival, arrival + review period) (hourly reviews while a pulse is on, daily otherwise:
+later demand is left to later orders, placed with better information). Net of the inventory
+position that will be there by the window's end (on hand - committed + on order landing
+before the window ends; later orders do not count as if here), with lost sales before
+arrival: need = min(D[0, end) - position, D[arrival, end)) per quantile level (demand over
+nested windows is comonotone under a pulse: a big pulse is big in every window). The
+quantity is the newsvendor's (newsvendor.py): this option's margin is the underage; a unit
+left at the window's end waits for the demand after it (the same quantile level, within a
+sell-through horizon) or is written down to salvage. So nothing is ordered when too little
+of the pulse remains after arrival, and a pulse near its end is ordered at its critical
+ratio (price - c) / (price - salvage) and no higher.
 
 Several options (FULFILLMENT.md, dual sourcing): an option that is no faster and no cheaper
 than another is dominated; a slower, cheaper option orders only while the probability that
