@@ -58,18 +58,6 @@ class ForecastOutlook:
     _cumulative: Series | None = None
     _by_horizon: dict[tuple[int, tuple[float, ...]], Series] = field(default_factory=dict)
 
-    def prepare(self, windows: Sequence[tuple[int, int]], levels: Sequence[float]) -> None:
-        """The baseline quantiles of every window a review will ask: they depend only on
-        the window's length, so each length is computed once."""
-        key = tuple(levels)
-        reach = self.pulse_end() + 24 if self.forecast.pulse is not None else 0
-        spans = {end - max(start, reach) for start, end in windows if end > reach}
-        for span in spans:
-            if (span, key) not in self._by_horizon:
-                self._by_horizon[(span, key)] = baseline_window_quantiles(
-                    self.forecast.baseline, span, levels
-                )
-
     def _baseline(self, horizon: int, levels: Sequence[float]) -> Series:
         key = (horizon, tuple(levels))
         if key not in self._by_horizon:

@@ -158,14 +158,6 @@ def review(
     def natural_end(option: LeadTimeOption) -> int:
         return option.arrival_hours + review_hours
 
-    prepare = getattr(outlook, "prepare", None)
-    if callable(prepare):  # an outlook that can batch its work is told every window first
-        ends = {natural_end(o) for o in live} | {o.arrival_hours for o in live}
-        windows = [(0, e) for e in ends]
-        windows += [(o.arrival_hours, e) for o in live for e in ends if e > o.arrival_hours]
-        windows += [(e, e + settings.sell_through_hours) for e in ends]
-        prepare(windows, levels)
-
     # Dual sourcing: a slower, cheaper option orders only while stock is likely still
     # needed when it lands, judged against the cheapest faster option.
     viable: list[LeadTimeOption] = []
