@@ -204,3 +204,23 @@ def test_cli_reports_an_invalid_scenario(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "skus[0].price" in done.stderr
+
+
+def test_heat_opens_a_pulse_before_the_orders_rise() -> None:
+    """Heat (views an hour) climbing for 8 hours over a quiet background while orders are
+    still at baseline: the informed forecast already expects the pulse's excess after the
+    prior lead, and the blind one (orders only) does not."""
+    from pulsestock.fulfillment.application.forecasting import blind_forecast, informed_forecast
+
+    rng = np.random.default_rng(4)
+    hours = 24 * 40
+    orders = rng.poisson(0.3, hours).astype(np.float64)
+    heat = 300.0 * np.exp(rng.normal(0, 0.2, hours))
+    heat[-8:] = np.linspace(3_000, 20_000, 8)
+    informed, reading = informed_forecast(orders, heat, seed=1)
+    assert reading.onset == hours - 8
+    assert informed.pulse is not None
+    ahead = informed.mean(48)
+    assert ahead[6:30].sum() > 100  # the heat seen, at ~1 order per 1,000 views
+    blind = blind_forecast(orders, seed=1)
+    assert blind.mean(48)[6:30].sum() < 20
