@@ -8,7 +8,11 @@ import sys
 
 from tests.bench import (
     bench_eventstore,
+    bench_forecast_live,
+    bench_forecast_pulses,
+    bench_forecast_retail,
     bench_forecast_service,
+    bench_fulfillment,
     bench_grpc_edge,
     bench_inventory,
     bench_nab,
@@ -27,6 +31,10 @@ BENCHMARKS = [
     bench_nab,
     bench_signal_pipeline,
     bench_forecast_service,
+    bench_forecast_retail,
+    bench_forecast_pulses,
+    bench_forecast_live,
+    bench_fulfillment,
 ]
 
 
