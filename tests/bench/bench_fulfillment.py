@@ -92,12 +92,15 @@ def _report(name: str, summary: dict[str, Any]) -> None:
     for metric in ("lost_units", "leftover_units_14d"):
         diff = diffs["weekly-rop"][metric]
         base = rop[metric]["mean"]
+        value = ours[metric]["mean"]
         emit(
             f"fulfillment.{name}.{metric}",
-            ours[metric]["mean"],
+            value,
             "units",
-            baseline=base,
+            # a ratio to a zero (nothing lost) would divide by zero
+            baseline=base if value > 0 else None,
             lower_is_better=True,
+            weekly_rop=round(base, 3),
             ci95=_interval(ours[metric]),
             vs_weekly_rop=round(diff["mean"], 3),
             vs_weekly_rop_ci95=_interval(diff),
