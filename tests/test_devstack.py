@@ -27,6 +27,7 @@ from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from tests.helpers.infra import Infra
 
 pytestmark = pytest.mark.slow
+STARTUP_S = 60
 PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
 
 
@@ -51,10 +52,12 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     started = time.monotonic()
     try:
         pending = set(service_names())
-        while pending and time.monotonic() - started < 30:
+        # Two cores start PostgreSQL, NATS, the fakes and five Python processes at once
+        # (about 20 s when the machine is otherwise idle): a liveness bound, not a goal.
+        while pending and time.monotonic() - started < STARTUP_S:
             assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
             pending = {name for name in pending if not health_status(ports[name])}
-        assert not pending, f"not SERVING within 30 s: {pending}"
+        assert not pending, f"not SERVING within {STARTUP_S} s: {pending}"
     finally:
         with contextlib.suppress(ProcessLookupError):  # exited early: the assert above says why
             os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
