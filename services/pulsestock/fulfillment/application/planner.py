@@ -5,7 +5,7 @@ ReplenishmentRecommended with every option's reasons. Approving one creates draf
 orders (automatically for SKUs set to auto-approve).
 
 The inventory position counts open purchase orders at the hour they are expected to land
-(their `expected_at`; one without it counts as landing now, the seller having said nothing
+(their `expected_at`; one without it counts as landing at once, the seller having said nothing
 else), so a far-future order never covers demand before it lands.
 """
 
@@ -148,15 +148,17 @@ class ReplenishmentPlanner:
             bool(update.pulse_id),
         )
 
-    async def _position(self, sku: str, warehouse_id: str, now: datetime) -> StockPosition:
+    async def _position(self, sku: str, warehouse_id: str, anchor: datetime) -> StockPosition:
+        """Stock now, and open orders at their landing hour counted from `anchor` (the
+        outlook's step 0, so an order placed for a window lands in that window)."""
         stock = await self.inventory.stock(sku)
         level = next((w for w in stock.warehouses if w.warehouse_id == warehouse_id), None)
         on_hand = float(level.on_hand) if level else 0.0
         committed = float(level.reserved) if level else 0.0
         on_order = []
         for po in await self._open_orders(sku, warehouse_id):
-            landing = po.expected_at or now
-            hours = max((landing - now) / HOUR, 0.0)
+            landing = po.expected_at or anchor
+            hours = max((landing - anchor) / HOUR, 0.0)
             on_order.append((hours, float(po.open_quantity(sku))))
         return StockPosition(on_hand, min(committed, on_hand), tuple(on_order))
 
@@ -200,7 +202,7 @@ class ReplenishmentPlanner:
             [point.mean for point in forecast.points],
             pulse_on,
         )
-        position = await self._position(sku, profile.warehouse_id, now)
+        position = await self._position(sku, profile.warehouse_id, first_hour)
         review_every = self.settings.pulse_review if pulse_on else self.settings.quiet_review
         settings = ReviewSettings(review_hours=max(1, int(review_every / HOUR)))
         decided = await asyncio.to_thread(

@@ -5,7 +5,9 @@ For each option the order can only serve demand from the bucket it lands in: its
 later demand is left to later orders, placed with better information). Net of the inventory
 position that will be there by the window's end (on hand - committed + on order landing
 before the window ends; later orders do not count as if here), with lost sales before
-arrival: need = min(D[0, end) - position, D[arrival, end)) per quantile level (demand over
+arrival: need = min(D[0, end) - position, D[arrival, end) - landing in [arrival, end)) per
+quantile level (units on order that land inside the window serve it whatever happened
+before; stock on hand may be gone by the time the order lands) (demand over
 nested windows is comonotone under a pulse: a big pulse is big in every window). The
 quantity is the newsvendor's (newsvendor.py): this option's margin is the underage; a unit
 left at the window's end waits for the demand after it (the same quantile level, within a
@@ -62,6 +64,10 @@ class StockPosition:
         """On hand - committed + what lands before `hour`."""
         arriving = sum(units for at, units in self.on_order if at < hour)
         return self.on_hand - self.committed + arriving
+
+    def landing_between(self, start: float, end: float) -> float:
+        """Units on order that land in [start, end)."""
+        return sum(units for at, units in self.on_order if start <= at < end)
 
 
 @dataclass(frozen=True)
@@ -122,11 +128,20 @@ def dominated_by(option: LeadTimeOption, others: Sequence[LeadTimeOption]) -> Le
 
 
 def _need(
-    outlook: DemandOutlook, start: int, end: int, position: float, levels: Sequence[float]
+    outlook: DemandOutlook,
+    start: int,
+    end: int,
+    position: float,
+    levels: Sequence[float],
+    landing: float = 0.0,
 ) -> np.ndarray:
+    """Net demand an order landing at `start` can serve in [start, end): what the position
+    by `end` leaves uncovered of all demand up to `end`, and at most the window's own demand
+    less what lands inside the window (with lost sales, stock on hand may be sold out before
+    `start`, but an order landing in the window is there for it)."""
     total = np.asarray(outlook.window_quantiles(0, end, levels), dtype=np.float64)
     window = np.asarray(outlook.window_quantiles(start, end, levels), dtype=np.float64)
-    return np.minimum(total - position, window)
+    return np.minimum(total - position, window - landing)
 
 
 def review(
@@ -169,7 +184,14 @@ def review(
         fast = min(faster, key=lambda o: o.unit_cost)
         threshold = (fast.unit_cost - option.unit_cost) / (fast.unit_cost - economics.salvage)
         start, end = option.arrival_hours, natural_end(option)
-        need = _need(outlook, start, end, position.available_by(end), levels)
+        need = _need(
+            outlook,
+            start,
+            end,
+            position.available_by(end),
+            levels,
+            position.landing_between(start, end),
+        )
         still_needed = float(level_weights(levels)[need > 0].sum())
         if still_needed >= threshold:
             viable.append(option)
@@ -190,7 +212,10 @@ def review(
         if slower is not None and slower.arrival_hours > start:
             end = max(start + 1, min(end, slower.arrival_hours))
         held = position.available_by(end) + sum(u for at, u in ordered if at < end)
-        need = _need(outlook, start, end, held, levels)
+        landing = position.landing_between(start, end) + sum(
+            u for at, u in ordered if start <= at < end
+        )
+        need = _need(outlook, start, end, held, levels, landing)
         margin = economics.price - option.unit_cost
         window_hours = end - start
         # Units sold inside the window wait half of it on average.
