@@ -14,8 +14,6 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pulsestock.bus import ensure_stream, service_stream
@@ -26,6 +24,7 @@ from pulsestock.forecast.domain.sku_forecast import seed_of
 from pulsestock.v1 import forecast_pb2 as pb
 from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 
+from tests.helpers.grpc_errors import field_violations
 from tests.helpers.infra import Infra, drop_schema, unique_name
 from tests.helpers.service import running_service
 
@@ -187,17 +186,6 @@ def request(sku: str, start: datetime, end: datetime, horizon: int = 0) -> pb.Ba
     return out
 
 
-def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    out = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
-
-
 @pytest.fixture
 async def service(infra: Infra, nats_url: str) -> AsyncIterator[tuple[ForecastServiceStub, str]]:
     """The forecast service as in test_service.py, and its schema."""
@@ -264,7 +252,7 @@ async def test_the_backtest_rpc_scores_ours_and_every_baseline(
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await forecast.Backtest(request("no spaces!", end, start, -1), timeout=10)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(violations(bad.value)) == {"sku", "horizon_hours", "to"}
+    assert set(field_violations(bad.value)) == {"sku", "horizon_hours", "to"}
     for refused_request, field in (
         (request("NEVER-SOLD", start, end), "sku"),
         (request("MUG-9", start, end, 90), "from"),
@@ -272,4 +260,4 @@ async def test_the_backtest_rpc_scores_ours_and_every_baseline(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await forecast.Backtest(refused_request, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert set(violations(refused.value)) == {field}
+        assert set(field_violations(refused.value)) == {field}

@@ -36,7 +36,8 @@ from pulsestock.v1 import ingest_events_pb2 as iev
 from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 
 from tests.bench.bench_forecast_live import TRAIN_SEED, wikipedia_shapes, youtube_shapes
-from tests.forecast.test_service import publish, stamp, violations
+from tests.forecast.test_service import publish, stamp
+from tests.helpers.grpc_errors import field_violations
 from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
 from tests.helpers.service import running_service
 
@@ -270,7 +271,7 @@ async def test_forecast_live_session_through_the_stack(
             pb.ForecastLiveSessionRequest(live_id="not a live id!"), timeout=10
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(violations(bad.value)) == {"live_id"}
+    assert set(field_violations(bad.value)) == {"live_id"}
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await forecast.ForecastLiveSession(
             pb.ForecastLiveSessionRequest(live_id="LIVE-NEVER"), timeout=10

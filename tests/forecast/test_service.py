@@ -15,8 +15,6 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from nats.aio.client import Client as NATS
 from pulsestock.bus import ensure_stream, service_stream
 from pulsestock.bus.codec import cloudevent_headers, subject_for
@@ -27,6 +25,7 @@ from pulsestock.v1 import ingest_events_pb2 as iev
 from pulsestock.v1.common_pb2 import Channel, OrderLine
 from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 
+from tests.helpers.grpc_errors import field_violations
 from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
 from tests.helpers.service import running_service
 
@@ -83,17 +82,6 @@ async def forecast(infra: Infra, nats_url: str, bus: NATS) -> AsyncIterator[Fore
             yield ForecastServiceStub(service.channel)
     finally:
         await drop_schema(infra.database_url, schema)
-
-
-def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    out = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
 
 
 async def test_orders_and_heat_in_forecast_updated_out(
@@ -162,13 +150,13 @@ async def test_a_new_sku_gets_the_prior_and_bad_requests_name_their_fields(
             timeout=10,
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(violations(bad.value)) == {"sku", "horizon", "quantiles[1]"}
+    assert set(field_violations(bad.value)) == {"sku", "horizon", "quantiles[1]"}
 
     with pytest.raises(grpc.aio.AioRpcError) as too_far:
         await forecast.GetForecast(
             pb.GetForecastRequest(sku="MUG-1", horizon=Duration(seconds=3000 * 3600)), timeout=10
         )
-    assert set(violations(too_far.value)) == {"horizon"}
+    assert set(field_violations(too_far.value)) == {"horizon"}
 
     now = datetime.now(UTC)
     with pytest.raises(grpc.aio.AioRpcError) as backwards:
@@ -179,7 +167,7 @@ async def test_a_new_sku_gets_the_prior_and_bad_requests_name_their_fields(
             timeout=10,
         )
     assert backwards.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(violations(backwards.value)) == {"to"}
+    assert set(field_violations(backwards.value)) == {"to"}
     assert "Traceback" not in (backwards.value.details() or "")
 
 

@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1.common_pb2 import Channel
 from pulsestock.v1.fulfillment_pb2_grpc import FulfillmentServiceStub
 
+from tests.helpers.grpc_errors import field_violations
 from tests.helpers.infra import Infra, drop_schema, unique_name
 from tests.helpers.service import running_service
 
@@ -27,17 +26,6 @@ async def api(infra: Infra, nats_url: str) -> AsyncIterator[FulfillmentServiceSt
     async with running_service("fulfillment", infra.database_url, nats_url, schema) as svc:
         yield FulfillmentServiceStub(svc.channel)
     await drop_schema(infra.database_url, schema)
-
-
-def fields_of(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    out: dict[str, str] = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out |= {v.field: v.description for v in bad.field_violations}
-    return out
 
 
 def sea_and_air(delivers_to: str = "wh-east") -> ev.SupplierProfile:
@@ -68,7 +56,7 @@ async def refused(call: object) -> dict[str, str]:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call  # type: ignore[misc]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    return fields_of(caught.value)
+    return field_violations(caught.value)
 
 
 async def test_master_data_round_trip_and_refusals(api: FulfillmentServiceStub) -> None:

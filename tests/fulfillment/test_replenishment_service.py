@@ -195,24 +195,35 @@ async def test_orders_become_a_recommendation_a_po_and_stock(stack: Stubs, bus: 
         )
     )
 
-    async def stocked() -> bool:
-        reply = await stock.GetStock(inv.GetStockRequest(sku=SKU))
-        return sum(w.on_hand for w in reply.warehouses) >= 20 + rec.quantity - sum(counts)
+    async def audit_trail() -> list[inv.HistoryEntry]:
+        entries: list[inv.HistoryEntry] = []
+        while True:  # the whole trail, a page at a time
+            page = await stock.GetHistory(
+                inv.GetHistoryRequest(sku=SKU, from_version=len(entries) + 1, limit=1000)
+            )
+            entries.extend(page.entries)
+            if len(page.entries) < 1000:
+                return entries
 
-    await eventually(stocked, within=30, what="the receipt in stock")
-    levels_now = await stock.GetStock(inv.GetStockRequest(sku=SKU))
-    entries: list[inv.HistoryEntry] = []
-    while True:  # the whole audit trail, a page at a time
-        page = await stock.GetHistory(
-            inv.GetHistoryRequest(sku=SKU, from_version=len(entries) + 1, limit=1000)
-        )
-        entries.extend(page.entries)
-        if len(page.entries) < 1000:
-            break
-    received = [e for e in entries if e.type.endswith("StockReceived")]
-    assert len(received) == 2  # the seed and the purchase order's receipt, once
-    channels = await stock.GetChannelQuantities(inv.GetChannelQuantitiesRequest(sku=SKU))
-    assert max(q.quantity for q in channels.quantities) <= levels_now.available
+    async def receipts() -> list[inv.HistoryEntry]:
+        return [e for e in await audit_trail() if e.type.endswith("StockReceived")]
+
+    async def received() -> bool:
+        return len(await receipts()) >= 2
+
+    await eventually(received, within=30, what="the receipt in the ledger")
+    trail = await receipts()
+    assert len(trail) == 2  # the seed and the purchase order's receipt, once
+    assert str(rec.quantity) in trail[1].data_json
+    # The read model and every channel's quantity include the receipt (read your writes).
+    version = trail[1].stream_version
+    levels = await stock.GetStock(inv.GetStockRequest(sku=SKU, min_stream_version=version))
+    assert levels.available > 0
+    channels = await stock.GetChannelQuantities(
+        inv.GetChannelQuantitiesRequest(sku=SKU, min_stream_version=version)
+    )
+    assert channels.quantities
+    assert all(0 <= q.quantity <= levels.available for q in channels.quantities)
     assert max(q.quantity for q in channels.quantities) > 0
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
+from google.protobuf.message import Message
 from pulsestock.errors import Validator
 from pulsestock.fulfillment.application.master_records import MasterRecords, sorted_profiles
 from pulsestock.fulfillment.application.planner import ReplenishmentPlanner
@@ -18,6 +19,7 @@ from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1 import fulfillment_pb2_grpc
 
 Clock = Callable[[], datetime]
+Transition = Callable[[po_domain.PurchaseOrder, datetime], list[Message]]
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 
@@ -101,32 +103,29 @@ class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer
             purchase_order_id=po.purchase_order_id, purchase_order=to_message(po)
         )
 
+    async def _transition(
+        self, request: pb.PurchaseOrderCommand, decide: Transition
+    ) -> pb.PurchaseOrderResponse:
+        now = self.clock()
+        po = await self.orders.execute(request.purchase_order_id, lambda po: decide(po, now))
+        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
+
     async def SubmitPurchaseOrder(
         self, request: pb.PurchaseOrderCommand, context: grpc.aio.ServicerContext
     ) -> pb.PurchaseOrderResponse:
-        now = self.clock()
-        po = await self.orders.execute(
-            request.purchase_order_id, lambda po: po_domain.submit(po, now)
-        )
-        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
+        return await self._transition(request, po_domain.submit)
 
     async def ConfirmPurchaseOrder(
         self, request: pb.PurchaseOrderCommand, context: grpc.aio.ServicerContext
     ) -> pb.PurchaseOrderResponse:
-        now = self.clock()
-        po = await self.orders.execute(
-            request.purchase_order_id, lambda po: po_domain.confirm(po, now)
-        )
-        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
+        return await self._transition(request, po_domain.confirm)
 
     async def CancelPurchaseOrder(
         self, request: pb.PurchaseOrderCommand, context: grpc.aio.ServicerContext
     ) -> pb.PurchaseOrderResponse:
-        now = self.clock()
-        po = await self.orders.execute(
-            request.purchase_order_id, lambda po: po_domain.cancel(po, request.reason, now)
+        return await self._transition(
+            request, lambda po, now: po_domain.cancel(po, request.reason, now)
         )
-        return pb.PurchaseOrderResponse(purchase_order=to_message(po))
 
     async def ReceivePurchaseOrder(
         self, request: pb.ReceivePurchaseOrderRequest, context: grpc.aio.ServicerContext
