@@ -570,11 +570,22 @@ class OrderRouted(_message.Message):
     CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
     WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    UNALLOCATED_FIELD_NUMBER: _builtins.int
+    BUYER_REGION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     warehouse_id: _builtins.str
+    buyer_region: _builtins.str
+    reason: _builtins.str
+    """Why: e.g. "fbt first for a TikTok order", "soonest delivery to us-east", "split"."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutedLine]: ...
+    @_builtins.property
+    def unallocated(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     def __init__(
         self,
         *,
@@ -582,14 +593,47 @@ class OrderRouted(_message.Message):
         channel_order_id: _builtins.str = ...,
         warehouse_id: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        allocations: _abc.Iterable[Global___RoutedLine] | None = ...,
+        unallocated: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
+        buyer_region: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "channel_order_id", b"channel_order_id", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "at", b"at", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "reason", b"reason", "unallocated", b"unallocated", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderRouted: _TypeAlias = OrderRouted  # noqa: Y015
+
+@_typing.final
+class RoutedLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    DELIVERY_HOURS_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    warehouse_id: _builtins.str
+    quantity: _builtins.int
+    delivery_hours: _builtins.float
+    """Expected hours from dispatch to the buyer."""
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        warehouse_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        delivery_hours: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_hours", b"delivery_hours", "quantity", b"quantity", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutedLine: _TypeAlias = RoutedLine  # noqa: Y015
 
 @_typing.final
 class TransferPlanned(_message.Message):

@@ -473,15 +473,28 @@ class RouteOrderResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    UNALLOCATED_FIELD_NUMBER: _builtins.int
     warehouse_id: _builtins.str
+    """The warehouse that ships most of the order (empty when nothing could be allocated)."""
+    @_builtins.property
+    def allocations(self) -> _containers.RepeatedCompositeFieldContainer[_fulfillment_events_pb2.RoutedLine]:
+        """Where each line ships from: a line no single warehouse covers is split."""
+
+    @_builtins.property
+    def unallocated(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]:
+        """What no warehouse has stock for (a backorder)."""
+
     def __init__(
         self,
         *,
         warehouse_id: _builtins.str = ...,
+        allocations: _abc.Iterable[_fulfillment_events_pb2.RoutedLine] | None = ...,
+        unallocated: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "unallocated", b"unallocated", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
