@@ -25,6 +25,7 @@ from pulsestock.fulfillment.application.master_records import MasterRecords
 from pulsestock.fulfillment.application.planner import PlannerSettings, ReplenishmentPlanner
 from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders
 from pulsestock.fulfillment.application.receipts import run_receipts
+from pulsestock.fulfillment.application.router import OrderRouter
 from pulsestock.fulfillment.entrypoints.grpc_api import FulfillmentServiceServicer
 from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import fulfillment_pb2, fulfillment_pb2_grpc
@@ -86,9 +87,10 @@ class Fulfillment:
         await ensure_consumer(js, FORECASTS)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
-        # Routing and transfers answer UNIMPLEMENTED until they land.
+        # Transfers answer UNIMPLEMENTED until they land.
+        router = OrderRouter(context.store, self.master, self.inventory, _wall_clock)
         servicer = FulfillmentServiceServicer(  # type: ignore[abstract]
-            self.orders, self.master, self.planner
+            self.orders, self.master, self.planner, router
         )
         fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server(servicer, server)
         return [fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name]

@@ -1,6 +1,6 @@
 """The FulfillmentService gRPC servicer: master data, replenishment plans and approvals,
-purchase orders. Routing and transfers answer UNIMPLEMENTED (the generated base class does)
-until they are built."""
+purchase orders, order routing. Transfers answer UNIMPLEMENTED (the generated base class
+does) until they are built."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pulsestock.errors import Validator
 from pulsestock.fulfillment.application.master_records import MasterRecords, sorted_profiles
 from pulsestock.fulfillment.application.planner import ReplenishmentPlanner
 from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders, to_message
+from pulsestock.fulfillment.application.router import OrderRouter
 from pulsestock.fulfillment.domain import purchase_orders as po_domain
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import fulfillment_pb2 as pb
@@ -34,12 +35,24 @@ class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer
         orders: PurchaseOrders,
         master: MasterRecords,
         planner: ReplenishmentPlanner,
+        router: OrderRouter,
         clock: Clock = _wall_clock,
     ) -> None:
         self.orders = orders
         self.master = master
         self.planner = planner
+        self.router = router
         self.clock = clock
+
+    async def RouteOrder(
+        self, request: pb.RouteOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RouteOrderResponse:
+        routed = await self.router.route(request)
+        return pb.RouteOrderResponse(
+            warehouse_id=routed.warehouse_id,
+            allocations=routed.allocations,
+            unallocated=routed.unallocated,
+        )
 
     async def GetReplenishmentPlan(
         self, request: pb.GetReplenishmentPlanRequest, context: grpc.aio.ServicerContext
