@@ -4,7 +4,6 @@ series, and ForecastLiveSession through the real stack."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -13,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
-from pulsestock.bus import ensure_stream, service_stream
 from pulsestock.forecast.domain.live import (
     DEFAULT_PRIORS,
     MODEL,
@@ -38,8 +36,7 @@ from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 from tests.bench.bench_forecast_live import TRAIN_SEED, wikipedia_shapes, youtube_shapes
 from tests.forecast.test_service import publish, stamp
 from tests.helpers.grpc_errors import field_violations
-from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
-from tests.helpers.service import running_service
+from tests.helpers.infra import eventually
 
 counts = st.integers(min_value=0, max_value=3000)
 
@@ -190,21 +187,6 @@ def test_samples_become_per_minute_series() -> None:
 
 
 # --- through the real stack ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def forecast(infra: Infra, nats_url: str, bus: NATS) -> AsyncIterator[ForecastServiceStub]:
-    js = bus.jetstream()
-    for producer in ("ingest", "signal", "forecast"):
-        await ensure_stream(js, service_stream(producer))
-    schema = unique_name("fcl")
-    try:
-        async with running_service(
-            "forecast", infra.database_url, nats_url, schema, {"PULSESTOCK_PARTITIONS": "4"}
-        ) as service:
-            yield ForecastServiceStub(service.channel)
-    finally:
-        await drop_schema(infra.database_url, schema)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ the baseline alone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -13,35 +12,19 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from pulsestock.bus import ensure_stream, service_stream
+from pulsestock.bus import service_stream
 from pulsestock.v1 import forecast_events_pb2 as fev
 from pulsestock.v1 import forecast_pb2 as pb
 from pulsestock.v1 import signal_events_pb2 as sig
 from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 
 from tests.forecast.test_service import order, publish, stamp
-from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
-from tests.helpers.service import running_service
+from tests.helpers.infra import eventually
 from tests.helpers.waiting import consumer_settled
 
 pytestmark = pytest.mark.slow
 START = datetime(2026, 10, 1, tzinfo=UTC)
 SKU = "SERUM-3"
-
-
-@pytest.fixture
-async def forecast(infra: Infra, nats_url: str, bus: NATS) -> AsyncIterator[ForecastServiceStub]:
-    js = bus.jetstream()
-    for producer in ("ingest", "signal", "forecast"):
-        await ensure_stream(js, service_stream(producer))
-    schema = unique_name("fcp")
-    try:
-        async with running_service(
-            "forecast", infra.database_url, nats_url, schema, {"PULSESTOCK_PARTITIONS": "4"}
-        ) as service:
-            yield ForecastServiceStub(service.channel)
-    finally:
-        await drop_schema(infra.database_url, schema)
 
 
 async def test_a_pulse_enters_and_leaves_the_forecast(

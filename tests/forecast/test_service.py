@@ -5,7 +5,6 @@ bad requests refused with field details, and a restart recomputing identical for
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -67,21 +66,6 @@ def order(order_id: str, sku: str, quantity: int, at: datetime) -> iev.OrderPlac
         lines=[OrderLine(sku=sku, quantity=quantity)],
         placed_at=stamp(at),
     )
-
-
-@pytest.fixture
-async def forecast(infra: Infra, nats_url: str, bus: NATS) -> AsyncIterator[ForecastServiceStub]:
-    js = bus.jetstream()
-    for producer in ("ingest", "signal", "forecast"):
-        await ensure_stream(js, service_stream(producer))
-    schema = unique_name("fc")
-    try:
-        async with running_service(
-            "forecast", infra.database_url, nats_url, schema, {"PULSESTOCK_PARTITIONS": "4"}
-        ) as service:
-            yield ForecastServiceStub(service.channel)
-    finally:
-        await drop_schema(infra.database_url, schema)
 
 
 async def test_orders_and_heat_in_forecast_updated_out(
