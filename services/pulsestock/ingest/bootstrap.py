@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from pulsestock.clock import utc_now
 from pulsestock.config import Env
 from pulsestock.ingest.adapters.order_sources import (
     SHOPIFY_API_VERSION,
@@ -38,10 +39,6 @@ from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 log = get_logger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _every(env: Env, names: tuple[str, ...]) -> list[str] | None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 from pulsestock.bus import DurableConsumer, ensure_consumer, ensure_stream, service_stream
+from pulsestock.clock import utc_now
 from pulsestock.config import Env
 from pulsestock.eventstore import ProjectionRunner
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
@@ -31,10 +32,6 @@ from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import inventory_sync_pb2, inventory_sync_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import numpy as np
+from pulsestock.clock import Clock, utc_now
 from pulsestock.errors import Validator
 from pulsestock.forecast.application.engine import ForecastEngine, hour_of
 from pulsestock.forecast.domain.demand import DEFAULT_LEVELS
@@ -19,12 +20,6 @@ from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import forecast_pb2 as pb
 from pulsestock.v1 import forecast_pb2_grpc
 from pulsestock.v1.common_pb2 import Quantile
-
-Clock = Callable[[], datetime]
-
-
-def _wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def _levels(v: Validator, field: str, levels: Sequence[float]) -> tuple[float, ...]:
@@ -38,9 +33,7 @@ def _levels(v: Validator, field: str, levels: Sequence[float]) -> tuple[float, .
 
 
 class ForecastServiceServicer(forecast_pb2_grpc.ForecastServiceServicer):
-    def __init__(
-        self, pool: asyncpg.Pool, engine: ForecastEngine, clock: Clock = _wall_clock
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, engine: ForecastEngine, clock: Clock = utc_now) -> None:
         self.pool = pool
         self.engine = engine
         self.clock = clock

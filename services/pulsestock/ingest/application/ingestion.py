@@ -11,12 +11,13 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Generic, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
 from pulsestock.bus.codec import subject_for
+from pulsestock.clock import Clock
 from pulsestock.errors import InvalidArgument, Validator
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.group_commit import GroupCommit
@@ -39,7 +40,6 @@ from pulsestock.v1.common_pb2 import Channel
 
 SERVICE = "ingest"
 EVENT_IDS = uuid.UUID("6f1c3c6e-3f0b-4b7e-9a55-2f3d1a0c9b21")  # namespace of ingest's ids
-Clock = Callable[[], datetime]
 Sample = TypeVar("Sample", ev.VideoSampled, ev.LiveSampled)
 
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
+from pulsestock.clock import Clock
 from pulsestock.ingest.adapters.order_sources import OrderSource
 from pulsestock.ingest.application.channel_orders import ChannelOrders, Delivery
 from pulsestock.telemetry import get_logger
 
 log = get_logger(__name__)
-Clock = Callable[[], datetime]
 
 
 @dataclass

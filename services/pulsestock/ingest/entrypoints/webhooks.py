@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from pulsestock.clock import Clock
 from pulsestock.ids import valid_id
 from pulsestock.ingest.adapters.tiktok_orders import TikTokOrderLookupFailed, TikTokOrders
 from pulsestock.ingest.application.channel_orders import ChannelOrders, Delivery
@@ -30,7 +31,6 @@ from pulsestock.telemetry import get_logger
 from pulsestock.v1.common_pb2 import Channel
 
 log = get_logger(__name__)
-Clock = Callable[[], datetime]
 
 # How long each channel keeps retrying a delivery it sent (the replay window must not refuse
 # those): Shopify 8 times over 4 hours; TikTok Shop at 2 min, 30 min, 3 h and 12 h; Amazon's

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +26,7 @@ from pulsestock.bus import (
     dead_letter_subject,
     service_stream,
 )
+from pulsestock.clock import Clock
 from pulsestock.inventory_sync.adapters.channels.base import ChannelClient, ChannelError
 from pulsestock.telemetry import get_logger
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
@@ -43,7 +43,6 @@ QUANTITY_CHANGES = ConsumerSpec(
     durable="inventory_sync__channel_sync",
     filter_subjects=["inventory_sync.channel_quantity_changed.>"],
 )
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)

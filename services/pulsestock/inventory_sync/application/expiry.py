@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 
 import asyncpg
+from pulsestock.clock import Clock
 from pulsestock.errors import DomainError
-from pulsestock.inventory_sync.application.writer import Clock, LedgerWriter
+from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.commands import ExpireHolds
 from pulsestock.telemetry import get_logger
 

@@ -13,9 +13,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from google.protobuf.message import Message
+from pulsestock.clock import Clock
 from pulsestock.errors import DomainError, Unavailable
 from pulsestock.eventstore import NewEvent, StreamAppend, WrongExpectedVersion
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository
@@ -32,7 +33,6 @@ from pulsestock.inventory_sync.domain.sku import ledger_stream
 from pulsestock.telemetry import get_logger
 
 log = get_logger(__name__)
-Clock = Callable[[], datetime]
 MAX_CONFLICT_RETRIES = 3
 
 
