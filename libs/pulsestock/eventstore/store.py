@@ -263,8 +263,10 @@ class EventStore:
         rows = await (conn or self.pool).fetch(query, stream_id, from_version, limit)
         return _recorded(rows)
 
-    async def stream_version(self, stream_id: str) -> int:
-        version = await self.pool.fetchval(
+    async def stream_version(
+        self, stream_id: str, *, conn: asyncpg.Connection | None = None
+    ) -> int:
+        version = await (conn or self.pool).fetchval(
             "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
         )
         return int(version)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -18,6 +18,7 @@ from pulsestock.bus import (
     service_stream,
 )
 from pulsestock.bus.consumer import idempotent
+from pulsestock.clock import utc_now
 from pulsestock.config import Env
 from pulsestock.fulfillment.adapters.forecast_client import ForecastClient
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
@@ -59,10 +60,6 @@ def planner_settings(env: Env) -> PlannerSettings:
     )
 
 
-def _wall_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 class Fulfillment:
     def __init__(self) -> None:
         env = Env()
@@ -79,7 +76,7 @@ class Fulfillment:
             self.orders,
             self.forecasts,
             self.inventory,
-            _wall_clock,
+            utc_now,
             self.settings,
         )
         js = context.nc.jetstream()
@@ -88,7 +85,7 @@ class Fulfillment:
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
         # Transfers answer UNIMPLEMENTED until they land.
-        router = OrderRouter(context.store, self.master, self.inventory, _wall_clock)
+        router = OrderRouter(context.store, self.master, self.inventory, utc_now)
         servicer = FulfillmentServiceServicer(  # type: ignore[abstract]
             self.orders, self.master, self.planner, router
         )
@@ -100,7 +97,10 @@ class Fulfillment:
         await DurableConsumer(context.nc, FORECASTS, handler, batch=100).run(stop)
 
     async def run_reviews(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        await self.planner.run(stop)
+        try:
+            await self.planner.run(stop)
+        finally:
+            await self.forecasts.close()
 
     async def run_receipts(self, context: ServiceContext, stop: asyncio.Event) -> None:
         try:
@@ -109,7 +109,6 @@ class Fulfillment:
             )
         finally:
             await self.inventory.close()
-            await self.forecasts.close()
 
 
 def build() -> ServiceDefinition:

@@ -11,7 +11,7 @@ violations; nothing is stored then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -199,11 +199,12 @@ class MasterRecords:
                 data.apply(event.decode())
         return data
 
-    async def _set(self, event: Message, check: str) -> int:
+    async def _set(self, event: Message, check: Callable[[MasterData], None]) -> int:
+        """Check the change against the state it follows, then append it at that version."""
         for attempt in range(CONFLICT_RETRIES):
             async with self.store.pool.acquire() as conn, conn.transaction():
                 data = await self.load(conn)
-                getattr(data, check)(_payload(event))
+                check(data)
                 try:
                     return await self.store.append(
                         STREAM, data.version, [NewEvent.of(event)], conn=conn
@@ -214,21 +215,19 @@ class MasterRecords:
         raise AssertionError("unreachable")
 
     async def set_warehouse(self, profile: ev.WarehouseProfile) -> int:
-        return await self._set(ev.WarehouseSet(warehouse=profile), "check_warehouse")
+        return await self._set(
+            ev.WarehouseSet(warehouse=profile), lambda data: data.check_warehouse(profile)
+        )
 
     async def set_supplier(self, profile: ev.SupplierProfile) -> int:
-        return await self._set(ev.SupplierSet(supplier=profile), "check_supplier")
+        return await self._set(
+            ev.SupplierSet(supplier=profile), lambda data: data.check_supplier(profile)
+        )
 
     async def set_economics(self, profile: ev.SkuEconomics) -> int:
-        return await self._set(ev.SkuEconomicsSet(economics=profile), "check_economics")
-
-
-def _payload(event: Message) -> Message:
-    for name in ("warehouse", "supplier", "economics"):
-        if event.DESCRIPTOR.fields_by_name.get(name) is not None:
-            value: Message = getattr(event, name)
-            return value
-    raise TypeError(f"not a master-data event: {type(event).__name__}")
+        return await self._set(
+            ev.SkuEconomicsSet(economics=profile), lambda data: data.check_economics(profile)
+        )
 
 
 def sorted_profiles(values: Iterable[M], key: str) -> list[M]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 from pulsestock.bus import Envelope
+from pulsestock.clock import Clock
 from pulsestock.errors import FieldViolation, InvalidArgument, NotFound, PreconditionFailed
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.fulfillment.adapters.forecast_client import ForecastClient
@@ -42,10 +43,10 @@ from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.telemetry import get_logger
 from pulsestock.v1 import forecast_events_pb2 as fev
 from pulsestock.v1 import fulfillment_events_pb2 as ev
+from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1.common_pb2 import OrderLine, Quantile, TimeRange
 
 log = get_logger(__name__)
-Clock = Callable[[], datetime]
 HOUR = timedelta(hours=1)
 OPEN_STATUSES = (
     PoStatus.DRAFT,
@@ -155,22 +156,26 @@ class ReplenishmentPlanner:
         level = next((w for w in stock.warehouses if w.warehouse_id == warehouse_id), None)
         on_hand = float(level.on_hand) if level else 0.0
         committed = float(level.reserved) if level else 0.0
-        on_order = []
+        on_order: list[tuple[float, float]] = []
         for po in await self._open_orders(sku, warehouse_id):
-            landing = po.expected_at or anchor
+            landing = (
+                po.expected_at.ToDatetime(tzinfo=UTC) if po.HasField("expected_at") else anchor
+            )
             hours = max((landing - anchor) / HOUR, 0.0)
-            on_order.append((hours, float(po.open_quantity(sku))))
+            on_order.extend((hours, float(line.open)) for line in po.lines if line.sku == sku)
         return StockPosition(on_hand, min(committed, on_hand), tuple(on_order))
 
-    async def _open_orders(self, sku: str, warehouse_id: str) -> list[PurchaseOrder]:
+    async def _open_orders(self, sku: str, warehouse_id: str) -> list[pb.PurchaseOrder]:
+        """Open purchase orders of the SKU into the warehouse, as the read model has them
+        (written with each order's events)."""
         rows = await self.store.pool.fetch(
-            "SELECT purchase_order_id FROM purchase_orders WHERE skus @> ARRAY[$1::text]"
+            "SELECT state FROM purchase_orders WHERE skus @> ARRAY[$1::text]"
             " AND warehouse_id = $2 AND status = ANY($3::int[])",
             sku,
             warehouse_id,
             [status.value for status in OPEN_STATUSES],
         )
-        return [await self.orders.load(row["purchase_order_id"]) for row in rows]
+        return [pb.PurchaseOrder.FromString(row["state"]) for row in rows]
 
     # -- the review ----------------------------------------------------------------------
 
@@ -265,11 +270,8 @@ class ReplenishmentPlanner:
     async def _record(self, event: ev.ReplenishmentRecommended, pulse_on: bool) -> None:
         stream = stream_of(event.sku)
         async with self.store.pool.acquire() as conn, conn.transaction():
-            version = await conn.fetchval(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
-                stream,
-            )
-            await self.store.append(stream, int(version), [NewEvent.of(event)], conn=conn)
+            version = await self.store.stream_version(stream, conn=conn)
+            await self.store.append(stream, version, [NewEvent.of(event)], conn=conn)
             await conn.execute(
                 "INSERT INTO recommendations (recommendation_id, sku, reviewed_at, data)"
                 " VALUES ($1, $2, $3, $4)",
@@ -352,17 +354,14 @@ class ReplenishmentPlanner:
             if updated != "UPDATE 1":
                 return  # approved before: the same purchase orders, nothing more to record
             stream = stream_of(event.sku)
-            version = await conn.fetchval(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
-                stream,
-            )
+            version = await self.store.stream_version(stream, conn=conn)
             approved = ev.RecommendationApproved(
                 recommendation_id=event.recommendation_id,
                 sku=event.sku,
                 purchase_order_id=po.purchase_order_id,
             )
             approved.at.FromDatetime(now)
-            await self.store.append(stream, int(version), [NewEvent.of(approved)], conn=conn)
+            await self.store.append(stream, version, [NewEvent.of(approved)], conn=conn)
 
     # -- the schedule --------------------------------------------------------------------
 

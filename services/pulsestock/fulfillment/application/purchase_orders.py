@@ -80,6 +80,11 @@ async def _write_row(conn: asyncpg.Connection, po: PurchaseOrder) -> None:
     )
 
 
+def _check_id(purchase_order_id: str) -> None:
+    if not valid_id(purchase_order_id):
+        raise InvalidArgument.single("purchase_order_id", ID_RULE)
+
+
 class PurchaseOrders:
     def __init__(self, store: EventStore) -> None:
         self.store = store
@@ -90,24 +95,18 @@ class PurchaseOrders:
         events = await self.store.read_stream(po_domain.stream_of(purchase_order_id), conn=conn)
         return po_domain.fold(purchase_order_id, (event.decode() for event in events))
 
-    async def existing(self, purchase_order_id: str) -> PurchaseOrder:
-        if not valid_id(purchase_order_id):
-            raise InvalidArgument.single("purchase_order_id", ID_RULE)
-        po = await self.load(purchase_order_id)
-        if not po.exists:
-            raise NotFound(f"purchase order {purchase_order_id} does not exist")
-        return po
-
     async def execute(
         self, purchase_order_id: str, decide: Decision, *, must_exist: bool = True
     ) -> PurchaseOrder:
         """Decide on the current state and append; a concurrent writer that won is retried
         on the state it left (the decision is made again, so rules hold on the new state)."""
         if must_exist:
-            await self.existing(purchase_order_id)
+            _check_id(purchase_order_id)
         for attempt in range(CONFLICT_RETRIES):
             async with self.store.pool.acquire() as conn, conn.transaction():
                 po = await self.load(purchase_order_id, conn)
+                if must_exist and not po.exists:
+                    raise NotFound(f"purchase order {purchase_order_id} does not exist")
                 events = decide(po)
                 if not events:
                     return po
@@ -149,20 +148,27 @@ class PurchaseOrders:
 
         return await self.execute(purchase_order_id, decide, must_exist=False)
 
-    async def history(self, purchase_order_id: str) -> list[pb.PurchaseOrderHistoryEntry]:
+    async def with_history(
+        self, purchase_order_id: str
+    ) -> tuple[PurchaseOrder, list[pb.PurchaseOrderHistoryEntry]]:
+        """The order and its audit trail, from one read of its stream."""
         from google.protobuf import json_format
 
+        _check_id(purchase_order_id)
         events = await self.store.read_stream(po_domain.stream_of(purchase_order_id))
+        if not events:
+            raise NotFound(f"purchase order {purchase_order_id} does not exist")
+        decoded = [event.decode() for event in events]
         entries = []
-        for event in events:
+        for event, message in zip(events, decoded, strict=True):
             entry = pb.PurchaseOrderHistoryEntry(
                 version=event.stream_version,
                 type=event.type,
-                data_json=json_format.MessageToJson(event.decode(), indent=None),
+                data_json=json_format.MessageToJson(message, indent=None),
             )
             entry.recorded_at.FromDatetime(event.recorded_at)
             entries.append(entry)
-        return entries
+        return po_domain.fold(purchase_order_id, decoded), entries
 
     async def list(
         self, sku: str, statuses: Sequence[int], page_size: int, after: str

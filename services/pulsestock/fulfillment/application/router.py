@@ -17,6 +17,7 @@ from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.eventstore.events import NO_STREAM, WrongExpectedVersion
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
 from pulsestock.fulfillment.application.master_records import MasterRecords, channel_name
+from pulsestock.fulfillment.domain.order_lines import check_lines, summed
 from pulsestock.fulfillment.domain.routing import Candidate, route
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import fulfillment_events_pb2 as ev
@@ -39,18 +40,10 @@ def _check(request: pb.RouteOrderRequest) -> dict[str, int]:
         violations.append(FieldViolation("channel_order_id", ID_RULE))
     if len(request.buyer_region) > MAX_REGION:
         violations.append(FieldViolation("buyer_region", f"at most {MAX_REGION} characters"))
-    if not request.lines or len(request.lines) > MAX_LINES:
-        violations.append(FieldViolation("lines", f"between 1 and {MAX_LINES} lines"))
-    lines: dict[str, int] = {}
-    for index, line in enumerate(request.lines[:MAX_LINES]):
-        if not valid_id(line.sku):
-            violations.append(FieldViolation(f"lines[{index}].sku", ID_RULE))
-        if line.quantity <= 0:
-            violations.append(FieldViolation(f"lines[{index}].quantity", "must be positive"))
-        lines[line.sku] = lines.get(line.sku, 0) + line.quantity
+    violations.extend(check_lines(request.lines, "lines", MAX_LINES))
     if violations:
         raise InvalidArgument(violations)
-    return lines
+    return summed(request.lines)
 
 
 class OrderRouter:

@@ -18,12 +18,10 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestock.errors import FieldViolation, InvalidArgument, PreconditionFailed
+from pulsestock.fulfillment.domain.order_lines import check_lines, summed
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1.common_pb2 import OrderLine
-
-MAX_LINES = 500
-MAX_QUANTITY = 10_000_000
 
 
 class PoStatus(enum.Enum):
@@ -95,7 +93,7 @@ class PurchaseOrder:
                 self,
                 supplier_id=event.supplier_id,
                 warehouse_id=event.warehouse_id,
-                ordered=_summed(event.lines),
+                ordered=summed(event.lines),
                 expected_at=_time(event.expected_at) if event.HasField("expected_at") else None,
                 created_at=_time(event.created_at),
                 updated_at=_time(event.created_at),
@@ -111,7 +109,7 @@ class PurchaseOrder:
             )
         if isinstance(event, ev.PurchaseOrderReceived):
             received = dict(self.received)
-            for sku, quantity in _summed(event.lines).items():
+            for sku, quantity in summed(event.lines).items():
                 received[sku] = received.get(sku, 0) + quantity
             moved = replace(self, received=received)
             complete = not moved.open_lines
@@ -124,7 +122,7 @@ class PurchaseOrder:
             )
         if isinstance(event, ev.PurchaseOrderCancelled):
             cancelled = dict(self.cancelled)
-            for sku, quantity in _summed(event.cancelled_lines).items():
+            for sku, quantity in summed(event.cancelled_lines).items():
                 cancelled[sku] = cancelled.get(sku, 0) + quantity
             return replace(
                 self,
@@ -143,33 +141,7 @@ def fold(purchase_order_id: str, events: Iterable[Message]) -> PurchaseOrder:
     return state
 
 
-def _summed(lines: Iterable[OrderLine]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in lines:
-        out[line.sku] = out.get(line.sku, 0) + int(line.quantity)
-    return out
-
-
 # -- decisions -------------------------------------------------------------------------------
-
-
-def _check_lines(lines: Iterable[OrderLine], field_name: str) -> list[FieldViolation]:
-    violations: list[FieldViolation] = []
-    items = list(lines)
-    if not items:
-        violations.append(FieldViolation(field_name, "at least one line is required"))
-    if len(items) > MAX_LINES:
-        violations.append(FieldViolation(field_name, f"at most {MAX_LINES} lines"))
-    for index, line in enumerate(items[:MAX_LINES]):
-        if not valid_id(line.sku):
-            violations.append(FieldViolation(f"{field_name}[{index}].sku", ID_RULE))
-        if not 0 < line.quantity <= MAX_QUANTITY:
-            violations.append(
-                FieldViolation(
-                    f"{field_name}[{index}].quantity", f"must be between 1 and {MAX_QUANTITY}"
-                )
-            )
-    return violations
 
 
 def create(
@@ -181,7 +153,7 @@ def create(
     now: datetime,
 ) -> ev.PurchaseOrderCreated:
     items = list(lines)
-    violations = _check_lines(items, "lines")
+    violations = check_lines(items, "lines")
     if not valid_id(supplier_id):
         violations.append(FieldViolation("supplier_id", ID_RULE))
     if not valid_id(warehouse_id):
@@ -194,7 +166,7 @@ def create(
         purchase_order_id=purchase_order_id,
         supplier_id=supplier_id,
         warehouse_id=warehouse_id,
-        lines=[OrderLine(sku=sku, quantity=qty) for sku, qty in _summed(items).items()],
+        lines=[OrderLine(sku=sku, quantity=qty) for sku, qty in summed(items).items()],
         created_at=_stamp(now),
     )
     if expected_at is not None:
@@ -243,7 +215,7 @@ def cancel(po: PurchaseOrder, reason: str, now: datetime) -> list[Message]:
 
 
 def check_receipt(receipt_id: str, lines: Iterable[OrderLine]) -> None:
-    violations = _check_lines(lines, "lines")
+    violations = check_lines(lines, "lines")
     if not valid_id(receipt_id):
         violations.append(FieldViolation("receipt_id", ID_RULE))
     if violations:
@@ -265,7 +237,7 @@ def receive(
         return []
     if po.status not in RECEIVABLE:
         raise _refuse(po, "receive")
-    for sku, quantity in _summed(items).items():
+    for sku, quantity in summed(items).items():
         if sku not in po.ordered:
             raise PreconditionFailed(f"purchase order {po.purchase_order_id} has no line for {sku}")
         if quantity > po.open_quantity(sku):
@@ -276,7 +248,7 @@ def receive(
     return [
         ev.PurchaseOrderReceived(
             purchase_order_id=po.purchase_order_id,
-            lines=[OrderLine(sku=sku, quantity=qty) for sku, qty in _summed(items).items()],
+            lines=[OrderLine(sku=sku, quantity=qty) for sku, qty in summed(items).items()],
             received_at=_stamp(now),
             receipt_id=receipt_id,
             warehouse_id=po.warehouse_id,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import Message
+from pulsestock.clock import Clock, utc_now
 from pulsestock.errors import Validator
 from pulsestock.fulfillment.application.master_records import MasterRecords, sorted_profiles
 from pulsestock.fulfillment.application.planner import ReplenishmentPlanner
@@ -19,14 +20,9 @@ from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1 import fulfillment_pb2_grpc
 
-Clock = Callable[[], datetime]
 Transition = Callable[[po_domain.PurchaseOrder, datetime], list[Message]]
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
-
-
-def _wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
@@ -36,7 +32,7 @@ class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer
         master: MasterRecords,
         planner: ReplenishmentPlanner,
         router: OrderRouter,
-        clock: Clock = _wall_clock,
+        clock: Clock = utc_now,
     ) -> None:
         self.orders = orders
         self.master = master
@@ -156,11 +152,8 @@ class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer
     async def GetPurchaseOrder(
         self, request: pb.GetPurchaseOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPurchaseOrderResponse:
-        po = await self.orders.existing(request.purchase_order_id)
-        return pb.GetPurchaseOrderResponse(
-            purchase_order=to_message(po),
-            history=await self.orders.history(request.purchase_order_id),
-        )
+        po, history = await self.orders.with_history(request.purchase_order_id)
+        return pb.GetPurchaseOrderResponse(purchase_order=to_message(po), history=history)
 
     async def ListPurchaseOrders(
         self, request: pb.ListPurchaseOrdersRequest, context: grpc.aio.ServicerContext
