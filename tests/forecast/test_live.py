@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from pulsestock.forecast.domain.live import (
@@ -153,6 +153,10 @@ def test_generated_sessions_have_the_calibrated_shapes() -> None:
     st.floats(0.0, 1.5),
     st.integers(0, 100),
 )
+# Tail heaviness at the exponential limit's threshold and just above it: the tail ratio and
+# the curve once took different sides of it (a fresh CI run found 1e-6).
+@example(1.0, 1.0, 1e-6, 0)
+@example(1.0, 1.0, 1.5e-6, 0)
 def test_the_curve_peaks_at_its_rise_halves_at_its_half_life_and_integrates_to_its_sum(
     rise: float, half_life: float, kappa: float, start: int
 ) -> None:

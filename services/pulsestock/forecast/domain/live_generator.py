@@ -77,6 +77,9 @@ Series = NDArray[np.float64]
 
 RISE_POWER = 2.0  # gamma rise (t/rise)^k e^(k(1 - t/rise)); daily data cannot resolve it
 EXPONENTIAL_TAIL_RATIO = float(np.log(10) / np.log(2))  # 3.32
+# Tail heaviness at or below which the decay is its exponential limit: one threshold for the
+# curve, its integral and its tail ratio, so they describe the same curve.
+EXPONENTIAL_BELOW = 1e-6
 
 
 @dataclass(frozen=True)
@@ -184,23 +187,25 @@ def pulse_shapes(
 
 def tail_ratio(kappa: float) -> float:
     """Time to 10 % over time to 50 % of a (1 + d/s)^(-1/kappa) decay; 3.32 at kappa = 0."""
-    if kappa < 1e-9:
+    if kappa <= EXPONENTIAL_BELOW:
         return EXPONENTIAL_TAIL_RATIO
-    return float((10.0**kappa - 1.0) / (2.0**kappa - 1.0))
+    return float(np.expm1(kappa * np.log(10.0)) / np.expm1(kappa * np.log(2.0)))
 
 
 def tail_ratios(kappa: Series) -> Series:
     """tail_ratio of each kappa."""
     k = np.asarray(kappa, dtype=float)
-    safe = np.where(k > 1e-9, k, 1.0)
-    return np.where(k > 1e-9, (10.0**safe - 1.0) / (2.0**safe - 1.0), EXPONENTIAL_TAIL_RATIO)
+    power = k > EXPONENTIAL_BELOW
+    safe = np.where(power, k, 1.0)
+    ratios = np.expm1(safe * np.log(10.0)) / np.expm1(safe * np.log(2.0))
+    return np.where(power, ratios, EXPONENTIAL_TAIL_RATIO)
 
 
 def kappa_for(ratio: float) -> float:
     """The tail heaviness kappa whose tail_ratio is `ratio` (0 for ratios at or below 3.32)."""
     if ratio <= EXPONENTIAL_TAIL_RATIO:
         return 0.0
-    return float(brentq(lambda k: tail_ratio(k) - ratio, 1e-9, 20.0))
+    return float(brentq(lambda k: tail_ratio(k) - ratio, EXPONENTIAL_BELOW, 20.0))
 
 
 def attention_curve(
@@ -217,10 +222,10 @@ def attention_curve(
     rising = np.where(x > 0, x, 1.0) ** RISE_POWER * np.exp(RISE_POWER * (1.0 - x))
     rising = np.where(x > 0, rising, 0.0)
     after = np.maximum(t - rise_, 0.0)
-    power = k > 1e-6
+    power = k > EXPONENTIAL_BELOW
     safe_k = np.where(power, k, 1.0)
     # (1 + d/s)^(-1/kappa) halves at d = s (2^kappa - 1), so s = half / (2^kappa - 1).
-    scale = half / np.where(power, 2.0**safe_k - 1.0, 1.0)
+    scale = half / np.where(power, np.expm1(safe_k * np.log(2.0)), 1.0)
     decaying = np.where(
         power,
         (1.0 + after / scale) ** (-1.0 / safe_k),
@@ -247,9 +252,9 @@ def attention_integral(
         )
 
     after = np.maximum(t - rise_, 0.0)
-    power = k > 1e-6
+    power = k > EXPONENTIAL_BELOW
     safe_k = np.where(power, k, 1.0)
-    scale = half / np.where(power, 2.0**safe_k - 1.0, 1.0)
+    scale = half / np.where(power, np.expm1(safe_k * np.log(2.0)), 1.0)
     exponent = 1.0 - 1.0 / safe_k  # of (1 + d/scale) in the antiderivative
     near_log = np.abs(exponent) < 1e-6
     safe_exponent = np.where(near_log, 1.0, exponent)
