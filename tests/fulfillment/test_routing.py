@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pulsestock.fulfillment.domain.routing import (
+from pulsestock.routing import (
     OTHER_REGION_HOURS,
     SAME_REGION_HOURS,
     Candidate,

@@ -1,4 +1,4 @@
-"""RouteOrder: the domain's routing (domain/routing.py) over the master data's warehouses and
+"""RouteOrder: the routing rule (libs pulsestock/routing.py) over the master data's warehouses and
 inventory-sync's available stock, recorded once per order (stream `route-<channel>:<order>`),
 so asking again answers what was decided, whatever the stock is by then.
 
@@ -18,8 +18,8 @@ from pulsestock.eventstore.events import NO_STREAM, WrongExpectedVersion
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
 from pulsestock.fulfillment.application.master_records import MasterRecords, channel_name
 from pulsestock.fulfillment.domain.order_lines import check_lines, summed
-from pulsestock.fulfillment.domain.routing import Candidate, route
 from pulsestock.ids import ID_RULE, valid_id
+from pulsestock.routing import Candidate, route
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1.common_pb2 import Channel, OrderLine

@@ -1,5 +1,7 @@
 """Which warehouse ships an order: pure, from the warehouses' master data and their
-available stock (what inventory-sync reports), no I/O.
+available stock, no I/O. One rule for two services: inventory-sync applies it when it
+reserves a channel order (so the reservation holds the stock where the order will ship from),
+and fulfillment's RouteOrder answers with it.
 
 Rules, in order:
 1. Only warehouses that fulfil the order's channel (a warehouse listing no channels fulfils
