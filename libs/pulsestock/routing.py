@@ -42,7 +42,10 @@ class Candidate:
         return not self.channels or channel in self.channels
 
     def delivery_hours(self, buyer_region: str) -> float:
-        return SAME_REGION_HOURS if self.region == buyer_region else OTHER_REGION_HOURS
+        # An unknown buyer region (or a warehouse of none) makes no warehouse nearer.
+        if buyer_region and self.region == buyer_region:
+            return SAME_REGION_HOURS
+        return OTHER_REGION_HOURS
 
     def covers(self, lines: Mapping[str, int]) -> bool:
         return all(self.available.get(sku, 0) >= qty for sku, qty in lines.items())

@@ -4,8 +4,10 @@ answer per order however often asked, bad input refused with field details."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from pulsestock.v1 import fulfillment_events_pb2 as ev
@@ -118,3 +120,101 @@ async def test_bad_route_requests_name_their_fields(stack: Stubs) -> None:
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(bad.value)) == {"channel", "channel_order_id", "lines[0].quantity"}
+
+
+async def wait_for_sites(stack: Stubs, database_url: str, schema: str, count: int) -> None:
+    """inventory-sync learns warehouses from fulfillment's WarehouseSet events."""
+    deadline = asyncio.get_running_loop().time() + 15
+    connection = await asyncpg.connect(database_url)
+    try:
+        while True:
+            seen = await connection.fetchval(f'SELECT count(*) FROM "{schema}".warehouse_sites')
+            if seen >= count:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{seen} of {count} sites"
+            await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+
+
+async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats_url: str) -> None:
+    """The channel's order is reserved in the warehouse the routing rule picks: FBT for a
+    TikTok Shop order, the buyer's region otherwise, never a warehouse that does not fulfil
+    the order's channel; with no site known, the warehouse with the most to spare."""
+    schemas = [unique_name("inv"), unique_name("ful")]
+    try:
+        async with running_service(
+            "inventory-sync", infra.database_url, nats_url, schemas[0]
+        ) as inventory:
+            env = {"INVENTORY_SYNC_ADDR": inventory.address}
+            async with running_service(
+                "fulfillment", infra.database_url, nats_url, schemas[1], env
+            ) as fulfillment:
+                api = FulfillmentServiceStub(fulfillment.channel)
+                stock = InventorySyncServiceStub(inventory.channel)
+                for warehouse, units in (("wh-east", 10), ("wh-west", 40), ("fbt-west", 20)):
+                    await stock.Receive(
+                        inv.ReceiveRequest(
+                            sku="MUG", warehouse_id=warehouse, quantity=units, command_id=warehouse
+                        )
+                    )
+                before_sites = await stock.Reserve(
+                    reserve(Channel.CHANNEL_SHOPIFY, "s-0", "us-east")
+                )
+                assert dict(before_sites.warehouses) == {"MUG": "wh-west"}  # most to spare
+
+                for profile in (
+                    ev.WarehouseProfile(warehouse_id="wh-east", region="us-east", kind="own"),
+                    ev.WarehouseProfile(warehouse_id="wh-west", region="us-west", kind="3pl"),
+                    ev.WarehouseProfile(
+                        warehouse_id="fbt-west",
+                        region="us-west",
+                        kind="fbt",
+                        channels=[Channel.CHANNEL_TIKTOK_SHOP],
+                    ),
+                ):
+                    await api.SetWarehouse(pb.SetWarehouseRequest(warehouse=profile))
+                await wait_for_sites((api, stock), infra.database_url, schemas[0], 3)
+
+                tiktok = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
+                assert dict(tiktok.warehouses) == {"MUG": "fbt-west"}
+                east = await stock.Reserve(reserve(Channel.CHANNEL_SHOPIFY, "s-1", "us-east"))
+                assert dict(east.warehouses) == {"MUG": "wh-east"}
+                # FBT now has the most to spare and is in the buyer's region, but it does not
+                # fulfil Amazon: the Amazon order is held in the other west warehouse, and
+                # one that only FBT could cover is refused rather than taken from FBT.
+                await stock.Receive(
+                    inv.ReceiveRequest(
+                        sku="MUG", warehouse_id="fbt-west", quantity=50, command_id="more-fbt"
+                    )
+                )
+                amazon = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-1", "us-west"))
+                assert dict(amazon.warehouses) == {"MUG": "wh-west"}
+                with pytest.raises(grpc.aio.AioRpcError) as short:
+                    await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-2", "us-west", 40))
+                assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                again = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
+                assert dict(again.warehouses) == {"MUG": "fbt-west"}  # a repeat, not a new hold
+
+                held = await stock.GetStock(
+                    inv.GetStockRequest(sku="MUG", min_stream_version=again.stream_versions["MUG"]),
+                    timeout=10,
+                )
+                assert {w.warehouse_id: w.reserved for w in held.warehouses} == {
+                    "wh-east": 3,
+                    "wh-west": 6,
+                    "fbt-west": 3,
+                }
+    finally:
+        for schema in schemas:
+            await drop_schema(infra.database_url, schema)
+
+
+def reserve(channel: int, order_id: str, region: str, quantity: int = 3) -> inv.ReserveRequest:
+    return inv.ReserveRequest(
+        channel=channel,
+        channel_order_id=order_id,
+        buyer_region=region,
+        lines=[OrderLine(sku="MUG", quantity=quantity)],
+        paid=True,
+    )

@@ -93,6 +93,7 @@ class ReserveRequest(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     PAID_FIELD_NUMBER: _builtins.int
     ALREADY_SOLD_FIELD_NUMBER: _builtins.int
+    BUYER_REGION_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     paid: _builtins.bool
@@ -100,6 +101,10 @@ class ReserveRequest(_message.Message):
     already_sold: _builtins.bool
     """The channel has already sold it: when stock is short, record a backorder (Oversold)
     instead of refusing with FAILED_PRECONDITION.
+    """
+    buyer_region: _builtins.str
+    """Where the order ships to: the reservation holds stock where routing ships it from
+    (an FBT warehouse first for a TikTok Shop order, otherwise the nearest that has it).
     """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
@@ -111,10 +116,11 @@ class ReserveRequest(_message.Message):
         lines: _abc.Iterable[_common_pb2.OrderLine] | None = ...,
         paid: _builtins.bool = ...,
         already_sold: _builtins.bool = ...,
+        buyer_region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_sold", b"already_sold", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "paid", b"paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_sold", b"already_sold", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "paid", b"paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,11 +150,32 @@ class ReserveResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class WarehousesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RESERVED_FIELD_NUMBER: _builtins.int
     RESERVATION_IDS_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     OVERSOLD_FIELD_NUMBER: _builtins.int
     STREAM_VERSIONS_FIELD_NUMBER: _builtins.int
+    WAREHOUSES_FIELD_NUMBER: _builtins.int
     reserved: _builtins.bool
     oversold: _builtins.bool
     """True when the order was recorded as oversold (a backorder) instead of reserved."""
@@ -162,6 +189,10 @@ class ReserveResponse(_message.Message):
         min_stream_version to read your own write.
         """
 
+    @_builtins.property
+    def warehouses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Each reserved line's SKU -> the warehouse its reservation holds the stock in."""
+
     def __init__(
         self,
         *,
@@ -170,10 +201,11 @@ class ReserveResponse(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         oversold: _builtins.bool = ...,
         stream_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        warehouses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved", "stream_versions", b"stream_versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved", "stream_versions", b"stream_versions", "warehouses", b"warehouses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,5 +1,5 @@
 """Wiring of inventory-sync: the ledger writer and its partition leases, the read model, hold
-expiry, the order and pulse consumers, channel sync, and the gRPC API."""
+expiry, the order, pulse and warehouse-site consumers, channel sync, and the gRPC API."""
 
 from __future__ import annotations
 
@@ -24,9 +24,16 @@ from pulsestock.inventory_sync.application.channel_sync import (
 )
 from pulsestock.inventory_sync.application.expiry import run_expiry
 from pulsestock.inventory_sync.application.read_model import InventoryReadModel
+from pulsestock.inventory_sync.application.warehouse_sites import WarehouseSites
 from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.ledger import OrderPolicy
-from pulsestock.inventory_sync.entrypoints.consumers import ORDERS, PULSES, OrderEvents, PulseEvents
+from pulsestock.inventory_sync.entrypoints.consumers import (
+    ORDERS,
+    PULSES,
+    WAREHOUSES,
+    OrderEvents,
+    PulseEvents,
+)
 from pulsestock.inventory_sync.entrypoints.grpc_api import InventorySyncServicer
 from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import inventory_sync_pb2, inventory_sync_pb2_grpc
@@ -42,6 +49,7 @@ class InventorySettings:
     channels: ChannelConfigs
     sync: SyncPolicy
     lease_rebalance_seconds: float
+    sites_refresh_seconds: float = 5.0
 
     @classmethod
     def from_env(cls) -> InventorySettings:
@@ -73,6 +81,9 @@ class InventorySettings:
             channels=ChannelConfigs.from_env(env),
             lease_rebalance_seconds=env.number(
                 "INVENTORY_SYNC_LEASE_REBALANCE_SECONDS", 2.0, minimum=0.05, maximum=600
+            ),
+            sites_refresh_seconds=env.number(
+                "INVENTORY_SYNC_SITES_REFRESH_SECONDS", 5.0, minimum=0.05, maximum=3600
             ),
             sync=SyncPolicy(
                 max_failures=env.integer("CHANNEL_SYNC_MAX_FAILURES", 8, minimum=1, maximum=100),
@@ -108,12 +119,15 @@ class InventorySync:
         if settings.roles is None or "writer" in settings.roles:
             await self.leases.start()  # only a process that writes takes partitions
         self.repository = LedgerRepository(context.store, settings.partitions)
+        self.sites = WarehouseSites(context.pool, WAREHOUSES.durable)
+        await self.sites.load()
         self.writer = LedgerWriter(
             self.repository,
             utc_now,
             hold=self.settings.orders.unpaid_hold,
             max_batch=self.settings.max_batch,
             owns=self.leases.owns_sku,
+            sites=self.sites.current,
         )
         self.read_model = ProjectionRunner(
             context.store,
@@ -124,9 +138,9 @@ class InventorySync:
             context.pool, context.nc, self.settings.channels.clients(), utc_now, self.settings.sync
         )
         js = context.nc.jetstream()
-        for consumed in ("ingest", "signal"):
+        for consumed in ("ingest", "signal", "fulfillment"):
             await ensure_stream(js, service_stream(consumed))
-        for spec in (ORDERS, PULSES, QUANTITY_CHANGES):
+        for spec in (ORDERS, PULSES, QUANTITY_CHANGES, WAREHOUSES):
             await ensure_consumer(js, spec)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
@@ -136,9 +150,12 @@ class InventorySync:
         return [inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name]
 
     async def run_writer(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        refresh = asyncio.create_task(self.sites.refresh(stop, self.settings.sites_refresh_seconds))
         try:
             await self.writer.run(stop)
         finally:
+            refresh.cancel()
+            await asyncio.gather(refresh, return_exceptions=True)
             await self.repository.close()
 
     async def run_leases(self, context: ServiceContext, stop: asyncio.Event) -> None:
@@ -160,6 +177,10 @@ class InventorySync:
 
     async def run_pulses(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await DurableConsumer(context.nc, PULSES, PulseEvents(self.writer).handle).run(stop)
+
+    async def run_warehouses(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        """Warehouse sites from fulfillment's master data, for placing reservations."""
+        await DurableConsumer(context.nc, WAREHOUSES, self.sites.handle).run(stop)
 
     async def run_channel_sync(self, context: ServiceContext, stop: asyncio.Event) -> None:
         """Intake, then a pusher and a reconciler per connected channel."""
@@ -194,6 +215,7 @@ def build() -> ServiceDefinition:
             service.run_expiry,
             service.run_orders,
             service.run_pulses,
+            service.run_warehouses,
             service.run_channel_sync,
         ],
     )

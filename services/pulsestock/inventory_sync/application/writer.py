@@ -29,6 +29,7 @@ from pulsestock.inventory_sync.domain.commands import (
     skus_of,
 )
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
+from pulsestock.inventory_sync.domain.placement import NO_SITES, Sites
 from pulsestock.inventory_sync.domain.sku import ledger_stream
 from pulsestock.telemetry import get_logger
 
@@ -51,12 +52,14 @@ class LedgerWriter:
         hold: timedelta = timedelta(minutes=10),
         max_batch: int = 1000,
         owns: Callable[[str], bool] = lambda _sku: True,
+        sites: Callable[[], Sites] = lambda: NO_SITES,
     ) -> None:
         self.repository = repository
         self.clock = clock
         self.hold = hold
         self.max_batch = max_batch
         self.owns = owns
+        self.sites = sites  # what is known of each warehouse now, for placing reservations
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._ledgers: dict[str, SkuLedger] = {}
 
@@ -130,9 +133,10 @@ class LedgerWriter:
         base_versions = {sku: ledgers[sku].version for sku in skus}
         new_events: dict[str, list[Message]] = defaultdict(list)
         outcomes: list[Outcome | Exception] = []
+        sites = self.sites()
         for item in batch:
             try:
-                events_by_sku, outcome = decide(item.command, ledgers, now, self.hold)
+                events_by_sku, outcome = decide(item.command, ledgers, now, self.hold, sites)
             except DomainError as error:
                 outcomes.append(error)
                 continue

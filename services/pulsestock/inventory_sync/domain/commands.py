@@ -14,8 +14,10 @@ from pulsestock.inventory_sync.domain.ledger import (
     OrderPolicy,
     OrderStatus,
     SkuLedger,
+    fresh_need,
     reservation_id_for,
 )
+from pulsestock.inventory_sync.domain.placement import NO_SITES, Sites, place
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 
@@ -44,6 +46,7 @@ class ReserveOrder:
     lines: tuple[tuple[str, int], ...]
     paid: bool = True
     already_sold: bool = False
+    buyer_region: str = ""  # where the order ships to: routing holds the nearest stock
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class SettleOrder:
     lines: tuple[tuple[str, LineTarget], ...]
     payment: int
     policy: OrderPolicy
+    buyer_region: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class ReserveOutcome:
     expires_at: datetime | None
     # Each line's SKU -> its stream version after the batch (set by the writer at commit).
     stream_versions: tuple[tuple[str, int], ...] = ()
+    # Each reserved line's SKU -> the warehouse its reservation holds.
+    warehouses: tuple[tuple[str, str], ...] = ()
 
 
 Outcome = Applied | ReserveOutcome
@@ -161,15 +167,20 @@ Decision = tuple[dict[str, list[Message]], Outcome]
 
 
 def decide(
-    command: Command, ledgers: dict[str, SkuLedger], now: datetime, hold: timedelta
+    command: Command,
+    ledgers: dict[str, SkuLedger],
+    now: datetime,
+    hold: timedelta,
+    sites: Sites = NO_SITES,
 ) -> Decision:
-    """Events per SKU and the caller's answer. Reads the ledgers, never changes them."""
+    """Events per SKU and the caller's answer. Reads the ledgers, never changes them.
+    `sites`: what is known of each warehouse, for placing new reservations."""
     if isinstance(command, ReserveOrder):
-        return _reserve(command, ledgers, now, hold)
+        return _reserve(command, ledgers, now, hold, sites)
     if isinstance(command, CancelOrder):
         return _cancel(command, ledgers, now)
     if isinstance(command, SettleOrder):
-        return _settle(command, ledgers, now)
+        return _settle(command, ledgers, now, sites)
     ledger = ledgers[command.sku]
     events: list[Message]
     if isinstance(command, ReceiveStock):
@@ -205,7 +216,11 @@ def decide(
 
 
 def _reserve(
-    command: ReserveOrder, ledgers: dict[str, SkuLedger], now: datetime, hold: timedelta
+    command: ReserveOrder,
+    ledgers: dict[str, SkuLedger],
+    now: datetime,
+    hold: timedelta,
+    sites: Sites,
 ) -> Decision:
     quantities: dict[str, int] = defaultdict(int)
     for sku, quantity in command.lines:
@@ -216,7 +231,7 @@ def _reserve(
     first = ledgers[next(iter(quantities))]
     if key in first.orders:  # a repeated order answers as the first time, appending nothing
         return {}, _outcome_of(command, ledgers, quantities)
-    warehouses = {sku: rules.warehouse_for(ledgers[sku], q) for sku, q in quantities.items()}
+    warehouses = place(command.channel, command.buyer_region, quantities, ledgers, sites)
     short = {sku for sku, warehouse in warehouses.items() if warehouse is None}
     if short and not command.already_sold:
         details = ", ".join(
@@ -251,7 +266,8 @@ def _reserve(
     ids = tuple(
         reservation_id_for(command.channel, command.channel_order_id, s) for s in quantities
     )
-    return events, ReserveOutcome(True, False, ids, expires_at)
+    held = tuple((sku, warehouse) for sku, warehouse in warehouses.items() if warehouse)
+    return events, ReserveOutcome(True, False, ids, expires_at, warehouses=held)
 
 
 def _outcome_of(
@@ -263,7 +279,10 @@ def _outcome_of(
         return ReserveOutcome(False, True, (), None)
     ids = tuple(r.reservation_id for r in records if r is not None)
     expires = next((r.expires_at for r in records if r is not None), None)
-    return ReserveOutcome(True, False, ids, expires)
+    held = tuple(
+        (sku, r.warehouse_id) for sku, r in zip(quantities, records, strict=True) if r is not None
+    )
+    return ReserveOutcome(True, False, ids, expires, warehouses=held)
 
 
 def _cancel(command: CancelOrder, ledgers: dict[str, SkuLedger], now: datetime) -> Decision:
@@ -285,11 +304,25 @@ def _cancel(command: CancelOrder, ledgers: dict[str, SkuLedger], now: datetime) 
     return events, Applied(sku, ledgers[sku].version + len(events.get(sku, [])))
 
 
-def _settle(command: SettleOrder, ledgers: dict[str, SkuLedger], now: datetime) -> Decision:
+def _settle(
+    command: SettleOrder, ledgers: dict[str, SkuLedger], now: datetime, sites: Sites
+) -> Decision:
     """Each line on its own: the channel sold every one, so a line we cannot cover becomes a
-    backorder without letting go of the lines we can."""
+    backorder without letting go of the lines we can. The lines that take a new reservation
+    are placed together, as one order."""
     if not command.lines:
         raise InvalidArgument.single("lines", "an order has at least one line")
+    fresh = {
+        sku: need
+        for sku, target in command.lines
+        if (
+            need := fresh_need(
+                ledgers[sku], command.channel, command.channel_order_id, target, command.payment
+            )
+        )
+        > 0
+    }
+    placed = place(command.channel, command.buyer_region, fresh, ledgers, sites)
     events: dict[str, list[Message]] = {}
     for sku, target in command.lines:
         line_events = rules.settle_line(
@@ -300,6 +333,7 @@ def _settle(command: SettleOrder, ledgers: dict[str, SkuLedger], now: datetime) 
             command.payment,
             command.policy,
             now,
+            placed.get(sku),
         )
         if line_events:
             events[sku] = line_events

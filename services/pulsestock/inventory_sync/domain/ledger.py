@@ -285,18 +285,6 @@ def adjust(
     ]
 
 
-def warehouse_for(ledger: SkuLedger, quantity: int) -> str | None:
-    """The warehouse that can cover the whole line with the most to spare (ties by id)."""
-    best: tuple[int, str] | None = None
-    for warehouse_id, level in ledger.warehouses.items():
-        available = level.available
-        if available >= quantity and (
-            best is None or (-available, warehouse_id) < (-best[0], best[1])
-        ):
-            best = (available, warehouse_id)
-    return None if best is None else best[1]
-
-
 def reserve(
     ledger: SkuLedger,
     channel: int,
@@ -308,7 +296,7 @@ def reserve(
     payment: int = 0,
     cancelled_before: int = 0,
 ) -> list[Message]:
-    """Reserve a line the caller has checked with `warehouse_for`."""
+    """Reserve a line in the warehouse the caller placed it in (domain/placement.py)."""
     level = ledger.warehouses.get(warehouse_id)
     if level is None or level.available < quantity:
         raise PreconditionFailed(f"{ledger.sku}: {warehouse_id} cannot cover {quantity}")
@@ -506,6 +494,24 @@ def _expiry(payment: int, now: datetime, policy: OrderPolicy) -> datetime | None
     return now + (policy.authorized_hold if payment == AUTHORIZED else policy.unpaid_hold)
 
 
+def fresh_need(
+    ledger: SkuLedger, channel: int, channel_order_id: str, target: LineTarget, payment: int
+) -> int:
+    """Units a new reservation must take to bring this line to `target`: the line is not
+    held yet (or its unpaid hold expired and it is now paid for); 0 otherwise."""
+    record = ledger.orders.get((channel, channel_order_id))
+    if record is not None and record.status is OrderStatus.OVERSOLD:
+        return 0
+    held = ledger.reservations.get(reservation_id_for(channel, channel_order_id, ledger.sku))
+    live = held.quantity if held else 0
+    cancelled = record.cancelled if record else 0
+    shipped = record.shipped if record else 0
+    taken_again = record is not None and record.expired and live == 0 and payment >= AUTHORIZED
+    if record is not None and not taken_again:
+        return 0
+    return max(0, target.ordered - max(min(target.cancelled, target.ordered), cancelled) - shipped)
+
+
 def settle_line(
     ledger: SkuLedger,
     channel: int,
@@ -514,10 +520,14 @@ def settle_line(
     payment: int,
     policy: OrderPolicy,
     now: datetime,
+    warehouse: str | None,
 ) -> list[Message]:
     """The events that bring this SKU's part of an order to `target`. State-based and
     monotone: a target already reached, or older than one reached, appends nothing, so the
-    order's notifications converge in any order and any number of times."""
+    order's notifications converge in any order and any number of times.
+
+    `warehouse`: where a new reservation holds the line, when it takes one (the placement
+    of its `fresh_need` units; None when no single warehouse covers them)."""
     key = (channel, channel_order_id)
     rid = reservation_id_for(channel, channel_order_id, ledger.sku)
     record = ledger.orders.get(key)
@@ -535,11 +545,9 @@ def settle_line(
     cancel_more = max(0, min(target.cancelled, target.ordered) - cancelled)
 
     net_of = max(min(target.cancelled, target.ordered), cancelled)
-    needed = target.ordered - net_of - shipped
-    taken_again = record is not None and record.expired and live == 0 and payment >= AUTHORIZED
-    if (record is None or taken_again) and needed > 0:
-        warehouse = warehouse_for(ledger, needed)
-        if warehouse is None:  # the channel sold it; we no longer have it
+    needed = fresh_need(ledger, channel, channel_order_id, target, payment)
+    if needed > 0:
+        if warehouse is None:  # the channel sold it; we no longer have it where it can ship
             return oversold(ledger, channel, channel_order_id, needed, now)
         expiry = _expiry(payment, now, policy)
         events += reserve(

@@ -1,4 +1,5 @@
-"""NATS consumers of inventory-sync: channel orders from ingest, pulses from signal."""
+"""NATS consumers of inventory-sync: channel orders from ingest, pulses from signal; the
+warehouse sites from fulfillment are consumed by application/warehouse_sites.py."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ PULSES = ConsumerSpec(
     stream=service_stream("signal").name,
     durable="inventory_sync__pulses",
     filter_subjects=["signal.pulse_detected.>", "signal.pulse_ended.>"],
+)
+WAREHOUSES = ConsumerSpec(
+    stream=service_stream("fulfillment").name,
+    durable="inventory_sync__warehouses",
+    filter_subjects=["fulfillment.warehouse_set.>"],
 )
 
 
@@ -77,6 +83,7 @@ class OrderEvents:
             lines=lines,
             paid=not message.awaiting_payment,
             already_sold=True,
+            buyer_region=message.buyer_region,
         )
 
     def _settle(self, message: ingest_events_pb2.OrderChanged) -> SettleOrder:

@@ -34,6 +34,7 @@ from pulsestock.v1.common_pb2 import Channel
 SELLING_CHANNELS = frozenset(
     name for name in Channel.DESCRIPTOR.values_by_name if name != "CHANNEL_UNSPECIFIED"
 )
+MAX_REGION = 64
 MAX_LINES = 100
 MAX_ID_LENGTH = 128
 MAX_QUANTITY = 10_000_000
@@ -142,6 +143,11 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         for index, line in enumerate(request.lines):
             check_sku(v, line.sku, f"lines[{index}].sku")
             _check_quantity(v, line.quantity, f"lines[{index}].quantity")
+        v.check(
+            len(request.buyer_region) <= MAX_REGION,
+            "buyer_region",
+            f"at most {MAX_REGION} characters",
+        )
         v.raise_if_invalid()
         outcome = await self.writer.submit(
             ReserveOrder(
@@ -150,6 +156,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
                 lines=tuple((line.sku, line.quantity) for line in request.lines),
                 paid=request.paid,
                 already_sold=request.already_sold,
+                buyer_region=request.buyer_region,
             )
         )
         assert isinstance(outcome, ReserveOutcome)
@@ -158,6 +165,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             oversold=outcome.oversold,
             reservation_ids=list(outcome.reservation_ids),
             stream_versions=dict(outcome.stream_versions),
+            warehouses=dict(outcome.warehouses),
         )
         if outcome.expires_at is not None:
             response.expires_at.CopyFrom(timestamp(outcome.expires_at))

@@ -1,0 +1,72 @@
+"""Which warehouse a new reservation holds stock in: the routing rule (libs
+pulsestock/routing.py) over the order's SKU ledgers and what inventory-sync knows of each
+warehouse (its site: region, kind, the channels it fulfils, from fulfillment's master data).
+
+So a reservation holds the units where the order will ship from: a TikTok Shop order in the
+FBT warehouse when it has them, otherwise the warehouse nearest the buyer. A warehouse with
+no site on record fulfils every channel from no region, which makes the rule fall back to
+the warehouse with the most to spare, as before sites existed. A line that no single
+warehouse covers gets no warehouse here: the ledger's reservation holds one warehouse, so
+such a line is short (refused, or a backorder when the channel already sold it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pulsestock.inventory_sync.domain.ledger import SkuLedger
+from pulsestock.routing import Candidate, route
+from pulsestock.v1.common_pb2 import Channel
+
+
+@dataclass(frozen=True)
+class Site:
+    region: str = ""
+    kind: str = "own"  # own, 3pl, fbt or fba
+    channels: tuple[str, ...] = ()  # channel names (e.g. "tiktok_shop"); empty: every channel
+
+
+Sites = Mapping[str, Site]
+NO_SITES: Sites = {}
+UNKNOWN_SITE = Site()
+
+
+def channel_key(channel: int) -> str:
+    """CHANNEL_TIKTOK_SHOP -> "tiktok_shop", as the routing rule and master data name it."""
+    return Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
+
+
+def place(
+    channel: int,
+    buyer_region: str,
+    wanted: Mapping[str, int],
+    ledgers: Mapping[str, SkuLedger],
+    sites: Sites,
+) -> dict[str, str | None]:
+    """SKU -> the warehouse whose stock the line's reservation should hold, or None when no
+    single warehouse the channel may ship from covers the line."""
+    if not wanted:
+        return {}
+    available: dict[str, dict[str, int]] = {}
+    for sku in wanted:
+        for warehouse_id, level in ledgers[sku].warehouses.items():
+            if level.available > 0:
+                available.setdefault(warehouse_id, {})[sku] = level.available
+    candidates = [
+        Candidate(warehouse_id, site.region, site.kind, site.channels, units)
+        for warehouse_id, units in sorted(available.items())
+        for site in (sites.get(warehouse_id, UNKNOWN_SITE),)
+    ]
+    decided = route(wanted, channel_key(channel), buyer_region, candidates)
+    homes: dict[str, set[str]] = {}
+    for allocation in decided.allocations:
+        homes.setdefault(allocation.sku, set()).add(allocation.warehouse_id)
+    return {
+        sku: (
+            next(iter(homes[sku]))
+            if sku not in decided.unallocated and len(homes.get(sku, ())) == 1
+            else None
+        )
+        for sku in wanted
+    }

@@ -1,0 +1,88 @@
+"""Where a new reservation holds stock (domain/placement.py): the routing rule over the
+ledgers and the warehouse sites. Properties: a placement always covers its line from a
+warehouse that may ship the order's channel; without sites it is the warehouse with the most
+to spare; a TikTok Shop order goes to FBT whenever FBT can ship all of it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pulsestock.inventory_sync.domain.ledger import SkuLedger, receive
+from pulsestock.inventory_sync.domain.placement import Site, channel_key, place
+from pulsestock.v1.common_pb2 import Channel
+
+NOW = datetime(2026, 12, 4, tzinfo=UTC)
+WAREHOUSES = ("fbt", "east", "west")
+SITES = {
+    "fbt": Site("west", "fbt", ("tiktok_shop",)),
+    "east": Site("east", "own", ()),
+    "west": Site("west", "3pl", ("shopify", "tiktok_shop")),
+}
+CHANNELS = (Channel.CHANNEL_TIKTOK_SHOP, Channel.CHANNEL_SHOPIFY, Channel.CHANNEL_AMAZON)
+
+
+def stocked(sku: str, units: dict[str, int]) -> SkuLedger:
+    ledger = SkuLedger(sku)
+    for warehouse, quantity in units.items():
+        if quantity:
+            for event in receive(ledger, warehouse, quantity, "test", f"{sku}-{warehouse}", NOW):
+                ledger.apply(event)
+    return ledger
+
+
+stock = st.dictionaries(st.sampled_from(WAREHOUSES), st.integers(0, 30))
+
+
+@given(
+    st.dictionaries(st.sampled_from(("A", "B")), stock, min_size=1),
+    st.dictionaries(st.sampled_from(("A", "B")), st.integers(1, 40), min_size=1),
+    st.sampled_from(CHANNELS),
+    st.sampled_from(("east", "west", "")),
+)
+def test_a_placement_covers_its_line_from_a_warehouse_that_ships_the_channel(
+    levels: dict[str, dict[str, int]], wanted: dict[str, int], channel: int, region: str
+) -> None:
+    ledgers = {sku: stocked(sku, levels.get(sku, {})) for sku in wanted}
+    placed = place(channel, region, wanted, ledgers, SITES)
+    assert set(placed) == set(wanted)
+    for sku, warehouse in placed.items():
+        eligible = [
+            w
+            for w, level in ledgers[sku].warehouses.items()
+            if level.available >= wanted[sku]
+            and (not SITES[w].channels or channel_key(channel) in SITES[w].channels)
+        ]
+        if warehouse is None:
+            assert not eligible  # short only when no single eligible warehouse covers it
+        else:
+            assert warehouse in eligible
+
+
+@given(stock.filter(any), st.integers(1, 30))
+def test_without_sites_the_most_to_spare_holds_the_line(
+    units: dict[str, int], quantity: int
+) -> None:
+    ledger = stocked("A", units)
+    placed = place(Channel.CHANNEL_AMAZON, "east", {"A": quantity}, {"A": ledger}, {})
+    covering = sorted((-q, w) for w, q in units.items() if q >= quantity)
+    assert placed["A"] == (covering[0][1] if covering else None)
+
+
+@given(stock, stock, st.integers(1, 10), st.integers(1, 10), st.sampled_from(("east", "west")))
+def test_a_tiktok_order_goes_to_fbt_whenever_fbt_ships_all_of_it(
+    a_units: dict[str, int], b_units: dict[str, int], a: int, b: int, region: str
+) -> None:
+    ledgers = {"A": stocked("A", a_units), "B": stocked("B", b_units)}
+    placed = place(Channel.CHANNEL_TIKTOK_SHOP, region, {"A": a, "B": b}, ledgers, SITES)
+    if a_units.get("fbt", 0) >= a and b_units.get("fbt", 0) >= b:
+        assert placed == {"A": "fbt", "B": "fbt"}
+
+
+def test_the_buyers_region_wins_over_more_stock_elsewhere() -> None:
+    ledger = stocked("A", {"east": 5, "west": 30})
+    placed = place(Channel.CHANNEL_SHOPIFY, "east", {"A": 4}, {"A": ledger}, SITES)
+    assert placed == {"A": "east"}
+    farther = place(Channel.CHANNEL_SHOPIFY, "east", {"A": 6}, {"A": ledger}, SITES)
+    assert farther == {"A": "west"}
