@@ -19,6 +19,7 @@ from pulsestock.fulfillment.domain.transfers import (
     Site,
     TransferSettings,
     demand_sites,
+    landing_deadline,
     plan_transfers,
 )
 from pulsestock.routing import Candidate
@@ -102,7 +103,7 @@ def test_a_lane_landing_after_the_peak_proposes_nothing() -> None:
     slow = TransferLane("own-east", "fbt-east", lead_time_hours=30, cost_per_unit=0.1)
     plan = plan_transfers(sites_for_tiktok(2000), [slow], PulseOutlook(20.0, 24), 24, SETTINGS)
     assert plan.proposals == ()
-    assert "after +24 h" in plan.considered[0].reason
+    assert "after the +24 h" in plan.considered[0].reason
 
 
 def test_stock_already_at_the_destination_counts() -> None:
@@ -127,6 +128,22 @@ def test_the_best_lane_moves_first_and_a_source_never_gives_twice() -> None:
     moved = {p.lane.source: p.quantity for p in plan.proposals}
     assert moved["own-east"] == 300  # every cheap unit goes before a dear one
     assert moved.get("own-west", 0) > 0  # the pulse needs more than east has
+
+
+def test_the_deadline_is_the_peak_ahead_or_half_of_a_decaying_pulse() -> None:
+    rising = [1.0, 5.0, 9.0, 7.0, 3.0] + [1.0] * 30
+    assert landing_deadline(rising, pulse_on=True)[0] == 2
+    assert landing_deadline(rising, pulse_on=False)[0] == 35  # no pulse: the outlook's end
+    # Past its peak: excess over the last day's 1.0 of 8, 4, 2, 1, 1 (16 in all): half of it
+    # in the first hour already.
+    decaying = [9.0, 5.0, 3.0, 2.0, 2.0] + [1.0] * 30
+    hour, why = landing_deadline(decaying, pulse_on=True)
+    assert hour == 0
+    assert "past its peak" in why
+    slow = [10.0 - 0.1 * h for h in range(60)] + [4.0] * 24
+    hour, _ = landing_deadline(slow, pulse_on=True)
+    excess = [max(m - 4.0, 0.0) for m in slow]
+    assert sum(excess[: hour + 1]) >= sum(excess) / 2 > sum(excess[:hour])
 
 
 # -- invariants ------------------------------------------------------------------------

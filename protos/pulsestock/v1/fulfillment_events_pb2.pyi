@@ -637,6 +637,11 @@ Global___RoutedLine: _TypeAlias = RoutedLine  # noqa: Y015
 
 @_typing.final
 class TransferPlanned(_message.Message):
+    """A proposed move of stock between two of our warehouses along a lane of the master data,
+    ahead of a pulse (PlanTransfers), with its reasons. Executing it (ExecuteTransfer) moves the
+    stock in inventory-sync once, however often it is executed.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
@@ -644,11 +649,85 @@ class TransferPlanned(_message.Message):
     FROM_WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     TO_WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
+    PLANNED_AT_FIELD_NUMBER: _builtins.int
+    ARRIVES_AT_FIELD_NUMBER: _builtins.int
+    LEAD_TIME_HOURS_FIELD_NUMBER: _builtins.int
+    PEAK_AT_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    DESTINATION_SHARE_FIELD_NUMBER: _builtins.int
+    SOURCE_SHARE_FIELD_NUMBER: _builtins.int
+    DESTINATION_UNIT_VALUE_FIELD_NUMBER: _builtins.int
+    SOURCE_UNIT_VALUE_FIELD_NUMBER: _builtins.int
+    DESTINATION_NEED_FIELD_NUMBER: _builtins.int
+    SOURCE_NEED_FIELD_NUMBER: _builtins.int
+    DESTINATION_AVAILABLE_FIELD_NUMBER: _builtins.int
+    SOURCE_AVAILABLE_FIELD_NUMBER: _builtins.int
+    EXPECTED_LOST_SALES_AVOIDED_FIELD_NUMBER: _builtins.int
+    EXPECTED_SOURCE_LOSS_FIELD_NUMBER: _builtins.int
+    TRANSFER_COST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FORECAST_AS_OF_FIELD_NUMBER: _builtins.int
+    LAND_BY_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
+    """Stable: derived from what the plan was made of (SKU, lane, quantity, the forecast's
+    origin and the stock's ledger version), so planning again on the same inputs proposes
+    the same transfer, recorded once.
+    """
     sku: _builtins.str
     from_warehouse_id: _builtins.str
     to_warehouse_id: _builtins.str
     quantity: _builtins.int
+    lead_time_hours: _builtins.float
+    destination_share: _builtins.float
+    """Share of the SKU's demand each warehouse serves first (from recent orders by channel
+    and buyer region, through the routing rule).
+    """
+    source_share: _builtins.float
+    destination_unit_value: _builtins.float
+    """What a unit short at each warehouse costs: the margin where no other warehouse can
+    serve its demand, otherwise the cost of a slower delivery.
+    """
+    source_unit_value: _builtins.float
+    destination_available: _builtins.int
+    """Stock available (on hand - reserved) when planned."""
+    source_available: _builtins.int
+    expected_lost_sales_avoided: _builtins.float
+    expected_source_loss: _builtins.float
+    transfer_cost: _builtins.float
+    reason: _builtins.str
+    @_builtins.property
+    def planned_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def arrives_at(self) -> _timestamp_pb2.Timestamp:
+        """When it lands if sent now (the lane's lead time)."""
+
+    @_builtins.property
+    def peak_at(self) -> _timestamp_pb2.Timestamp:
+        """The forecast's peak hour of the pulse (its first hour when the pulse is already
+        decaying); unset when no pulse is on.
+        """
+
+    @_builtins.property
+    def window(self) -> _common_pb2.TimeRange:
+        """The demand it can serve at the destination: [arrival, arrival + coverage)."""
+
+    @_builtins.property
+    def destination_need(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Quantile]:
+        """Net demand at the destination the moved units can serve, and the source's demand over
+        [now, window end), at the same quantile levels.
+        """
+
+    @_builtins.property
+    def source_need(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Quantile]: ...
+    @_builtins.property
+    def forecast_as_of(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def land_by(self) -> _timestamp_pb2.Timestamp:
+        """What it lands by: the pulse's peak while it is ahead; once the forecast has the pulse
+        decaying, the hour by which half of its remaining excess demand is expected; the
+        outlook's end when no pulse is on.
+        """
+
     def __init__(
         self,
         *,
@@ -657,11 +736,71 @@ class TransferPlanned(_message.Message):
         from_warehouse_id: _builtins.str = ...,
         to_warehouse_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
+        planned_at: _timestamp_pb2.Timestamp | None = ...,
+        arrives_at: _timestamp_pb2.Timestamp | None = ...,
+        lead_time_hours: _builtins.float = ...,
+        peak_at: _timestamp_pb2.Timestamp | None = ...,
+        window: _common_pb2.TimeRange | None = ...,
+        destination_share: _builtins.float = ...,
+        source_share: _builtins.float = ...,
+        destination_unit_value: _builtins.float = ...,
+        source_unit_value: _builtins.float = ...,
+        destination_need: _abc.Iterable[_common_pb2.Quantile] | None = ...,
+        source_need: _abc.Iterable[_common_pb2.Quantile] | None = ...,
+        destination_available: _builtins.int = ...,
+        source_available: _builtins.int = ...,
+        expected_lost_sales_avoided: _builtins.float = ...,
+        expected_source_loss: _builtins.float = ...,
+        transfer_cost: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        forecast_as_of: _timestamp_pb2.Timestamp | None = ...,
+        land_by: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrives_at", b"arrives_at", "forecast_as_of", b"forecast_as_of", "land_by", b"land_by", "peak_at", b"peak_at", "planned_at", b"planned_at", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_warehouse_id", b"from_warehouse_id", "quantity", b"quantity", "sku", b"sku", "to_warehouse_id", b"to_warehouse_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrives_at", b"arrives_at", "destination_available", b"destination_available", "destination_need", b"destination_need", "destination_share", b"destination_share", "destination_unit_value", b"destination_unit_value", "expected_lost_sales_avoided", b"expected_lost_sales_avoided", "expected_source_loss", b"expected_source_loss", "forecast_as_of", b"forecast_as_of", "from_warehouse_id", b"from_warehouse_id", "land_by", b"land_by", "lead_time_hours", b"lead_time_hours", "peak_at", b"peak_at", "planned_at", b"planned_at", "quantity", b"quantity", "reason", b"reason", "sku", b"sku", "source_available", b"source_available", "source_need", b"source_need", "source_share", b"source_share", "source_unit_value", b"source_unit_value", "to_warehouse_id", b"to_warehouse_id", "transfer_cost", b"transfer_cost", "transfer_id", b"transfer_id", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferPlanned: _TypeAlias = TransferPlanned  # noqa: Y015
+
+@_typing.final
+class TransferExecuted(_message.Message):
+    """A planned transfer executed: inventory-sync moved its stock (once, keyed by the transfer)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    FROM_WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    TO_WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    STOCK_STREAM_VERSION_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    sku: _builtins.str
+    from_warehouse_id: _builtins.str
+    to_warehouse_id: _builtins.str
+    quantity: _builtins.int
+    stock_stream_version: _builtins.int
+    """inventory-sync's ledger version of the SKU after the move (read your writes with it)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        from_warehouse_id: _builtins.str = ...,
+        to_warehouse_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        stock_stream_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "from_warehouse_id", b"from_warehouse_id", "quantity", b"quantity", "sku", b"sku", "stock_stream_version", b"stock_stream_version", "to_warehouse_id", b"to_warehouse_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferExecuted: _TypeAlias = TransferExecuted  # noqa: Y015

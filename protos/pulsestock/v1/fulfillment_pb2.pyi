@@ -524,20 +524,71 @@ class PlanTransfersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSFERS_FIELD_NUMBER: _builtins.int
+    CONSIDERED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[_fulfillment_events_pb2.TransferPlanned]: ...
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[_fulfillment_events_pb2.TransferPlanned]:
+        """Empty when no move is worth its cost or lands in time; `considered` says why."""
+
+    @_builtins.property
+    def considered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One line per lane looked at: what it would move or why nothing."""
+
     def __init__(
         self,
         *,
         transfers: _abc.Iterable[_fulfillment_events_pb2.TransferPlanned] | None = ...,
+        considered: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfers", b"transfers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["considered", b"considered", "transfers", b"transfers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanTransfersResponse: _TypeAlias = PlanTransfersResponse  # noqa: Y015
+
+@_typing.final
+class ExecuteTransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteTransferRequest: _TypeAlias = ExecuteTransferRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteTransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_FIELD_NUMBER: _builtins.int
+    EXECUTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transfer(self) -> _fulfillment_events_pb2.TransferPlanned: ...
+    @_builtins.property
+    def executed(self) -> _fulfillment_events_pb2.TransferExecuted: ...
+    def __init__(
+        self,
+        *,
+        transfer: _fulfillment_events_pb2.TransferPlanned | None = ...,
+        executed: _fulfillment_events_pb2.TransferExecuted | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["executed", b"executed", "transfer", b"transfer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executed", b"executed", "transfer", b"transfer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteTransferResponse: _TypeAlias = ExecuteTransferResponse  # noqa: Y015
 
 @_typing.final
 class SetWarehouseRequest(_message.Message):

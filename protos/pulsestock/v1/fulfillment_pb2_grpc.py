@@ -60,6 +60,11 @@ class FulfillmentServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersResponse.FromString,
                 _registered_method=True)
+        self.ExecuteTransfer = channel.unary_unary(
+                '/pulsestock.v1.FulfillmentService/ExecuteTransfer',
+                request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ExecuteTransferRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ExecuteTransferResponse.FromString,
+                _registered_method=True)
         self.SubmitPurchaseOrder = channel.unary_unary(
                 '/pulsestock.v1.FulfillmentService/SubmitPurchaseOrder',
                 request_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PurchaseOrderCommand.SerializeToString,
@@ -146,7 +151,16 @@ class FulfillmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlanTransfers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Propose moves of the SKU's stock towards where a pulse concentrates (each recorded as a
+        TransferPlanned with its reasons); nothing moves until one is executed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteTransfer(self, request, context):
+        """Move a planned transfer's stock in inventory-sync: once, however often executed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -250,6 +264,11 @@ def add_FulfillmentServiceServicer_to_server(servicer, server):
                     servicer.PlanTransfers,
                     request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersResponse.SerializeToString,
+            ),
+            'ExecuteTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteTransfer,
+                    request_deserializer=pulsestock_dot_v1_dot_fulfillment__pb2.ExecuteTransferRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_fulfillment__pb2.ExecuteTransferResponse.SerializeToString,
             ),
             'SubmitPurchaseOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitPurchaseOrder,
@@ -443,6 +462,33 @@ class FulfillmentService:
             '/pulsestock.v1.FulfillmentService/PlanTransfers',
             pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersRequest.SerializeToString,
             pulsestock_dot_v1_dot_fulfillment__pb2.PlanTransfersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.FulfillmentService/ExecuteTransfer',
+            pulsestock_dot_v1_dot_fulfillment__pb2.ExecuteTransferRequest.SerializeToString,
+            pulsestock_dot_v1_dot_fulfillment__pb2.ExecuteTransferResponse.FromString,
             options,
             channel_credentials,
             insecure,

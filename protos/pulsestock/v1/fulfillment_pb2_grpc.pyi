@@ -38,6 +38,11 @@ class FulfillmentServiceStub:
     ReceivePurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ReceivePurchaseOrderRequest, _fulfillment_pb2.ReceivePurchaseOrderResponse]
     RouteOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.RouteOrderRequest, _fulfillment_pb2.RouteOrderResponse]
     PlanTransfers: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PlanTransfersRequest, _fulfillment_pb2.PlanTransfersResponse]
+    """Propose moves of the SKU's stock towards where a pulse concentrates (each recorded as a
+    TransferPlanned with its reasons); nothing moves until one is executed.
+    """
+    ExecuteTransfer: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ExecuteTransferRequest, _fulfillment_pb2.ExecuteTransferResponse]
+    """Move a planned transfer's stock in inventory-sync: once, however often executed."""
     SubmitPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]
     """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
     received, or cancelled (what remains after a partial receipt).
@@ -68,6 +73,11 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     ReceivePurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ReceivePurchaseOrderRequest, _fulfillment_pb2.ReceivePurchaseOrderResponse]  # type: ignore[assignment]
     RouteOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.RouteOrderRequest, _fulfillment_pb2.RouteOrderResponse]  # type: ignore[assignment]
     PlanTransfers: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PlanTransfersRequest, _fulfillment_pb2.PlanTransfersResponse]  # type: ignore[assignment]
+    """Propose moves of the SKU's stock towards where a pulse concentrates (each recorded as a
+    TransferPlanned with its reasons); nothing moves until one is executed.
+    """
+    ExecuteTransfer: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ExecuteTransferRequest, _fulfillment_pb2.ExecuteTransferResponse]  # type: ignore[assignment]
+    """Move a planned transfer's stock in inventory-sync: once, however often executed."""
     SubmitPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]  # type: ignore[assignment]
     """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
     received, or cancelled (what remains after a partial receipt).
@@ -124,7 +134,18 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _fulfillment_pb2.PlanTransfersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_fulfillment_pb2.PlanTransfersResponse, _abc.Awaitable[_fulfillment_pb2.PlanTransfersResponse]]: ...
+    ) -> _typing.Union[_fulfillment_pb2.PlanTransfersResponse, _abc.Awaitable[_fulfillment_pb2.PlanTransfersResponse]]:
+        """Propose moves of the SKU's stock towards where a pulse concentrates (each recorded as a
+        TransferPlanned with its reasons); nothing moves until one is executed.
+        """
+
+    @_abc_1.abstractmethod
+    def ExecuteTransfer(
+        self,
+        request: _fulfillment_pb2.ExecuteTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfillment_pb2.ExecuteTransferResponse, _abc.Awaitable[_fulfillment_pb2.ExecuteTransferResponse]]:
+        """Move a planned transfer's stock in inventory-sync: once, however often executed."""
 
     @_abc_1.abstractmethod
     def SubmitPurchaseOrder(

@@ -1,6 +1,7 @@
-"""Wiring of fulfillment: master data, replenishment reviews and purchase orders over gRPC,
-the forecast.updated consumer, the review schedule, the receipts-to-stock process manager,
-migrations."""
+"""Wiring of fulfillment: master data, replenishment reviews, purchase orders, routing and
+transfers over gRPC, the forecast.updated consumer, the orders-by-channel-and-region
+consumer (demand shares for transfers), the review schedule, the receipts-to-stock process
+manager, migrations."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from pulsestock.clock import utc_now
 from pulsestock.config import Env
 from pulsestock.fulfillment.adapters.forecast_client import ForecastClient
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
+from pulsestock.fulfillment.application.demand_shares import ORDERS, DemandShares
 from pulsestock.fulfillment.application.master_records import MasterRecords
 from pulsestock.fulfillment.application.planner import PlannerSettings, ReplenishmentPlanner
 from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders
 from pulsestock.fulfillment.application.receipts import run_receipts
 from pulsestock.fulfillment.application.router import OrderRouter
+from pulsestock.fulfillment.application.transfers import TransferPlanner, TransferPlannerSettings
 from pulsestock.fulfillment.entrypoints.grpc_api import FulfillmentServiceServicer
 from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.v1 import fulfillment_pb2, fulfillment_pb2_grpc
@@ -60,12 +63,22 @@ def planner_settings(env: Env) -> PlannerSettings:
     )
 
 
+def transfer_settings(env: Env) -> TransferPlannerSettings:
+    return TransferPlannerSettings(
+        outlook_hours=env.integer("FULFILLMENT_OUTLOOK_HOURS", 1440, minimum=24, maximum=8760),
+        coverage_hours=env.integer(
+            "FULFILLMENT_TRANSFER_COVERAGE_HOURS", 7 * 24, minimum=1, maximum=8760
+        ),
+    )
+
+
 class Fulfillment:
     def __init__(self) -> None:
         env = Env()
         self.inventory = InventorySyncClient(peer_address(env, "inventory-sync", 50054))
         self.forecasts = ForecastClient(peer_address(env, "forecast", 50053))
         self.settings = planner_settings(env)
+        self.transfer_settings = transfer_settings(env)
 
     async def prepare(self, context: ServiceContext) -> None:
         self.orders = PurchaseOrders(context.store)
@@ -79,15 +92,26 @@ class Fulfillment:
             utc_now,
             self.settings,
         )
+        self.shares = DemandShares(context.pool, utc_now)
+        self.transfers = TransferPlanner(
+            context.store,
+            self.master,
+            self.shares,
+            self.forecasts,
+            self.inventory,
+            utc_now,
+            self.transfer_settings,
+        )
         js = context.nc.jetstream()
         await ensure_stream(js, service_stream("forecast"))
         await ensure_consumer(js, FORECASTS)
+        await ensure_stream(js, service_stream("ingest"))
+        await ensure_consumer(js, ORDERS)
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
-        # Transfers answer UNIMPLEMENTED until they land.
         router = OrderRouter(context.store, self.master, self.inventory, utc_now)
-        servicer = FulfillmentServiceServicer(  # type: ignore[abstract]
-            self.orders, self.master, self.planner, router
+        servicer = FulfillmentServiceServicer(
+            self.orders, self.master, self.planner, router, self.transfers
         )
         fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server(servicer, server)
         return [fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name]
@@ -95,6 +119,10 @@ class Fulfillment:
     async def run_forecasts(self, context: ServiceContext, stop: asyncio.Event) -> None:
         handler = idempotent(context.pool, FORECASTS.durable, self.planner.mark_due)
         await DurableConsumer(context.nc, FORECASTS, handler, batch=100).run(stop)
+
+    async def run_order_shares(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        handler = idempotent(context.pool, ORDERS.durable, self.shares.record)
+        await DurableConsumer(context.nc, ORDERS, handler, batch=100).run(stop)
 
     async def run_reviews(self, context: ServiceContext, stop: asyncio.Event) -> None:
         try:
@@ -119,5 +147,10 @@ def build() -> ServiceDefinition:
         grpc_port=50055,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
-        roles=[service.run_forecasts, service.run_reviews, service.run_receipts],
+        roles=[
+            service.run_forecasts,
+            service.run_order_shares,
+            service.run_reviews,
+            service.run_receipts,
+        ],
     )

@@ -61,11 +61,40 @@ class InventorySyncClient:
                 raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
             raise StockRefused(error.code(), error.details() or "") from error
 
-    async def stock(self, sku: str) -> inv.GetStockResponse:
+    async def transfer(
+        self,
+        sku: str,
+        from_warehouse_id: str,
+        to_warehouse_id: str,
+        quantity: int,
+        transfer_id: str,
+    ) -> int:
+        """Move available stock between warehouses; `transfer_id` is inventory-sync's
+        idempotency key (the same id again moves nothing more). Returns the SKU's ledger
+        version after it."""
+        request = inv.TransferRequest(
+            sku=sku,
+            from_warehouse_id=from_warehouse_id,
+            to_warehouse_id=to_warehouse_id,
+            quantity=quantity,
+            transfer_id=transfer_id,
+        )
+        try:
+            response: inv.LedgerCommandResponse = await self._stub().Transfer(
+                request, timeout=CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in TRANSIENT:
+                raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
+            raise StockRefused(error.code(), error.details() or "") from error
+        return int(response.stream_version)
+
+    async def stock(self, sku: str, min_stream_version: int = 0) -> inv.GetStockResponse:
         """The SKU's stock per warehouse (inventory-sync's read model)."""
         try:
             response: inv.GetStockResponse = await self._stub().GetStock(
-                inv.GetStockRequest(sku=sku), timeout=CALL_TIMEOUT_S
+                inv.GetStockRequest(sku=sku, min_stream_version=min_stream_version),
+                timeout=CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as error:
             raise StockUnavailable(f"{error.code().name}: {error.details()}") from error

@@ -21,8 +21,13 @@ warehouse's demand by weight:
   that; a lost sale (the whole margin) always counts ten times more than a slow one.
 
 The rule. A lane s -> d lands after its lead time (`arrival`) and can serve d's demand in
-[arrival, arrival + coverage). Only a lane landing by `latest_arrival` (the pulse's peak;
-the outlook's end when no pulse is on) is considered. Moving the k-th unit gains
+[arrival, arrival + coverage). Only a lane landing by `latest_arrival` is considered
+(`landing_deadline`): the pulse's peak while the forecast has it ahead; once the forecast
+has the pulse decaying (its peak is now or behind: the production forecast's power-law
+pulse always is, from its first hour), the hour by which half of the pulse's remaining
+excess demand is expected, the peak's counterpart for a pulse already past it (landing
+later serves less than half of what is left); the outlook's end when no pulse is on.
+Moving the k-th unit gains
 
     P(need_d > k - 1) * value_d - P(D_s > S_s - k) * value_s - cost_per_unit
 
@@ -137,6 +142,27 @@ class TransferPlan:
 def arrival_hours(lane: TransferLane) -> int:
     """The bucket a transfer sent now lands in."""
     return max(0, math.ceil(lane.lead_time_hours))
+
+
+def landing_deadline(means: Sequence[float], pulse_on: bool) -> tuple[int, str]:
+    """The hour (after the forecast's first) a transfer must land by, and why (see the module
+    docstring). `means` are the forecast's hourly expected demand over the outlook; the
+    pulse's excess is measured over the outlook's last day (the baseline it returns to)."""
+    horizon = len(means)
+    if not pulse_on or horizon == 0:
+        return horizon, f"the outlook's end (+{horizon} h): no pulse is on"
+    expected = np.asarray(means, dtype=np.float64)
+    peak = int(np.argmax(expected))
+    if peak > 0:
+        return peak, f"the pulse's expected peak (+{peak} h)"
+    tail = float(expected[-24:].mean())
+    excess = np.cumsum(np.maximum(expected - tail, 0.0))
+    if excess[-1] <= 0:
+        return 0, "the pulse's peak (now)"
+    half = int(np.searchsorted(excess, excess[-1] / 2))
+    return half, (
+        f"the pulse is past its peak: half of its remaining excess demand is expected by +{half} h"
+    )
 
 
 def unit_margin(economics: SkuEconomics) -> float:
@@ -262,8 +288,7 @@ def plan_transfers(
             considered[index] = "a warehouse of the lane has no stock record or master data"
         elif arrival > latest_arrival:
             considered[index] = (
-                f"lands at +{arrival} h, after +{latest_arrival} h (the pulse's peak, or the"
-                " outlook's end)"
+                f"lands at +{arrival} h, after the +{latest_arrival} h it must land by"
             )
         elif destination.share <= 0 or destination.unit_value <= 0:
             considered[index] = f"no demand {lane.destination} serves first is worth a unit there"

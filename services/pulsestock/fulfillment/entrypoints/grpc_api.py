@@ -1,6 +1,5 @@
 """The FulfillmentService gRPC servicer: master data, replenishment plans and approvals,
-purchase orders, order routing. Transfers answer UNIMPLEMENTED (the generated base class
-does) until they are built."""
+purchase orders, order routing, pre-positioning transfers."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from pulsestock.fulfillment.application.master_records import MasterRecords, sor
 from pulsestock.fulfillment.application.planner import ReplenishmentPlanner
 from pulsestock.fulfillment.application.purchase_orders import PurchaseOrders, to_message
 from pulsestock.fulfillment.application.router import OrderRouter
+from pulsestock.fulfillment.application.transfers import TransferPlanner
 from pulsestock.fulfillment.domain import purchase_orders as po_domain
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import fulfillment_pb2 as pb
@@ -32,12 +32,14 @@ class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer
         master: MasterRecords,
         planner: ReplenishmentPlanner,
         router: OrderRouter,
+        transfers: TransferPlanner,
         clock: Clock = utc_now,
     ) -> None:
         self.orders = orders
         self.master = master
         self.planner = planner
         self.router = router
+        self.transfers = transfers
         self.clock = clock
 
     async def RouteOrder(
@@ -49,6 +51,18 @@ class FulfillmentServiceServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer
             allocations=routed.allocations,
             unallocated=routed.unallocated,
         )
+
+    async def PlanTransfers(
+        self, request: pb.PlanTransfersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PlanTransfersResponse:
+        planned, considered = await self.transfers.plan(request.sku)
+        return pb.PlanTransfersResponse(transfers=planned, considered=considered)
+
+    async def ExecuteTransfer(
+        self, request: pb.ExecuteTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExecuteTransferResponse:
+        planned, executed = await self.transfers.execute(request.transfer_id)
+        return pb.ExecuteTransferResponse(transfer=planned, executed=executed)
 
     async def GetReplenishmentPlan(
         self, request: pb.GetReplenishmentPlanRequest, context: grpc.aio.ServicerContext
