@@ -161,7 +161,7 @@ async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats
                 before_sites = await stock.Reserve(
                     reserve(Channel.CHANNEL_SHOPIFY, "s-0", "us-east")
                 )
-                assert dict(before_sites.warehouses) == {"MUG": "wh-west"}  # most to spare
+                assert held_in(before_sites) == [("wh-west", 3)]  # most to spare
 
                 for profile in (
                     ev.WarehouseProfile(warehouse_id="wh-east", region="us-east", kind="own"),
@@ -177,30 +177,50 @@ async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats
                 await wait_for_sites((api, stock), infra.database_url, schemas[0], 3)
 
                 tiktok = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
-                assert dict(tiktok.warehouses) == {"MUG": "fbt-west"}
+                assert held_in(tiktok) == [("fbt-west", 3)]
                 east = await stock.Reserve(reserve(Channel.CHANNEL_SHOPIFY, "s-1", "us-east"))
-                assert dict(east.warehouses) == {"MUG": "wh-east"}
+                assert held_in(east) == [("wh-east", 3)]
                 # FBT now has the most to spare and is in the buyer's region, but it does not
-                # fulfil Amazon: the Amazon order is held in the other west warehouse, and
-                # one that only FBT could cover is refused rather than taken from FBT.
+                # fulfil Amazon: the Amazon order is held in the other west warehouse.
                 await stock.Receive(
                     inv.ReceiveRequest(
                         sku="MUG", warehouse_id="fbt-west", quantity=50, command_id="more-fbt"
                     )
                 )
                 amazon = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-1", "us-west"))
-                assert dict(amazon.warehouses) == {"MUG": "wh-west"}
+                assert held_in(amazon) == [("wh-west", 3)]
+                # 40 on Amazon: no warehouse it may use has 40 (west 34, east 7): the line is
+                # split, nearest first; what is left only FBT could cover: refused.
+                split = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-2", "us-west", 40))
+                assert held_in(split) == [("wh-west", 34), ("wh-east", 6)]
                 with pytest.raises(grpc.aio.AioRpcError) as short:
-                    await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-2", "us-west", 40))
+                    await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-3", "us-west", 2))
                 assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
                 again = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
-                assert dict(again.warehouses) == {"MUG": "fbt-west"}  # a repeat, not a new hold
+                assert held_in(again) == [("fbt-west", 3)]  # a repeat, not a new hold
 
                 held = await stock.GetStock(
                     inv.GetStockRequest(sku="MUG", min_stream_version=again.stream_versions["MUG"]),
                     timeout=10,
                 )
                 assert {w.warehouse_id: w.reserved for w in held.warehouses} == {
+                    "wh-east": 9,
+                    "wh-west": 40,
+                    "fbt-west": 3,
+                }
+                # The split line is one reservation to its caller: releasing it frees both.
+                released = await stock.Release(
+                    inv.ReleaseRequest(
+                        sku="MUG",
+                        reservation_id=split.reservation_ids[0],
+                        reason=iev.RELEASE_REASON_CANCELLED,
+                    )
+                )
+                after = await stock.GetStock(
+                    inv.GetStockRequest(sku="MUG", min_stream_version=released.stream_version),
+                    timeout=10,
+                )
+                assert {w.warehouse_id: w.reserved for w in after.warehouses} == {
                     "wh-east": 3,
                     "wh-west": 6,
                     "fbt-west": 3,
@@ -208,6 +228,10 @@ async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats
     finally:
         for schema in schemas:
             await drop_schema(infra.database_url, schema)
+
+
+def held_in(response: inv.ReserveResponse) -> list[tuple[str, int]]:
+    return [(part.warehouse_id, part.quantity) for part in response.held]
 
 
 def reserve(channel: int, order_id: str, region: str, quantity: int = 3) -> inv.ReserveRequest:

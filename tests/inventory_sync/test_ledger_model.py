@@ -40,7 +40,9 @@ class LedgerMachine(RuleBasedStateMachine):
         # The model: plain numbers and a dict of holds.
         self.on_hand = dict.fromkeys(WAREHOUSES, 0)
         self.reserved = dict.fromkeys(WAREHOUSES, 0)
-        self.holds: dict[str, tuple[str, int, datetime | None]] = {}
+        # line reservation id -> its parts: (part's reservation id, warehouse, units)
+        self.holds: dict[str, list[tuple[str, str, int]]] = {}
+        self.expiry: dict[str, datetime | None] = {}
         self.orders = 0
 
     def run(self, command: Command) -> Applied | ReserveOutcome | DomainError:
@@ -86,14 +88,23 @@ class LedgerMachine(RuleBasedStateMachine):
         order_id = f"o{self.orders}"
         result = self.run(ReserveOrder(channel, order_id, ((SKU, quantity),), paid, already_sold))
         fits = [w for w in WAREHOUSES if self.available(w) >= quantity]
-        if fits:
+        if fits or sum(self.available(w) for w in WAREHOUSES) >= quantity:
             assert isinstance(result, ReserveOutcome)
             assert result.reserved
-            warehouse = self.ledger.reservations[result.reservation_ids[0]].warehouse_id
-            assert warehouse in fits
-            self.reserved[warehouse] += quantity
-            expires = None if paid else self.now + HOLD
-            self.holds[result.reservation_ids[0]] = (warehouse, quantity, expires)
+            parts = [(rid, warehouse, units) for _, rid, warehouse, units in result.held]
+            assert sum(units for _, _, units in parts) == quantity
+            if fits:  # one warehouse covers it: one part, held there
+                assert len(parts) == 1
+                assert parts[0][1] in fits
+            else:  # split: each warehouse gives what it has, the one with most first
+                assert [w for _, w, _ in parts] == sorted(
+                    WAREHOUSES, key=lambda w: (-self.available(w), w)
+                )[: len(parts)]
+            for _, warehouse, units in parts:
+                assert 0 < units <= self.available(warehouse)
+                self.reserved[warehouse] += units
+            self.holds[result.reservation_ids[0]] = parts
+            self.expiry[result.reservation_ids[0]] = None if paid else self.now + HOLD
         elif already_sold:
             assert isinstance(result, ReserveOutcome)
             assert result.oversold
@@ -112,8 +123,8 @@ class LedgerMachine(RuleBasedStateMachine):
         reservation_id = data.draw(st.sampled_from(sorted(self.holds)))
         result = self.run(ReleaseReservation(SKU, reservation_id, ev.RELEASE_REASON_CANCELLED))
         assert isinstance(result, Applied)
-        warehouse, quantity, _ = self.holds.pop(reservation_id)
-        self.reserved[warehouse] -= quantity
+        for _, warehouse, units in self.holds.pop(reservation_id):
+            self.reserved[warehouse] -= units
         assert isinstance(self.run(ReleaseReservation(SKU, reservation_id, 1)), Applied)
 
     @rule(data=st.data())
@@ -123,9 +134,9 @@ class LedgerMachine(RuleBasedStateMachine):
         reservation_id = data.draw(st.sampled_from(sorted(self.holds)))
         result = self.run(ShipReservation(SKU, reservation_id))
         assert isinstance(result, Applied)
-        warehouse, quantity, _ = self.holds.pop(reservation_id)
-        self.reserved[warehouse] -= quantity
-        self.on_hand[warehouse] -= quantity
+        for _, warehouse, units in self.holds.pop(reservation_id):
+            self.reserved[warehouse] -= units
+            self.on_hand[warehouse] -= units
 
     @rule(source=st.sampled_from(WAREHOUSES), quantity=st.integers(0, 15))
     def transfer(self, source: str, quantity: int) -> None:
@@ -142,10 +153,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def time_passes_then_expire(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
         assert isinstance(self.run(ExpireHolds(SKU)), Applied)
-        for reservation_id, (warehouse, quantity, expires) in list(self.holds.items()):
+        for reservation_id, parts in list(self.holds.items()):
+            expires = self.expiry[reservation_id]
             if expires is not None and expires <= self.now:
                 del self.holds[reservation_id]
-                self.reserved[warehouse] -= quantity
+                for _, warehouse, units in parts:
+                    self.reserved[warehouse] -= units
 
     @invariant()
     def stock_never_goes_wrong(self) -> None:
@@ -155,7 +168,9 @@ class LedgerMachine(RuleBasedStateMachine):
             reserved = level.reserved if level else 0
             assert 0 <= reserved <= on_hand
             assert (on_hand, reserved) == (self.on_hand[warehouse], self.reserved[warehouse])
-        assert set(self.ledger.reservations) == set(self.holds)
+        assert set(self.ledger.reservations) == {
+            rid for parts in self.holds.values() for rid, _, _ in parts
+        }
         for channel, quantity in self.ledger.channel_quantities.items():
             assert 0 <= quantity <= self.ledger.available, channel
 

@@ -1,7 +1,8 @@
 """Where a new reservation holds stock (domain/placement.py): the routing rule over the
-ledgers and the warehouse sites. Properties: a placement always covers its line from a
-warehouse that may ship the order's channel; without sites it is the warehouse with the most
-to spare; a TikTok Shop order goes to FBT whenever FBT can ship all of it."""
+ledgers and the warehouse sites. Properties: a placement holds its whole line in warehouses
+that may ship the order's channel, split only when no single one covers it; without sites
+it is the warehouse with the most to spare; a TikTok Shop order goes to FBT whenever FBT can
+ship all of it."""
 
 from __future__ import annotations
 
@@ -41,33 +42,45 @@ stock = st.dictionaries(st.sampled_from(WAREHOUSES), st.integers(0, 30))
     st.sampled_from(CHANNELS),
     st.sampled_from(("east", "west", "")),
 )
-def test_a_placement_covers_its_line_from_a_warehouse_that_ships_the_channel(
+def test_a_placement_holds_its_line_in_warehouses_that_ship_the_channel(
     levels: dict[str, dict[str, int]], wanted: dict[str, int], channel: int, region: str
 ) -> None:
     ledgers = {sku: stocked(sku, levels.get(sku, {})) for sku in wanted}
     placed = place(channel, region, wanted, ledgers, SITES)
     assert set(placed) == set(wanted)
-    for sku, warehouse in placed.items():
-        eligible = [
-            w
+    for sku, parts in placed.items():
+        eligible = {
+            w: level.available
             for w, level in ledgers[sku].warehouses.items()
-            if level.available >= wanted[sku]
-            and (not SITES[w].channels or channel_key(channel) in SITES[w].channels)
-        ]
-        if warehouse is None:
-            assert not eligible  # short only when no single eligible warehouse covers it
-        else:
+            if not SITES[w].channels or channel_key(channel) in SITES[w].channels
+        }
+        if parts is None:  # short only when all of them together fall short
+            assert sum(eligible.values()) < wanted[sku]
+            continue
+        assert sum(units for _, units in parts) == wanted[sku]
+        assert len({w for w, _ in parts}) == len(parts)
+        for warehouse, units in parts:
             assert warehouse in eligible
+            assert 0 < units <= eligible[warehouse]
+        if any(units >= wanted[sku] for units in eligible.values()):
+            assert len(parts) == 1  # split only when no single warehouse covers the line
 
 
-@given(stock.filter(any), st.integers(1, 30))
+@given(stock.filter(any), st.integers(1, 60))
 def test_without_sites_the_most_to_spare_holds_the_line(
     units: dict[str, int], quantity: int
 ) -> None:
     ledger = stocked("A", units)
     placed = place(Channel.CHANNEL_AMAZON, "east", {"A": quantity}, {"A": ledger}, {})
-    covering = sorted((-q, w) for w, q in units.items() if q >= quantity)
-    assert placed["A"] == (covering[0][1] if covering else None)
+    by_spare = [w for _, w in sorted((-q, w) for w, q in units.items() if q > 0)]
+    covering = [w for w in by_spare if units[w] >= quantity]
+    if covering:
+        assert placed["A"] == ((covering[0], quantity),)
+    elif sum(units.values()) >= quantity:
+        warehouses = [w for w, _ in placed["A"] or ()]
+        assert warehouses == by_spare[: len(warehouses)]
+    else:
+        assert placed["A"] is None
 
 
 @given(stock, stock, st.integers(1, 10), st.integers(1, 10), st.sampled_from(("east", "west")))
@@ -77,12 +90,15 @@ def test_a_tiktok_order_goes_to_fbt_whenever_fbt_ships_all_of_it(
     ledgers = {"A": stocked("A", a_units), "B": stocked("B", b_units)}
     placed = place(Channel.CHANNEL_TIKTOK_SHOP, region, {"A": a, "B": b}, ledgers, SITES)
     if a_units.get("fbt", 0) >= a and b_units.get("fbt", 0) >= b:
-        assert placed == {"A": "fbt", "B": "fbt"}
+        assert placed == {"A": (("fbt", a),), "B": (("fbt", b),)}
 
 
 def test_the_buyers_region_wins_over_more_stock_elsewhere() -> None:
     ledger = stocked("A", {"east": 5, "west": 30})
     placed = place(Channel.CHANNEL_SHOPIFY, "east", {"A": 4}, {"A": ledger}, SITES)
-    assert placed == {"A": "east"}
+    assert placed == {"A": (("east", 4),)}
     farther = place(Channel.CHANNEL_SHOPIFY, "east", {"A": 6}, {"A": ledger}, SITES)
-    assert farther == {"A": "west"}
+    assert farther == {"A": (("west", 6),)}
+    split = place(Channel.CHANNEL_SHOPIFY, "east", {"A": 33}, {"A": ledger}, SITES)
+    assert split == {"A": (("east", 5), ("west", 28))}  # nearest first
+    assert place(Channel.CHANNEL_SHOPIFY, "east", {"A": 36}, {"A": ledger}, SITES) == {"A": None}

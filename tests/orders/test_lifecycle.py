@@ -207,10 +207,11 @@ def settle(ledgers: dict[str, SkuLedger], channel: int, facts: OrderFacts) -> No
             ledgers[sku].apply(event)
 
 
-def stocked() -> dict[str, SkuLedger]:
+def stocked(layout: dict[str, int] | None = None) -> dict[str, SkuLedger]:
     ledgers = {sku: SkuLedger(sku) for sku in SKUS}
     for ledger in ledgers.values():
-        ledger.apply(iev.StockReceived(sku=ledger.sku, warehouse_id="W1", quantity=20))
+        for warehouse, units in (layout or {"W1": 20}).items():
+            ledger.apply(iev.StockReceived(sku=ledger.sku, warehouse_id=warehouse, quantity=units))
     return ledgers
 
 
@@ -282,3 +283,37 @@ def test_any_order_and_duplication_of_notifications_ends_in_the_same_order_and_l
         level = live[sku].warehouses["W1"]
         assert level.reserved == line.ordered - line.cancelled - line.shipped
         assert level.on_hand == 20 - line.shipped + line.returned
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), channel=st.sampled_from(CHANNELS))
+def test_a_line_split_across_warehouses_settles_to_the_right_totals_in_any_order(
+    data: st.DataObject, channel: int
+) -> None:
+    """Two units in each of two warehouses: a line of three or four is held in both. Its
+    notifications, in any order and repeated, leave every warehouse within its stock and
+    the line's held, shipped and returned units where the channel says they are."""
+    snapshots = data.draw(histories(channel))
+    notifications = [as_notification(channel, truth) for truth in snapshots]
+    delivered = data.draw(
+        st.permutations(
+            notifications + data.draw(st.lists(st.sampled_from(notifications), max_size=4))
+        )
+    )
+    final = OrderFacts()
+    for seen in notifications:
+        final = final.join(seen)
+    live = stocked({"W1": 2, "W2": 2})
+    joined = OrderFacts()
+    for seen in delivered:
+        joined = joined.join(seen)
+        settle(live, channel, joined)
+    for sku, line in final.lines.items():
+        levels = live[sku].warehouses.values()
+        assert all(0 <= level.reserved <= level.on_hand for level in levels)
+        assert (
+            sum(level.reserved for level in levels) == line.ordered - line.cancelled - line.shipped
+        )
+        assert sum(level.on_hand for level in levels) == 4 - line.shipped + line.returned
+        held = sum(r.quantity for r in live[sku].reservations.values())
+        assert held == line.ordered - line.cancelled - line.shipped

@@ -200,6 +200,7 @@ class StockReserved(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     PAYMENT_FIELD_NUMBER: _builtins.int
     CANCELLED_BEFORE_FIELD_NUMBER: _builtins.int
+    SPLIT_OF_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     warehouse_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -210,6 +211,10 @@ class StockReserved(_message.Message):
     """UNSPECIFIED in events before payment states: paid when expires_at is unset, else unpaid."""
     cancelled_before: _builtins.int
     """Units of the order line the channel had cancelled before this reservation was made."""
+    split_of: _builtins.str
+    """Set on the second and later parts of a line no single warehouse could hold (routing
+    split it nearest-first): the line's own reservation id (the first part's).
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -227,10 +232,11 @@ class StockReserved(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         payment: Global___OrderPayment.ValueType = ...,
         cancelled_before: _builtins.int = ...,
+        split_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_before", b"cancelled_before", "channel", b"channel", "channel_order_id", b"channel_order_id", "expires_at", b"expires_at", "payment", b"payment", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_before", b"cancelled_before", "channel", b"channel", "channel_order_id", b"channel_order_id", "expires_at", b"expires_at", "payment", b"payment", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "split_of", b"split_of", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

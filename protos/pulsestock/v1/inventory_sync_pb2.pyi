@@ -150,32 +150,12 @@ class ReserveResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-    @_typing.final
-    class WarehousesEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
     RESERVED_FIELD_NUMBER: _builtins.int
     RESERVATION_IDS_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     OVERSOLD_FIELD_NUMBER: _builtins.int
     STREAM_VERSIONS_FIELD_NUMBER: _builtins.int
-    WAREHOUSES_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     reserved: _builtins.bool
     oversold: _builtins.bool
     """True when the order was recorded as oversold (a backorder) instead of reserved."""
@@ -190,8 +170,10 @@ class ReserveResponse(_message.Message):
         """
 
     @_builtins.property
-    def warehouses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Each reserved line's SKU -> the warehouse its reservation holds the stock in."""
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservedPart]:
+        """Where each line's stock is held: one part per warehouse (a line no single warehouse
+        covers is split across warehouses, nearest first).
+        """
 
     def __init__(
         self,
@@ -201,15 +183,43 @@ class ReserveResponse(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         oversold: _builtins.bool = ...,
         stream_versions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
-        warehouses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        held: _abc.Iterable[Global___ReservedPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved", "stream_versions", b"stream_versions", "warehouses", b"warehouses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "held", b"held", "oversold", b"oversold", "reservation_ids", b"reservation_ids", "reserved", b"reserved", "stream_versions", b"stream_versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReserveResponse: _TypeAlias = ReserveResponse  # noqa: Y015
+
+@_typing.final
+class ReservedPart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    WAREHOUSE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    reservation_id: _builtins.str
+    warehouse_id: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        reservation_id: _builtins.str = ...,
+        warehouse_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReservedPart: _TypeAlias = ReservedPart  # noqa: Y015
 
 @_typing.final
 class ReleaseRequest(_message.Message):

@@ -146,8 +146,8 @@ class ReserveOutcome:
     expires_at: datetime | None
     # Each line's SKU -> its stream version after the batch (set by the writer at commit).
     stream_versions: tuple[tuple[str, int], ...] = ()
-    # Each reserved line's SKU -> the warehouse its reservation holds.
-    warehouses: tuple[tuple[str, str], ...] = ()
+    # Where the lines are held: (SKU, reservation id, warehouse, units) per part.
+    held: tuple[tuple[str, str, str, int], ...] = ()
 
 
 Outcome = Applied | ReserveOutcome
@@ -231,8 +231,8 @@ def _reserve(
     first = ledgers[next(iter(quantities))]
     if key in first.orders:  # a repeated order answers as the first time, appending nothing
         return {}, _outcome_of(command, ledgers, quantities)
-    warehouses = place(command.channel, command.buyer_region, quantities, ledgers, sites)
-    short = {sku for sku, warehouse in warehouses.items() if warehouse is None}
+    placements = place(command.channel, command.buyer_region, quantities, ledgers, sites)
+    short = {sku for sku, parts in placements.items() if parts is None}
     if short and not command.already_sold:
         details = ", ".join(
             f"{sku} has {ledgers[sku].available} available, {quantities[sku]} requested"
@@ -251,23 +251,22 @@ def _reserve(
             )
         return {k: v for k, v in events.items() if v}, ReserveOutcome(False, True, (), None)
     expires_at = None if command.paid else now + hold
-    for sku, quantity in quantities.items():
-        warehouse = warehouses[sku]
-        assert warehouse is not None
+    held: list[tuple[str, str, str, int]] = []
+    for sku in quantities:
+        parts = placements[sku]
+        assert parts is not None
         events[sku] = rules.reserve(
-            ledgers[sku],
-            command.channel,
-            command.channel_order_id,
-            quantity,
-            warehouse,
-            expires_at,
-            now,
+            ledgers[sku], command.channel, command.channel_order_id, parts, expires_at, now
         )
+        held += [
+            (sku, e.reservation_id, e.warehouse_id, e.quantity)
+            for e in events[sku]
+            if isinstance(e, ev.StockReserved)
+        ]
     ids = tuple(
         reservation_id_for(command.channel, command.channel_order_id, s) for s in quantities
     )
-    held = tuple((sku, warehouse) for sku, warehouse in warehouses.items() if warehouse)
-    return events, ReserveOutcome(True, False, ids, expires_at, warehouses=held)
+    return events, ReserveOutcome(True, False, ids, expires_at, held=tuple(held))
 
 
 def _outcome_of(
@@ -280,9 +279,11 @@ def _outcome_of(
     ids = tuple(r.reservation_id for r in records if r is not None)
     expires = next((r.expires_at for r in records if r is not None), None)
     held = tuple(
-        (sku, r.warehouse_id) for sku, r in zip(quantities, records, strict=True) if r is not None
+        (sku, part.reservation_id, part.warehouse_id, part.quantity)
+        for sku, record in zip(quantities, records, strict=True)
+        for part in ledgers[sku].live_parts(record)
     )
-    return ReserveOutcome(True, False, ids, expires, warehouses=held)
+    return ReserveOutcome(True, False, ids, expires, held=held)
 
 
 def _cancel(command: CancelOrder, ledgers: dict[str, SkuLedger], now: datetime) -> Decision:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +35,11 @@ def reservation_id_for(channel: int, channel_order_id: str, sku: str) -> str:
     """Deterministic, so a repeated order maps to the same reservation."""
     channel_name = Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
     return f"{channel_name}:{channel_order_id}:{sku}"
+
+
+def part_id_for(line_reservation_id: str, warehouse_id: str) -> str:
+    """A split line's later part: its own reservation, named after the line's."""
+    return f"{line_reservation_id}@{warehouse_id}"
 
 
 @dataclass
@@ -90,6 +96,8 @@ class OrderRecord:
     shipped: int = 0
     returned: int = 0
     expired: bool = False  # the unpaid hold ran out and its stock went back to sale
+    # The line's reservations: its own, then one per further warehouse when routing split it.
+    parts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +130,22 @@ class SkuLedger:
     def level(self, warehouse_id: str) -> WarehouseLevel:
         return self.warehouses.setdefault(warehouse_id, WarehouseLevel())
 
+    def live_parts(self, record: OrderRecord | None) -> list[Reservation]:
+        """The line's reservations still holding stock, in part order (nearest first)."""
+        if record is None:
+            return []
+        return [self.reservations[p] for p in record.parts if p in self.reservations]
+
+    def line_of(self, reservation_id: str) -> OrderRecord | None:
+        """The order line a reservation id (the line's own, or one of its parts) belongs to."""
+        held = self.reservations.get(reservation_id)
+        if held is not None:
+            return self.orders.get((held.channel, held.channel_order_id))
+        for record in self.orders.values():
+            if record.reservation_id == reservation_id or reservation_id in record.parts:
+                return record
+        return None
+
     # --- folding --------------------------------------------------------------------------
 
     def apply(self, event: Message) -> None:
@@ -148,6 +172,11 @@ class SkuLedger:
             if event.quantity:
                 self.level(event.warehouse_id).reserved += event.quantity
             key = (event.channel, event.channel_order_id)
+            if event.split_of:  # a further part of a line taken just before it
+                line = self.orders[key]
+                line.parts.append(event.reservation_id)
+                line.quantity += event.quantity
+                return
             before = self.orders.get(key)
             record = OrderRecord(
                 OrderStatus.RESERVED,
@@ -158,6 +187,7 @@ class SkuLedger:
                 payment_of(event),
             )
             record.cancelled = event.cancelled_before
+            record.parts = [event.reservation_id]
             if before is not None:  # taken again after its hold expired: keep what was done
                 record.cancelled = max(before.cancelled, event.cancelled_before)
                 record.shipped, record.returned = before.shipped, before.returned
@@ -233,8 +263,9 @@ class SkuLedger:
             self.reservations[reservation_id] = replace(reservation, quantity=remaining)
         else:
             del self.reservations[reservation_id]
-            # An order that shipped any unit counts as shipped, whatever closed the rest.
-            record.status = OrderStatus.SHIPPED if record.shipped else closed_as
+            if not self.live_parts(record):
+                # An order that shipped any unit counts as shipped, whatever closed the rest.
+                record.status = OrderStatus.SHIPPED if record.shipped else closed_as
         return let_go, record
 
 
@@ -289,31 +320,36 @@ def reserve(
     ledger: SkuLedger,
     channel: int,
     channel_order_id: str,
-    quantity: int,
-    warehouse_id: str,
+    parts: Sequence[tuple[str, int]],
     expires_at: datetime | None,
     now: datetime,
     payment: int = 0,
     cancelled_before: int = 0,
 ) -> list[Message]:
-    """Reserve a line in the warehouse the caller placed it in (domain/placement.py)."""
-    level = ledger.warehouses.get(warehouse_id)
-    if level is None or level.available < quantity:
-        raise PreconditionFailed(f"{ledger.sku}: {warehouse_id} cannot cover {quantity}")
-    event = ev.StockReserved(
-        sku=ledger.sku,
-        warehouse_id=warehouse_id,
-        channel=channel,  # type: ignore[arg-type]
-        channel_order_id=channel_order_id,
-        quantity=quantity,
-        reservation_id=reservation_id_for(channel, channel_order_id, ledger.sku),
-        at=timestamp(now),
-        payment=payment,  # type: ignore[arg-type]
-        cancelled_before=cancelled_before,
-    )
-    if expires_at is not None:
-        event.expires_at.CopyFrom(timestamp(expires_at))
-    return [event]
+    """Reserve a line in the warehouses the caller placed it in (domain/placement.py): one
+    reservation per (warehouse, units) part, the first named after the line."""
+    line_id = reservation_id_for(channel, channel_order_id, ledger.sku)
+    events: list[Message] = []
+    for index, (warehouse_id, quantity) in enumerate(parts):
+        level = ledger.warehouses.get(warehouse_id)
+        if level is None or level.available < quantity or quantity <= 0:
+            raise PreconditionFailed(f"{ledger.sku}: {warehouse_id} cannot cover {quantity}")
+        event = ev.StockReserved(
+            sku=ledger.sku,
+            warehouse_id=warehouse_id,
+            channel=channel,  # type: ignore[arg-type]
+            channel_order_id=channel_order_id,
+            quantity=quantity,
+            reservation_id=part_id_for(line_id, warehouse_id) if index else line_id,
+            at=timestamp(now),
+            payment=payment,  # type: ignore[arg-type]
+            cancelled_before=0 if index else cancelled_before,
+            split_of=line_id if index else "",
+        )
+        if expires_at is not None:
+            event.expires_at.CopyFrom(timestamp(expires_at))
+        events.append(event)
+    return events
 
 
 def oversold(
@@ -331,44 +367,43 @@ def oversold(
 
 
 def release(ledger: SkuLedger, reservation_id: str, reason: int, now: datetime) -> list[Message]:
-    if reservation_id in ledger.reservations:
-        return [
-            ev.ReservationReleased(
-                sku=ledger.sku,
-                reservation_id=reservation_id,
-                reason=reason,  # type: ignore[arg-type]
-                at=timestamp(now),
-            )
-        ]
-    if _known_reservation(ledger, reservation_id):
-        return []  # already released or shipped: nothing more to do
-    raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
-
-
-def ship(ledger: SkuLedger, reservation_id: str, now: datetime) -> list[Message]:
-    reservation = ledger.reservations.get(reservation_id)
-    if reservation is None:
-        for record in ledger.orders.values():
-            if record.reservation_id == reservation_id:
-                if record.status is OrderStatus.SHIPPED:
-                    return []
-                raise PreconditionFailed(
-                    f"reservation {reservation_id!r} is {record.status.value}, it cannot ship"
-                )
+    """Let go of the whole line a reservation id names (every part of a split line)."""
+    record = ledger.line_of(reservation_id)
+    if record is None:
         raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
-    return [
-        ev.StockShipped(
+    return [  # none left: already released or shipped, nothing more to do
+        ev.ReservationReleased(
             sku=ledger.sku,
-            reservation_id=reservation_id,
-            warehouse_id=reservation.warehouse_id,
-            quantity=reservation.quantity,
+            reservation_id=part.reservation_id,
+            reason=reason,  # type: ignore[arg-type]
             at=timestamp(now),
         )
+        for part in ledger.live_parts(record)
     ]
 
 
-def _known_reservation(ledger: SkuLedger, reservation_id: str) -> bool:
-    return any(r.reservation_id == reservation_id for r in ledger.orders.values())
+def ship(ledger: SkuLedger, reservation_id: str, now: datetime) -> list[Message]:
+    """Ship the whole line a reservation id names, each part from its warehouse."""
+    record = ledger.line_of(reservation_id)
+    if record is None:
+        raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
+    parts = ledger.live_parts(record)
+    if not parts:
+        if record.status is OrderStatus.SHIPPED:
+            return []
+        raise PreconditionFailed(
+            f"reservation {reservation_id!r} is {record.status.value}, it cannot ship"
+        )
+    return [
+        ev.StockShipped(
+            sku=ledger.sku,
+            reservation_id=part.reservation_id,
+            warehouse_id=part.warehouse_id,
+            quantity=part.quantity,
+            at=timestamp(now),
+        )
+        for part in parts
+    ]
 
 
 def transfer(
@@ -500,16 +535,25 @@ def fresh_need(
     """Units a new reservation must take to bring this line to `target`: the line is not
     held yet (or its unpaid hold expired and it is now paid for); 0 otherwise."""
     record = ledger.orders.get((channel, channel_order_id))
-    if record is not None and record.status is OrderStatus.OVERSOLD:
+    if record is None:
+        return max(0, target.ordered - min(target.cancelled, target.ordered))
+    taken_again = (
+        record.status is not OrderStatus.OVERSOLD
+        and record.expired
+        and not ledger.live_parts(record)
+        and payment >= AUTHORIZED
+    )
+    if not taken_again:
         return 0
-    held = ledger.reservations.get(reservation_id_for(channel, channel_order_id, ledger.sku))
-    live = held.quantity if held else 0
-    cancelled = record.cancelled if record else 0
-    shipped = record.shipped if record else 0
-    taken_again = record is not None and record.expired and live == 0 and payment >= AUTHORIZED
-    if record is not None and not taken_again:
-        return 0
-    return max(0, target.ordered - max(min(target.cancelled, target.ordered), cancelled) - shipped)
+    net_of = max(min(target.cancelled, target.ordered), record.cancelled)
+    return max(0, target.ordered - net_of - record.shipped)
+
+
+@dataclass
+class _Part:
+    reservation_id: str
+    warehouse_id: str
+    quantity: int
 
 
 def settle_line(
@@ -520,87 +564,104 @@ def settle_line(
     payment: int,
     policy: OrderPolicy,
     now: datetime,
-    warehouse: str | None,
+    placement: Sequence[tuple[str, int]] | None,
 ) -> list[Message]:
     """The events that bring this SKU's part of an order to `target`. State-based and
     monotone: a target already reached, or older than one reached, appends nothing, so the
     order's notifications converge in any order and any number of times.
 
-    `warehouse`: where a new reservation holds the line, when it takes one (the placement
-    of its `fresh_need` units; None when no single warehouse covers them)."""
+    `placement`: where a new reservation holds the line, when it takes one ((warehouse,
+    units) parts of its `fresh_need` units; None when the warehouses cannot cover them).
+    A split line's cancelled units are let go from its farthest part first, and its shipped
+    units leave from its nearest part first."""
     key = (channel, channel_order_id)
     rid = reservation_id_for(channel, channel_order_id, ledger.sku)
     record = ledger.orders.get(key)
     if record is not None and record.status is OrderStatus.OVERSOLD:
         return []  # a backorder: fulfilment decides what happens to it
     events: list[Message] = []
-    held = ledger.reservations.get(rid)
-    live = held.quantity if held else 0
+    parts = [_Part(r.reservation_id, r.warehouse_id, r.quantity) for r in ledger.live_parts(record)]
     cancelled = record.cancelled if record else 0
     shipped = record.shipped if record else 0
     returned = record.returned if record else 0
-    current_payment = record.payment if record and held else 0
-    warehouse_id = held.warehouse_id if held else (record.warehouse_id if record else "")
-    expiry = held.expires_at if held else None
+    current_payment = record.payment if record and parts else 0
+    warehouse_id = parts[0].warehouse_id if parts else (record.warehouse_id if record else "")
+    expiry = ledger.reservations[parts[0].reservation_id].expires_at if parts else None
     cancel_more = max(0, min(target.cancelled, target.ordered) - cancelled)
 
     net_of = max(min(target.cancelled, target.ordered), cancelled)
     needed = fresh_need(ledger, channel, channel_order_id, target, payment)
     if needed > 0:
-        if warehouse is None:  # the channel sold it; we no longer have it where it can ship
+        if placement is None:  # the channel sold it; we no longer have it where it can ship
             return oversold(ledger, channel, channel_order_id, needed, now)
         expiry = _expiry(payment, now, policy)
-        events += reserve(
-            ledger, channel, channel_order_id, needed, warehouse, expiry, now, payment, net_of
-        )
-        live, warehouse_id, current_payment = needed, warehouse, payment
+        taken = reserve(ledger, channel, channel_order_id, placement, expiry, now, payment, net_of)
+        events += taken
+        parts = [
+            _Part(e.reservation_id, e.warehouse_id, e.quantity)
+            for e in taken
+            if isinstance(e, ev.StockReserved)
+        ]
+        warehouse_id, current_payment = parts[0].warehouse_id, payment
         cancel_more = 0  # the reservation was made net of the cancelled units
     elif record is None:
         # Cancelled before we took it: remembered (an empty reservation, closed at once), so
         # a late, older notification of the same order cannot take stock for it.
         return _noted_as_cancelled(ledger, channel, channel_order_id, net_of, now)
 
+    live = sum(part.quantity for part in parts)
     release = min(cancel_more, live)
-    if release:
-        live -= release
+    for part in reversed(parts):  # the farthest part first
+        take = min(release, part.quantity)
+        if not take:
+            continue
+        release -= take
+        part.quantity -= take
         events.append(
             ev.ReservationReleased(
                 sku=ledger.sku,
-                reservation_id=rid,
+                reservation_id=part.reservation_id,
                 reason=ev.RELEASE_REASON_CANCELLED,
                 at=timestamp(now),
-                quantity=release,
-                warehouse_id=warehouse_id,
-                remaining=live,
+                quantity=take,
+                warehouse_id=part.warehouse_id,
+                remaining=part.quantity,
             )
         )
-    ship = min(max(0, target.shipped - shipped), live)
-    if ship:
-        live -= ship
-        shipped += ship
+    ship = min(max(0, target.shipped - shipped), sum(part.quantity for part in parts))
+    shipped += ship
+    for part in parts:  # the nearest part first
+        take = min(ship, part.quantity)
+        if not take:
+            continue
+        ship -= take
+        part.quantity -= take
         events.append(
             ev.StockShipped(
                 sku=ledger.sku,
-                reservation_id=rid,
-                warehouse_id=warehouse_id,
-                quantity=ship,
+                reservation_id=part.reservation_id,
+                warehouse_id=part.warehouse_id,
+                quantity=take,
                 at=timestamp(now),
-                remaining=live,
+                remaining=part.quantity,
             )
         )
-    if live and payment > current_payment:
-        confirmed = ev.ReservationConfirmed(
-            sku=ledger.sku,
-            reservation_id=rid,
-            payment=payment,  # type: ignore[arg-type]
-            at=timestamp(now),
-        )
+    if payment > current_payment:
         expires = _expiry(payment, now, policy)
         if expires is not None and expiry is not None:
             expires = max(expires, expiry)  # a hold is only ever made longer
-        if expires is not None:
-            confirmed.expires_at.CopyFrom(timestamp(expires))
-        events.append(confirmed)
+        for part in parts:
+            if not part.quantity:
+                continue
+            confirmed = ev.ReservationConfirmed(
+                sku=ledger.sku,
+                reservation_id=part.reservation_id,
+                payment=payment,  # type: ignore[arg-type]
+                at=timestamp(now),
+            )
+            if expires is not None:
+                confirmed.expires_at.CopyFrom(timestamp(expires))
+            events.append(confirmed)
     back = min(target.returned, shipped) - returned
     if back > 0:
         events.append(

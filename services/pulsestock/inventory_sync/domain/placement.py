@@ -6,8 +6,8 @@ So a reservation holds the units where the order will ship from: a TikTok Shop o
 FBT warehouse when it has them, otherwise the warehouse nearest the buyer. A warehouse with
 no site on record fulfils every channel from no region, which makes the rule fall back to
 the warehouse with the most to spare, as before sites existed. A line that no single
-warehouse covers gets no warehouse here: the ledger's reservation holds one warehouse, so
-such a line is short (refused, or a backorder when the channel already sold it).
+warehouse covers is split across warehouses nearest first (one reservation per part, see
+ledger.py); only what all of them together cannot cover is short.
 """
 
 from __future__ import annotations
@@ -37,15 +37,19 @@ def channel_key(channel: int) -> str:
     return Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
 
 
+Parts = tuple[tuple[str, int], ...]  # (warehouse, units), nearest first
+
+
 def place(
     channel: int,
     buyer_region: str,
     wanted: Mapping[str, int],
     ledgers: Mapping[str, SkuLedger],
     sites: Sites,
-) -> dict[str, str | None]:
-    """SKU -> the warehouse whose stock the line's reservation should hold, or None when no
-    single warehouse the channel may ship from covers the line."""
+) -> dict[str, Parts | None]:
+    """SKU -> where the line's reservation holds its units: one warehouse when one the
+    channel may ship from covers the line, else the line split across such warehouses
+    nearest first; None when together they still fall short."""
     if not wanted:
         return {}
     available: dict[str, dict[str, int]] = {}
@@ -59,14 +63,13 @@ def place(
         for site in (sites.get(warehouse_id, UNKNOWN_SITE),)
     ]
     decided = route(wanted, channel_key(channel), buyer_region, candidates)
-    homes: dict[str, set[str]] = {}
+    parts: dict[str, list[tuple[str, int]]] = {}
     for allocation in decided.allocations:
-        homes.setdefault(allocation.sku, set()).add(allocation.warehouse_id)
+        if allocation.quantity > 0:
+            parts.setdefault(allocation.sku, []).append(
+                (allocation.warehouse_id, allocation.quantity)
+            )
     return {
-        sku: (
-            next(iter(homes[sku]))
-            if sku not in decided.unallocated and len(homes.get(sku, ())) == 1
-            else None
-        )
+        sku: (tuple(parts[sku]) if sku not in decided.unallocated and sku in parts else None)
         for sku in wanted
     }

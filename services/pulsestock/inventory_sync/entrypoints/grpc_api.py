@@ -165,7 +165,10 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             oversold=outcome.oversold,
             reservation_ids=list(outcome.reservation_ids),
             stream_versions=dict(outcome.stream_versions),
-            warehouses=dict(outcome.warehouses),
+            held=[
+                pb.ReservedPart(sku=sku, reservation_id=rid, warehouse_id=warehouse, quantity=units)
+                for sku, rid, warehouse, units in outcome.held
+            ],
         )
         if outcome.expires_at is not None:
             response.expires_at.CopyFrom(timestamp(outcome.expires_at))
