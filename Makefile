@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTOS := $(wildcard protos/pulsestock/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test bench protos protos-check lint migrate
+.PHONY: help setup run demo test bench protos protos-check lint migrate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup ## start embedded PostgreSQL + NATS and every service (Ctrl-C stops all)
 	$(BIN)/pulsestock dev up
+
+demo: setup ## on a running `make run`: a pulse into ingest through to received stock
+	$(BIN)/pulsestock demo
 
 test: setup ## run the test suite against embedded (or DATABASE_URL/NATS_URL) servers
 	$(BIN)/pytest -q

@@ -1,5 +1,7 @@
 """`pulsestock dev up` from nothing: embedded PostgreSQL and NATS, five services SERVING,
-and Ctrl-C leaves no process behind. Also `pulsestock events tail` on a real log."""
+`pulsestock demo` runs the whole chain on it (a pulse into ingest to a received purchase
+order and new channel quantities), and Ctrl-C leaves no process behind. Also `pulsestock
+events tail` on a real log."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -28,6 +32,8 @@ from tests.helpers.infra import Infra
 
 pytestmark = pytest.mark.slow
 STARTUP_S = 60
+DEMO_S = 90  # both demo runs together
+DEMO_STEP_S = 30
 PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
 
 
@@ -36,7 +42,56 @@ def processes_mentioning(text: str) -> list[str]:
     return [line for line in result.stdout.splitlines() if "pgrep" not in line]
 
 
-def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`pulsestock demo` against the stack, finding each service by its <SERVICE>_GRPC_PORT
+    as it would against `make run`; a step's deadline is well under the whole bound."""
+    return subprocess.run(
+        [PULSESTOCK, "demo", "--step-timeout", str(DEMO_STEP_S)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_S,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class DemoFacts:
+    sku: str
+    purchase_order_id: str
+    ordered: int
+    received: int
+    on_hand: tuple[int, int]
+    channels: dict[str, tuple[int, int]]
+
+
+def demo_facts(output: str) -> DemoFacts:
+    """The key facts the demo prints: its SKU, the purchase order, the receipt in the ledger
+    and each channel's quantity before -> after."""
+    sku = re.search(r"^demo SKU (\S+)$", output, re.MULTILINE)
+    order = re.search(r"purchase order (\S+) for (\d+) units", output)
+    receipt = re.search(r"units received (\d+): on hand (\d+) -> (\d+)", output)
+    channels = re.search(r"channel quantities (.+?)  \(", output)
+    assert sku, output
+    assert order, output
+    assert receipt, output
+    assert channels, output
+    return DemoFacts(
+        sku=sku[1],
+        purchase_order_id=order[1],
+        ordered=int(order[2]),
+        received=int(receipt[1]),
+        on_hand=(int(receipt[2]), int(receipt[3])),
+        channels={
+            name: (int(before), int(after))
+            for name, before, after in re.findall(r"(\w+) (\d+) -> (\d+)", channels[1])
+        },
+    )
+
+
+def test_dev_up_serves_all_five_runs_the_demo_twice_then_stops_cleanly_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
     ports = {name: free_port() for name in service_names()}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env.update({f"{env_prefix(name)}_GRPC_PORT": str(port) for name, port in ports.items()})
@@ -58,6 +113,10 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
             assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
             pending = {name for name in pending if not health_status(ports[name])}
         assert not pending, f"not SERVING within {STARTUP_S} s: {pending}"
+        # The whole chain on the running stack, twice: each run makes its own SKU.
+        demo_started = time.monotonic()
+        demos = [run_demo(env), run_demo(env)]
+        demo_seconds = time.monotonic() - demo_started
     finally:
         with contextlib.suppress(ProcessLookupError):  # exited early: the assert above says why
             os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
@@ -70,6 +129,21 @@ def test_dev_up_serves_all_five_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     with pytest.raises(ProcessLookupError):
         os.killpg(supervisor.pid, 0)  # no service process is left in the group
     assert processes_mentioning(str(data_dir)) == []  # nor PostgreSQL / nats-server
+
+    for demo in demos:
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "demo passed" in demo.stdout
+        facts = demo_facts(demo.stdout)
+        assert facts.purchase_order_id
+        assert facts.received == facts.ordered > 0  # the whole purchase order arrived
+        assert facts.on_hand[1] - facts.on_hand[0] == facts.received
+        assert set(facts.channels) == {"TIKTOK_SHOP", "SHOPIFY", "AMAZON"}, facts.channels
+        increases = [after - before for before, after in facts.channels.values()]
+        assert 0 < max(increases) <= facts.received, facts.channels
+    first, second = (demo_facts(demo.stdout) for demo in demos)
+    assert first.sku != second.sku
+    assert first.purchase_order_id != second.purchase_order_id
+    assert demo_seconds < DEMO_S, demo_seconds
 
 
 async def test_events_tail_prints_readable_events(infra: Infra) -> None:

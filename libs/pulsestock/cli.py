@@ -1,4 +1,4 @@
-"""The `pulsestock` command: `dev up`, `migrate`, `events tail`, `serve`, and the commands
+"""The `pulsestock` command: `dev up`, `migrate`, `events tail`, `serve`, `demo`, and the commands
 the services add (e.g. signal's `detect`), found through the `pulsestock.commands` entry
 points."""
 
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from pulsestock.config import ConfigError, Env, service_schema
+from pulsestock.config import ConfigError, Env, env_prefix, service_schema
 from pulsestock.services import all_definitions, builder_of, command_registrars, service_names
 
 
@@ -76,6 +76,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pulsestock.demo import cmd_demo as run_demo
+
+    flags = {name: getattr(args, f"{name.replace('-', '_')}_addr") for name in service_names()}
+    return run_demo(flags, args.step_timeout)
+
+
 def parser() -> argparse.ArgumentParser:
     names = service_names()
     root = argparse.ArgumentParser(prog="pulsestock", description=__doc__)
@@ -103,6 +110,21 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=names)
     serve.set_defaults(run=cmd_serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="on a running system (`make run`): a pulse into ingest through to a received"
+        " purchase order and new channel quantities, for a fresh SKU",
+    )
+    for name in names:
+        demo.add_argument(
+            f"--{name}-addr",
+            metavar="HOST:PORT",
+            help=f"{name}'s gRPC address (default ${env_prefix(name)}_ADDR, else"
+            f" 127.0.0.1:${env_prefix(name)}_GRPC_PORT or {name}'s default port)",
+        )
+    demo.add_argument("--step-timeout", type=float, default=60.0, help="seconds per step (60)")
+    demo.set_defaults(run=cmd_demo)
 
     for register in command_registrars():
         register(commands)
