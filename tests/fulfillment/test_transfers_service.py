@@ -1,9 +1,10 @@
 """Pre-positioning transfers through the real services: a TikTok Shop pulse on ingest's and
 signal's streams -> the forecast's pulse and fulfillment's demand shares by channel and
 region -> PlanTransfers proposes moving stock from a regional warehouse (which does not sell
-on TikTok) into the empty FBT warehouse, landing before the peak, with its reasons; a lane
-too slow for the peak proposes nothing; ExecuteTransfer moves the stock once in
-inventory-sync however often executed; refusals (unknown id, stock gone, bad input)."""
+on TikTok) into the empty FBT warehouse, landing by the pulse's deadline, with its reasons;
+a lane too slow for it proposes nothing; ExecuteTransfer moves the stock once in
+inventory-sync however often executed; refusals (unknown id, stock gone, superseded, bad
+input); demand shares decayed and folded in any order, a redelivery counted once."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from nats.aio.client import Client as NATS
-from pulsestock.bus import ensure_stream, service_stream
+from pulsestock.bus import Envelope, ensure_stream, service_stream
+from pulsestock.bus.consumer import idempotent
+from pulsestock.fulfillment.application.demand_shares import DemandShares
+from pulsestock.fulfillment.application.transfers import inventory_key
+from pulsestock.messages import event_type_of
 from pulsestock.v1 import forecast_pb2 as fpb
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
@@ -32,7 +37,7 @@ from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
 from tests.forecast.test_service import publish, stamp
 from tests.helpers.grpc_errors import field_violations
 from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
-from tests.helpers.service import running_service
+from tests.helpers.service import running_service, service_store
 from tests.helpers.waiting import consumer_settled
 
 pytestmark = pytest.mark.slow
@@ -160,7 +165,7 @@ async def a_tiktok_pulse(bus: NATS, forecasts: ForecastServiceStub) -> fpb.GetFo
                 return False
         return True
 
-    await eventually(folded, within=60, what="every order and signal folded")
+    await eventually(folded, within=120, what="every order and signal folded")
     reply: fpb.GetForecastResponse = await forecasts.GetForecast(
         fpb.GetForecastRequest(sku=SKU, horizon=Duration(seconds=1440 * 3600)), timeout=10
     )
@@ -244,6 +249,17 @@ async def test_a_tiktok_pulse_moves_stock_into_fbt_before_its_peak_once(
 
     before = await stock.GetStock(inv.GetStockRequest(sku=SKU))
     held = {w.warehouse_id: w for w in before.warehouses}
+    # A first attempt that reached inventory-sync but whose answer was lost (fulfillment
+    # crashed before recording it): its command carries the key derived from the transfer.
+    await stock.Transfer(
+        inv.TransferRequest(
+            sku=SKU,
+            from_warehouse_id=transfer.from_warehouse_id,
+            to_warehouse_id=transfer.to_warehouse_id,
+            quantity=transfer.quantity,
+            transfer_id=inventory_key(transfer.transfer_id),
+        )
+    )
     first = await api.ExecuteTransfer(pb.ExecuteTransferRequest(transfer_id=transfer.transfer_id))
     second = await api.ExecuteTransfer(pb.ExecuteTransferRequest(transfer_id=transfer.transfer_id))
     assert first.executed == second.executed
@@ -315,3 +331,53 @@ async def test_transfer_refusals(stack: Stubs, bus: NATS) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await api.ExecuteTransfer(pb.ExecuteTransferRequest(transfer_id=transfer.transfer_id))
     assert gone.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def envelope(event_id: str, order: iev.OrderPlaced) -> Envelope:
+    return Envelope(
+        event_id=event_id,
+        type=event_type_of(order),
+        source="/pulsestock/ingest",
+        subject=SKU,
+        time="",
+        data=order.SerializeToString(),
+        headers={},
+    )
+
+
+async def test_demand_shares_decay_fold_in_any_order_and_count_a_redelivery_once(
+    infra: Infra,
+) -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    orders = [
+        (f"e-{i}", placed(f"o-{i}", channel, region, units, start + timedelta(hours=hours)))
+        for i, (channel, region, units, hours) in enumerate(
+            [
+                (Channel.CHANNEL_SHOPIFY, "us-east", 4, 0),
+                (Channel.CHANNEL_TIKTOK_SHOP, "us-east", 10, 24),
+                (Channel.CHANNEL_SHOPIFY, "us-east", 2, 48),
+                (Channel.CHANNEL_TIKTOK_SHOP, "us-west", 3, 72),
+                (Channel.CHANNEL_TIKTOK_SHOP, "us-east", 6, 60),
+            ]
+        )
+    ]
+    weights = []
+    for sequence in (orders, orders[::-1], [*orders, orders[1]]):  # the last: a redelivery
+        async with service_store(infra.database_url, "fulfillment") as store:
+            shares = DemandShares(store.pool, lambda: start)
+            record = idempotent(store.pool, "order_shares", shares.record)
+            for event_id, order in sequence:
+                await record(envelope(event_id, order))
+            weights.append({(b.channel, b.region): b.weight for b in await shares.buckets(SKU)})
+            schema = store.schema
+        await drop_schema(infra.database_url, schema)
+    # Decayed to the latest order (+72 h) with a 24 h half-life.
+    expected = {
+        ("shopify", "us-east"): 4 * 0.5**3 + 2 * 0.5 ** (24 / 24),
+        ("tiktok_shop", "us-east"): 10 * 0.5**2 + 6 * 0.5 ** (12 / 24),
+        ("tiktok_shop", "us-west"): 3.0,
+    }
+    for folded in weights:
+        assert folded.keys() == expected.keys()
+        for bucket, weight in expected.items():
+            assert folded[bucket] == pytest.approx(weight, rel=1e-9)
