@@ -60,6 +60,11 @@ CASE_PACK = 10
 SEED_UNITS = 24
 BASELINE_MINUTES = 150  # a quiet video, sampled every minute ...
 SURGE_MINUTES = 30  # ... then it takes off over the last half hour
+# What a read model may answer while it is catching up (NOT_FOUND: signal knows no heat
+# for the SKU yet) or a service while it restarts.
+WORTH_ANOTHER_LOOK = frozenset(
+    {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
 HISTORY_PAGE = 1000
 SETTLE_S = 1.5  # a forecast unchanged this long has folded the last heat signal sent
 
@@ -169,6 +174,8 @@ async def until(
         try:
             answer, seen = await probe()
         except grpc.aio.AioRpcError as error:
+            if error.code() not in WORTH_ANOTHER_LOOK:
+                raise  # a refusal: asking again would be refused again
             answer, seen = None, f"{error.code().name}: {error.details()}"
         if answer is not None:
             return answer
