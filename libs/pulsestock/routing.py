@@ -22,7 +22,9 @@ otherwise (the master data has no carrier transit table yet).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 SAME_REGION_HOURS = 24.0
 OTHER_REGION_HOURS = 72.0
@@ -30,13 +32,14 @@ FBT = "fbt"
 TIKTOK_SHOP = "tiktok_shop"
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """A warehouse that may ship (a tuple: inventory-sync builds several per reservation)."""
+
     warehouse_id: str
     region: str
     kind: str
     channels: tuple[str, ...]
-    available: Mapping[str, int] = field(default_factory=dict)  # SKU -> units
+    available: Mapping[str, int] = MappingProxyType({})  # SKU -> units
 
     def serves(self, channel: str) -> bool:
         return not self.channels or channel in self.channels
@@ -48,11 +51,14 @@ class Candidate:
         return OTHER_REGION_HOURS
 
     def covers(self, lines: Mapping[str, int]) -> bool:
-        return all(self.available.get(sku, 0) >= qty for sku, qty in lines.items())
+        available = self.available
+        for sku, qty in lines.items():  # noqa: SIM110 - a loop: it runs on every reservation
+            if available.get(sku, 0) < qty:
+                return False
+        return True
 
 
-@dataclass(frozen=True)
-class Allocation:
+class Allocation(NamedTuple):
     sku: str
     warehouse_id: str
     quantity: int
@@ -96,13 +102,13 @@ def route(
         )
         return Route(allocations, {}, reason)
 
+    covering = [w for w in eligible if w.covers(wanted)]
     if channel == TIKTOK_SHOP:
-        fbt = sorted((w for w in eligible if w.kind == FBT and w.covers(wanted)), key=rank)
+        fbt = [w for w in covering if w.kind == FBT]
         if fbt:
-            return whole(fbt[0], "fbt first for a TikTok Shop order")
-    covering = sorted((w for w in eligible if w.covers(wanted)), key=rank)
+            return whole(min(fbt, key=rank), "fbt first for a TikTok Shop order")
     if covering:
-        return whole(covering[0], f"soonest delivery to {buyer_region or 'the buyer'}")
+        return whole(min(covering, key=rank), f"soonest delivery to {buyer_region or 'the buyer'}")
 
     allocations: list[Allocation] = []
     unallocated: dict[str, int] = {}

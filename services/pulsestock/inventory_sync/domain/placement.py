@@ -32,9 +32,14 @@ NO_SITES: Sites = {}
 UNKNOWN_SITE = Site()
 
 
+_CHANNEL_KEYS = {
+    number: name.removeprefix("CHANNEL_").lower() for name, number in Channel.items()
+}
+
+
 def channel_key(channel: int) -> str:
     """CHANNEL_TIKTOK_SHOP -> "tiktok_shop", as the routing rule and master data name it."""
-    return Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
+    return _CHANNEL_KEYS[channel]
 
 
 Parts = tuple[tuple[str, int], ...]  # (warehouse, units), nearest first
@@ -55,8 +60,9 @@ def place(
     available: dict[str, dict[str, int]] = {}
     for sku in wanted:
         for warehouse_id, level in ledgers[sku].warehouses.items():
-            if level.available > 0:
-                available.setdefault(warehouse_id, {})[sku] = level.available
+            units = level.available
+            if units > 0:
+                available.setdefault(warehouse_id, {})[sku] = units
     candidates = [
         Candidate(warehouse_id, site.region, site.kind, site.channels, units)
         for warehouse_id, units in sorted(available.items())
