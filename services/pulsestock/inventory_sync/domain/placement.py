@@ -32,8 +32,8 @@ NO_SITES: Sites = {}
 UNKNOWN_SITE = Site()
 
 
-_CHANNEL_KEYS = {
-    number: name.removeprefix("CHANNEL_").lower() for name, number in Channel.items()
+_CHANNEL_KEYS: dict[int, str] = {
+    int(number): name.removeprefix("CHANNEL_").lower() for name, number in Channel.items()
 }
 
 
