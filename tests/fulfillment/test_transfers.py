@@ -1,16 +1,19 @@
 """Pre-positioning transfers' pure rule: who serves which demand and what a unit short costs
-there, the marginal rule on one or several lanes, and its invariants (Hypothesis)."""
+there, the deadline a transfer must land by, the marginal rule on one or several lanes, and
+its invariants (Hypothesis)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
+from pulsestock.fulfillment.application.transfers import lands_in_time
 from pulsestock.fulfillment.domain.master_data import SkuEconomics, TransferLane
 from pulsestock.fulfillment.domain.newsvendor import level_weights
 from pulsestock.fulfillment.domain.transfers import (
@@ -23,6 +26,7 @@ from pulsestock.fulfillment.domain.transfers import (
     plan_transfers,
 )
 from pulsestock.routing import Candidate
+from pulsestock.v1.fulfillment_events_pb2 import TransferPlanned
 from scipy import stats
 
 ECON = SkuEconomics("SERUM", price=30.0, unit_cost=10.0, salvage=2.0, holding_per_unit_day=0.02)
@@ -144,6 +148,14 @@ def test_the_deadline_is_the_peak_ahead_or_half_of_a_decaying_pulse() -> None:
     hour, _ = landing_deadline(slow, pulse_on=True)
     excess = [max(m - 4.0, 0.0) for m in slow]
     assert sum(excess[: hour + 1]) >= sum(excess) / 2 > sum(excess[:hour])
+
+
+def test_a_plan_left_too_long_no_longer_lands_in_time() -> None:
+    planned = TransferPlanned(lead_time_hours=6)
+    planned.land_by.FromDatetime(datetime(2026, 12, 4, 18, tzinfo=UTC))
+    assert lands_in_time(planned, datetime(2026, 12, 4, 12, tzinfo=UTC))
+    assert not lands_in_time(planned, datetime(2026, 12, 4, 12, 1, tzinfo=UTC))
+    assert lands_in_time(TransferPlanned(lead_time_hours=6), datetime(2030, 1, 1, tzinfo=UTC))
 
 
 # -- invariants ------------------------------------------------------------------------

@@ -160,6 +160,8 @@ class FulfillmentServiceServicer:
 
     def ExecuteTransfer(self, request, context):
         """Move a planned transfer's stock in inventory-sync: once, however often executed.
+        NOT_FOUND for an unknown transfer; FAILED_PRECONDITION when the source no longer has the
+        stock, a later PlanTransfers superseded it, or sent now it would land after its land_by.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,10 @@ class FulfillmentServiceStub:
     TransferPlanned with its reasons); nothing moves until one is executed.
     """
     ExecuteTransfer: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.ExecuteTransferRequest, _fulfillment_pb2.ExecuteTransferResponse]
-    """Move a planned transfer's stock in inventory-sync: once, however often executed."""
+    """Move a planned transfer's stock in inventory-sync: once, however often executed.
+    NOT_FOUND for an unknown transfer; FAILED_PRECONDITION when the source no longer has the
+    stock, a later PlanTransfers superseded it, or sent now it would land after its land_by.
+    """
     SubmitPurchaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]
     """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
     received, or cancelled (what remains after a partial receipt).
@@ -77,7 +80,10 @@ class FulfillmentServiceAsyncStub(FulfillmentServiceStub):
     TransferPlanned with its reasons); nothing moves until one is executed.
     """
     ExecuteTransfer: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.ExecuteTransferRequest, _fulfillment_pb2.ExecuteTransferResponse]  # type: ignore[assignment]
-    """Move a planned transfer's stock in inventory-sync: once, however often executed."""
+    """Move a planned transfer's stock in inventory-sync: once, however often executed.
+    NOT_FOUND for an unknown transfer; FAILED_PRECONDITION when the source no longer has the
+    stock, a later PlanTransfers superseded it, or sent now it would land after its land_by.
+    """
     SubmitPurchaseOrder: _aio.UnaryUnaryMultiCallable[_fulfillment_pb2.PurchaseOrderCommand, _fulfillment_pb2.PurchaseOrderResponse]  # type: ignore[assignment]
     """A purchase order's life: draft -> submitted -> confirmed -> partially received ->
     received, or cancelled (what remains after a partial receipt).
@@ -145,7 +151,10 @@ class FulfillmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfillment_pb2.ExecuteTransferRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfillment_pb2.ExecuteTransferResponse, _abc.Awaitable[_fulfillment_pb2.ExecuteTransferResponse]]:
-        """Move a planned transfer's stock in inventory-sync: once, however often executed."""
+        """Move a planned transfer's stock in inventory-sync: once, however often executed.
+        NOT_FOUND for an unknown transfer; FAILED_PRECONDITION when the source no longer has the
+        stock, a later PlanTransfers superseded it, or sent now it would land after its land_by.
+        """
 
     @_abc_1.abstractmethod
     def SubmitPurchaseOrder(

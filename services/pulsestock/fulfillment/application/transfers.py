@@ -339,6 +339,13 @@ class TransferPlanner:
                 f"transfer {transfer_id} was superseded by a later plan of {planned.sku}:"
                 " execute one of the latest (PlanTransfers)"
             )
+        now = self.clock()
+        if not lands_in_time(planned, now):
+            raise PreconditionFailed(
+                f"transfer {transfer_id} sent now would land after"
+                f" {planned.land_by.ToJsonString()}, the hour it was planned to land by:"
+                " plan again (PlanTransfers)"
+            )
         try:
             stock_version = await self.inventory.transfer(
                 planned.sku,
@@ -363,7 +370,7 @@ class TransferPlanner:
             quantity=planned.quantity,
             stock_stream_version=stock_version,
         )
-        executed.at.FromDatetime(self.clock())
+        executed.at.FromDatetime(now)
         return planned, await self._executed(executed)
 
     async def _executed(self, executed: ev.TransferExecuted) -> ev.TransferExecuted:
@@ -384,6 +391,15 @@ class TransferPlanner:
             version = await self.store.stream_version(stream, conn=conn)
             await self.store.append(stream, version, [NewEvent.of(executed)], conn=conn)
         return executed
+
+
+def lands_in_time(planned: ev.TransferPlanned, now: datetime) -> bool:
+    """Sent now, the transfer still lands by the hour it was planned to land by (a plan
+    left unexecuted for too long no longer does what it was planned for)."""
+    if not planned.HasField("land_by"):
+        return True
+    arrival = now + timedelta(hours=planned.lead_time_hours)
+    return arrival <= planned.land_by.ToDatetime(tzinfo=UTC)
 
 
 async def _lock(conn: asyncpg.Connection, stream: str) -> None:
