@@ -59,6 +59,7 @@ Array = NDArray[np.float64]
 SLOWER_DELIVERY_MARGIN_SHARE_PER_DAY = 0.05
 # A warehouse assumed stocked when asking the routing rule who serves a demand first.
 _STOCKED = 1 << 40
+_UNBOUNDED = 1 << 62  # a run of units the probability never leaves
 
 
 class DemandOutlook(Protocol):
@@ -238,7 +239,7 @@ class _Distribution:
     def run_up(self, x: int) -> int:
         """From integer x upwards, how many integers keep P(X > .) as it is at x."""
         above = self.values[self.values > x]
-        return math.ceil(float(above.min())) - x if above.size else _STOCKED
+        return math.ceil(float(above.min())) - x if above.size else _UNBOUNDED
 
     def run_down(self, y: int) -> int:
         """From integer y downwards, how many integers keep P(X > .) as it is at y."""
@@ -271,10 +272,10 @@ def plan_transfers(
     weights = level_weights(levels)
     considered: dict[int, str] = {}
     live: list[_LaneState] = []
-    totals: dict[int, Array] = {}
+    totals: dict[tuple[int, int], Array] = {}
 
     def total(start: int, end: int) -> Array:
-        key = start * 1_000_003 + end
+        key = (start, end)
         if key not in totals:
             quantiles = np.asarray(outlook.window_quantiles(start, end, levels), dtype=np.float64)
             totals[key] = np.maximum.accumulate(np.maximum(quantiles, 0.0))
