@@ -4,7 +4,6 @@ answer per order however often asked, bad input refused with field details."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -19,7 +18,7 @@ from pulsestock.v1.fulfillment_pb2_grpc import FulfillmentServiceStub
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
 
 from tests.helpers.grpc_errors import field_violations
-from tests.helpers.infra import Infra, drop_schema, unique_name
+from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
 from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.slow
@@ -111,7 +110,7 @@ async def test_orders_are_routed_by_channel_region_and_stock(stack: Stubs) -> No
 
 
 async def test_bad_route_requests_name_their_fields(stack: Stubs) -> None:
-    api, _ = stack
+    api, stock = stack
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await api.RouteOrder(
             pb.RouteOrderRequest(
@@ -120,19 +119,22 @@ async def test_bad_route_requests_name_their_fields(stack: Stubs) -> None:
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(bad.value)) == {"channel", "channel_order_id", "lines[0].quantity"}
+    with pytest.raises(grpc.aio.AioRpcError) as bad_holds:
+        await stock.GetOrderHolds(inv.GetOrderHoldsRequest(channel_order_id=" padded "))
+    assert bad_holds.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(bad_holds.value)) == {"channel", "channel_order_id"}
 
 
-async def wait_for_sites(stack: Stubs, database_url: str, schema: str, count: int) -> None:
+async def wait_for_sites(database_url: str, schema: str, count: int) -> None:
     """inventory-sync learns warehouses from fulfillment's WarehouseSet events."""
-    deadline = asyncio.get_running_loop().time() + 15
     connection = await asyncpg.connect(database_url)
+
+    async def known() -> bool:
+        seen = await connection.fetchval(f'SELECT count(*) FROM "{schema}".warehouse_sites')
+        return bool(seen >= count)
+
     try:
-        while True:
-            seen = await connection.fetchval(f'SELECT count(*) FROM "{schema}".warehouse_sites')
-            if seen >= count:
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"{seen} of {count} sites"
-            await asyncio.sleep(0.05)
+        await eventually(known, 15, f"{count} warehouse sites in inventory-sync")
     finally:
         await connection.close()
 
@@ -174,7 +176,7 @@ async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats
                     ),
                 ):
                     await api.SetWarehouse(pb.SetWarehouseRequest(warehouse=profile))
-                await wait_for_sites((api, stock), infra.database_url, schemas[0], 3)
+                await wait_for_sites(infra.database_url, schemas[0], 3)
 
                 tiktok = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
                 assert held_in(tiktok) == [("fbt-west", 3)]
@@ -208,6 +210,19 @@ async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats
                     "wh-west": 40,
                     "fbt-west": 3,
                 }
+
+                # fulfillment records where inventory-sync holds each order, and RouteOrder
+                # answers with it.
+                async def routed_as_held() -> bool:
+                    answer = await api.RouteOrder(
+                        order(Channel.CHANNEL_AMAZON, "a-2", "us-west", MUG=40)
+                    )
+                    return [(a.warehouse_id, a.quantity) for a in answer.allocations] == [
+                        ("wh-west", 34),
+                        ("wh-east", 6),
+                    ]
+
+                await eventually(routed_as_held, 15, "RouteOrder to answer the held split")
                 # The split line is one reservation to its caller: releasing it frees both.
                 released = await stock.Release(
                     inv.ReleaseRequest(

@@ -668,3 +668,47 @@ class RebuildResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RebuildResponse: _TypeAlias = RebuildResponse  # noqa: Y015
+
+@_typing.final
+class GetOrderHoldsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    channel_order_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        channel_order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "channel_order_id", b"channel_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderHoldsRequest: _TypeAlias = GetOrderHoldsRequest  # noqa: Y015
+
+@_typing.final
+class GetOrderHoldsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservedPart]:
+        """Every part still held, by SKU, a split line's own reservation first."""
+
+    def __init__(
+        self,
+        *,
+        held: _abc.Iterable[Global___ReservedPart] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderHoldsResponse: _TypeAlias = GetOrderHoldsResponse  # noqa: Y015

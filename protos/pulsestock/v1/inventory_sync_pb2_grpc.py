@@ -95,6 +95,11 @@ class InventorySyncServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateResponse.FromString,
                 _registered_method=True)
+        self.GetOrderHolds = channel.unary_unary(
+                '/pulsestock.v1.InventorySyncService/GetOrderHolds',
+                request_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsResponse.FromString,
+                _registered_method=True)
 
 
 class InventorySyncServiceServicer:
@@ -173,6 +178,13 @@ class InventorySyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderHolds(self, request, context):
+        """Where a channel order's lines are held now (the read model's active reservations).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventorySyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +247,11 @@ def add_InventorySyncServiceServicer_to_server(servicer, server):
                     servicer.GetSyncState,
                     request_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateResponse.SerializeToString,
+            ),
+            'GetOrderHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderHolds,
+                    request_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -562,6 +579,33 @@ class InventorySyncService:
             '/pulsestock.v1.InventorySyncService/GetSyncState',
             pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateRequest.SerializeToString,
             pulsestock_dot_v1_dot_inventory__sync__pb2.GetSyncStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.InventorySyncService/GetOrderHolds',
+            pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsRequest.SerializeToString,
+            pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

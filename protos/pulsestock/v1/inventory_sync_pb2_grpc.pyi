@@ -45,6 +45,8 @@ class InventorySyncServiceStub:
     GetHistory: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetHistoryRequest, _inventory_sync_pb2.GetHistoryResponse]
     Rebuild: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.RebuildRequest, _inventory_sync_pb2.RebuildResponse]
     GetSyncState: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetSyncStateRequest, _inventory_sync_pb2.GetSyncStateResponse]
+    GetOrderHolds: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetOrderHoldsRequest, _inventory_sync_pb2.GetOrderHoldsResponse]
+    """Where a channel order's lines are held now (the read model's active reservations)."""
 
 @_typing.type_check_only
 class InventorySyncServiceAsyncStub(InventorySyncServiceStub):
@@ -63,6 +65,8 @@ class InventorySyncServiceAsyncStub(InventorySyncServiceStub):
     GetHistory: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetHistoryRequest, _inventory_sync_pb2.GetHistoryResponse]  # type: ignore[assignment]
     Rebuild: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.RebuildRequest, _inventory_sync_pb2.RebuildResponse]  # type: ignore[assignment]
     GetSyncState: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetSyncStateRequest, _inventory_sync_pb2.GetSyncStateResponse]  # type: ignore[assignment]
+    GetOrderHolds: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetOrderHoldsRequest, _inventory_sync_pb2.GetOrderHoldsResponse]  # type: ignore[assignment]
+    """Where a channel order's lines are held now (the read model's active reservations)."""
 
 class InventorySyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """The stock ledger (event-sourced) and per-channel sellable quantities."""
@@ -150,5 +154,13 @@ class InventorySyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_sync_pb2.GetSyncStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_sync_pb2.GetSyncStateResponse, _abc.Awaitable[_inventory_sync_pb2.GetSyncStateResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOrderHolds(
+        self,
+        request: _inventory_sync_pb2.GetOrderHoldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_sync_pb2.GetOrderHoldsResponse, _abc.Awaitable[_inventory_sync_pb2.GetOrderHoldsResponse]]:
+        """Where a channel order's lines are held now (the read model's active reservations)."""
 
 def add_InventorySyncServiceServicer_to_server(servicer: InventorySyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -100,6 +100,20 @@ class InventorySyncClient:
             raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
         return response
 
+    async def order_holds(self, channel: int, channel_order_id: str) -> list[inv.ReservedPart]:
+        """Where inventory-sync holds a channel order's lines now (empty: not held)."""
+        try:
+            response: inv.GetOrderHoldsResponse = await self._stub().GetOrderHolds(
+                inv.GetOrderHoldsRequest(
+                    channel=channel,  # type: ignore[arg-type]
+                    channel_order_id=channel_order_id,
+                ),
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise StockUnavailable(f"{error.code().name}: {error.details()}") from error
+        return list(response.held)
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()

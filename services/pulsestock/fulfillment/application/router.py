@@ -1,14 +1,18 @@
-"""RouteOrder: the routing rule (libs pulsestock/routing.py) over the master data's warehouses and
-inventory-sync's available stock, recorded once per order (stream `route-<channel>:<order>`),
-so asking again answers what was decided, whatever the stock is by then.
+"""Where each order ships from, recorded per order (stream `route-<channel>:<order>`) as
+`OrderRouted`, so asking again answers what was decided.
 
-Where the routed stock is reserved stays inventory-sync's decision for now (its
-reservation takes the warehouse with the most to spare): making it hold the routed
-warehouse is not built yet.
+One rule (libs/pulsestock/routing.py) in two places: inventory-sync places every channel
+order's reservation by it when it takes the order, so RouteOrder first asks where
+inventory-sync holds the order (GetOrderHolds) and answers that, recording it whenever it
+differs from the last record (a hold taken after an earlier answer, a line let go). An
+order inventory-sync does not hold (not seen yet, or asked before it is placed) is routed
+here over the master data's warehouses and inventory-sync's available stock, and that
+answer is recorded once: asked again, it answers the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -22,10 +26,12 @@ from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.routing import Candidate, route
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
+from pulsestock.v1 import inventory_sync_pb2 as inv
 from pulsestock.v1.common_pb2 import Channel, OrderLine
 
 MAX_LINES = 100
 MAX_REGION = 64
+HELD = "held where inventory-sync reserved it (the routing rule, at reservation)"
 
 
 def stream_of(channel: int, channel_order_id: str) -> str:
@@ -56,9 +62,41 @@ class OrderRouter:
     ) -> None:
         self.store, self.master, self.inventory, self.clock = store, master, inventory, clock
 
-    async def _recorded(self, stream: str) -> ev.OrderRouted | None:
-        events = await self.store.read_stream(stream, limit=1)
-        return ev.OrderRouted.FromString(events[0].data) if events else None
+    async def _recorded(self, stream: str) -> tuple[ev.OrderRouted | None, int]:
+        """The order's latest routing record and the stream's version."""
+        events = await self.store.read_stream(stream)
+        if not events:
+            return None, NO_STREAM
+        return ev.OrderRouted.FromString(events[-1].data), events[-1].stream_version
+
+    async def _as_held(
+        self, request: pb.RouteOrderRequest, held: list[inv.ReservedPart]
+    ) -> ev.OrderRouted:
+        regions = {
+            w: profile.region for w, profile in (await self.master.load()).warehouses.items()
+        }
+        event = ev.OrderRouted(
+            channel=request.channel,
+            channel_order_id=request.channel_order_id,
+            buyer_region=request.buyer_region,
+            reason=HELD,
+            allocations=[
+                ev.RoutedLine(
+                    sku=part.sku,
+                    warehouse_id=part.warehouse_id,
+                    quantity=part.quantity,
+                    delivery_hours=Candidate(
+                        part.warehouse_id, regions.get(part.warehouse_id, ""), "", ()
+                    ).delivery_hours(request.buyer_region),
+                )
+                for part in held
+            ],
+        )
+        units: dict[str, int] = {}
+        for part in held:
+            units[part.warehouse_id] = units.get(part.warehouse_id, 0) + part.quantity
+        event.warehouse_id = min(units, key=lambda w: (-units[w], w))
+        return event
 
     async def _candidates(self, skus: list[str]) -> list[Candidate]:
         data = await self.master.load()
@@ -82,7 +120,19 @@ class OrderRouter:
     async def route(self, request: pb.RouteOrderRequest) -> ev.OrderRouted:
         lines = _check(request)
         stream = stream_of(request.channel, request.channel_order_id)
-        recorded = await self._recorded(stream)
+        held = await self.inventory.order_holds(request.channel, request.channel_order_id)
+        recorded, version = await self._recorded(stream)
+        if held:  # what inventory-sync holds is where the order ships from
+            event = await self._as_held(request, held)
+            if (
+                recorded is not None
+                and recorded.reason == HELD
+                and list(recorded.allocations) == list(event.allocations)
+            ):
+                return recorded
+            event.at.FromDatetime(self.clock())
+            await self._record(stream, version, event)
+            return event
         if recorded is not None:
             return recorded
         candidates = await self._candidates(sorted(lines))
@@ -107,10 +157,11 @@ class OrderRouter:
             ],
         )
         event.at.FromDatetime(self.clock())
-        try:
-            await self.store.append(stream, NO_STREAM, [NewEvent.of(event)])
-        except WrongExpectedVersion:  # routed concurrently: the first answer stands
-            first = await self._recorded(stream)
-            assert first is not None
-            return first
-        return event
+        await self._record(stream, NO_STREAM, event)
+        first, _ = await self._recorded(stream)  # routed concurrently: the first answer stands
+        assert first is not None
+        return first
+
+    async def _record(self, stream: str, version: int, event: ev.OrderRouted) -> None:
+        with contextlib.suppress(WrongExpectedVersion):  # recorded concurrently: it stands
+            await self.store.append(stream, version, [NewEvent.of(event)])

@@ -111,3 +111,22 @@ async def sync_states(pool: asyncpg.Pool, channel: int, sku: str) -> list[SyncSt
         sku,
     )
     return [SyncState(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class HeldPart:
+    sku: str
+    reservation_id: str
+    warehouse_id: str
+    quantity: int
+
+
+async def holds_of_order(pool: asyncpg.Pool, channel: int, channel_order_id: str) -> list[HeldPart]:
+    rows = await pool.fetch(
+        "SELECT sku, reservation_id, warehouse_id, quantity FROM active_reservations"
+        " WHERE channel = $1 AND channel_order_id = $2 AND quantity > 0"
+        " ORDER BY sku, length(reservation_id), reservation_id",
+        channel,
+        channel_order_id,
+    )
+    return [HeldPart(r["sku"], r["reservation_id"], r["warehouse_id"], r["quantity"]) for r in rows]

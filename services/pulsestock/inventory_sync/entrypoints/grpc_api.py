@@ -307,6 +307,28 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             ],
         )
 
+    async def GetOrderHolds(
+        self, request: pb.GetOrderHoldsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOrderHoldsResponse:
+        v = Validator()
+        _check_channel(v, request.channel)
+        _check_id(v, request.channel_order_id, "channel_order_id")
+        v.raise_if_invalid()
+        parts = await queries.holds_of_order(
+            self.store.pool, request.channel, request.channel_order_id
+        )
+        return pb.GetOrderHoldsResponse(
+            held=[
+                pb.ReservedPart(
+                    sku=p.sku,
+                    reservation_id=p.reservation_id,
+                    warehouse_id=p.warehouse_id,
+                    quantity=p.quantity,
+                )
+                for p in parts
+            ]
+        )
+
     async def GetChannelQuantities(
         self, request: pb.GetChannelQuantitiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetChannelQuantitiesResponse:
