@@ -6,8 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from pulsestock.v1.common_pb2 import TimeRange
+
 Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def time_range(start: datetime, end: datetime) -> TimeRange:
+    """[start, end) as the protos' TimeRange."""
+    window = TimeRange()
+    window.start.FromDatetime(start)
+    window.end.FromDatetime(end)
+    return window

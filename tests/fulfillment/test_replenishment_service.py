@@ -4,70 +4,25 @@ fulfillment's review -> a recommendation with its reasons -> approved into a pur
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import numpy as np
 import pytest
 from nats.aio.client import Client as NATS
-from pulsestock.bus import ensure_stream, service_stream
 from pulsestock.v1 import forecast_pb2 as fpb
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1 import inventory_sync_pb2 as inv
 from pulsestock.v1.common_pb2 import OrderLine
-from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 from pulsestock.v1.fulfillment_pb2_grpc import FulfillmentServiceStub
-from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
 
 from tests.forecast.test_service import order, publish
-from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
-from tests.helpers.service import RunningService, running_service
+from tests.fulfillment.conftest import Chain
+from tests.helpers.infra import eventually
 
 pytestmark = pytest.mark.slow
 SKU = "LAMP-7"
-Stubs = tuple[FulfillmentServiceStub, InventorySyncServiceStub, ForecastServiceStub]
-
-
-@pytest.fixture
-async def stack(infra: Infra, nats_url: str, bus: NATS) -> AsyncIterator[Stubs]:
-    js = bus.jetstream()
-    for producer in ("ingest", "signal", "forecast", "inventory-sync", "fulfillment"):
-        await ensure_stream(js, service_stream(producer))
-    schemas = [unique_name("inv"), unique_name("fc"), unique_name("ful")]
-    common = {"PULSESTOCK_PARTITIONS": "4"}
-    try:
-        async with (
-            running_service(
-                "inventory-sync", infra.database_url, nats_url, schemas[0], common
-            ) as inventory,
-            running_service(
-                "forecast", infra.database_url, nats_url, schemas[1], common
-            ) as forecast,
-        ):
-            peers = {
-                **common,
-                "INVENTORY_SYNC_ADDR": inventory.address,
-                "FORECAST_ADDR": forecast.address,
-            }
-            async with running_service(
-                "fulfillment", infra.database_url, nats_url, schemas[2], peers
-            ) as fulfillment:
-                yield stubs(fulfillment, inventory, forecast)
-    finally:
-        for schema in schemas:
-            await drop_schema(infra.database_url, schema)
-
-
-def stubs(
-    fulfillment: RunningService, inventory: RunningService, forecast: RunningService
-) -> Stubs:
-    return (
-        FulfillmentServiceStub(fulfillment.channel),
-        InventorySyncServiceStub(inventory.channel),
-        ForecastServiceStub(forecast.channel),
-    )
 
 
 async def master_data(api: FulfillmentServiceStub) -> None:
@@ -111,8 +66,8 @@ async def master_data(api: FulfillmentServiceStub) -> None:
     )
 
 
-async def test_orders_become_a_recommendation_a_po_and_stock(stack: Stubs, bus: NATS) -> None:
-    api, stock, forecasts = stack
+async def test_orders_become_a_recommendation_a_po_and_stock(chain: Chain, bus: NATS) -> None:
+    api, stock, forecasts = chain
     await stock.Receive(
         inv.ReceiveRequest(sku=SKU, warehouse_id="wh-1", quantity=20, command_id="seed")
     )
@@ -228,9 +183,9 @@ async def test_orders_become_a_recommendation_a_po_and_stock(stack: Stubs, bus: 
 
 
 async def test_review_refusals(
-    stack: Stubs,
+    chain: Chain,
 ) -> None:
-    api, _, _ = stack
+    api, _, _ = chain
     with pytest.raises(grpc.aio.AioRpcError) as no_economics:
         await api.ReviewReplenishment(pb.ReviewReplenishmentRequest(sku="UNKNOWN-1"))
     assert no_economics.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -5,6 +5,7 @@ answer per order however often asked, bad input refused with field details."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import asyncpg
 import grpc
@@ -22,7 +23,12 @@ from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
 from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.slow
-Stubs = tuple[FulfillmentServiceStub, InventorySyncServiceStub]
+
+
+class Stubs(NamedTuple):
+    api: FulfillmentServiceStub
+    stock: InventorySyncServiceStub
+    inventory_schema: str  # where inventory-sync keeps its tables
 
 
 @pytest.fixture
@@ -36,13 +42,31 @@ async def stack(infra: Infra, nats_url: str) -> AsyncIterator[Stubs]:
             async with running_service(
                 "fulfillment", infra.database_url, nats_url, schemas[1], env
             ) as fulfillment:
-                yield (
+                yield Stubs(
                     FulfillmentServiceStub(fulfillment.channel),
                     InventorySyncServiceStub(inventory.channel),
+                    schemas[0],
                 )
     finally:
         for schema in schemas:
             await drop_schema(infra.database_url, schema)
+
+
+WAREHOUSES = (
+    ev.WarehouseProfile(warehouse_id="wh-east", region="us-east", kind="own"),
+    ev.WarehouseProfile(warehouse_id="wh-west", region="us-west", kind="3pl"),
+    ev.WarehouseProfile(
+        warehouse_id="fbt-west",
+        region="us-west",
+        kind="fbt",
+        channels=[Channel.CHANNEL_TIKTOK_SHOP],
+    ),
+)
+
+
+async def set_warehouses(api: FulfillmentServiceStub) -> None:
+    for profile in WAREHOUSES:
+        await api.SetWarehouse(pb.SetWarehouseRequest(warehouse=profile))
 
 
 def order(channel: int, order_id: str, region: str, **lines: int) -> pb.RouteOrderRequest:
@@ -55,18 +79,8 @@ def order(channel: int, order_id: str, region: str, **lines: int) -> pb.RouteOrd
 
 
 async def test_orders_are_routed_by_channel_region_and_stock(stack: Stubs) -> None:
-    api, stock = stack
-    for warehouse in (
-        ev.WarehouseProfile(warehouse_id="wh-east", region="us-east", kind="own"),
-        ev.WarehouseProfile(warehouse_id="wh-west", region="us-west", kind="3pl"),
-        ev.WarehouseProfile(
-            warehouse_id="fbt-west",
-            region="us-west",
-            kind="fbt",
-            channels=[Channel.CHANNEL_TIKTOK_SHOP],
-        ),
-    ):
-        await api.SetWarehouse(pb.SetWarehouseRequest(warehouse=warehouse))
+    api, stock, _ = stack
+    await set_warehouses(api)
     version = 0
     for warehouse, units in (("wh-east", 10), ("wh-west", 40), ("fbt-west", 20)):
         received = await stock.Receive(
@@ -110,7 +124,7 @@ async def test_orders_are_routed_by_channel_region_and_stock(stack: Stubs) -> No
 
 
 async def test_bad_route_requests_name_their_fields(stack: Stubs) -> None:
-    api, stock = stack
+    api, stock, _ = stack
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await api.RouteOrder(
             pb.RouteOrderRequest(
@@ -139,110 +153,81 @@ async def wait_for_sites(database_url: str, schema: str, count: int) -> None:
         await connection.close()
 
 
-async def test_reservations_hold_stock_where_routing_ships_it(infra: Infra, nats_url: str) -> None:
+async def test_reservations_hold_stock_where_routing_ships_it(stack: Stubs, infra: Infra) -> None:
     """The channel's order is reserved in the warehouse the routing rule picks: FBT for a
     TikTok Shop order, the buyer's region otherwise, never a warehouse that does not fulfil
     the order's channel; with no site known, the warehouse with the most to spare."""
-    schemas = [unique_name("inv"), unique_name("ful")]
-    try:
-        async with running_service(
-            "inventory-sync", infra.database_url, nats_url, schemas[0]
-        ) as inventory:
-            env = {"INVENTORY_SYNC_ADDR": inventory.address}
-            async with running_service(
-                "fulfillment", infra.database_url, nats_url, schemas[1], env
-            ) as fulfillment:
-                api = FulfillmentServiceStub(fulfillment.channel)
-                stock = InventorySyncServiceStub(inventory.channel)
-                for warehouse, units in (("wh-east", 10), ("wh-west", 40), ("fbt-west", 20)):
-                    await stock.Receive(
-                        inv.ReceiveRequest(
-                            sku="MUG", warehouse_id=warehouse, quantity=units, command_id=warehouse
-                        )
-                    )
-                before_sites = await stock.Reserve(
-                    reserve(Channel.CHANNEL_SHOPIFY, "s-0", "us-east")
-                )
-                assert held_in(before_sites) == [("wh-west", 3)]  # most to spare
+    api, stock, inventory_schema = stack
+    for warehouse, units in (("wh-east", 10), ("wh-west", 40), ("fbt-west", 20)):
+        await stock.Receive(
+            inv.ReceiveRequest(
+                sku="MUG", warehouse_id=warehouse, quantity=units, command_id=warehouse
+            )
+        )
+    before_sites = await stock.Reserve(reserve(Channel.CHANNEL_SHOPIFY, "s-0", "us-east"))
+    assert held_in(before_sites) == [("wh-west", 3)]  # most to spare
 
-                for profile in (
-                    ev.WarehouseProfile(warehouse_id="wh-east", region="us-east", kind="own"),
-                    ev.WarehouseProfile(warehouse_id="wh-west", region="us-west", kind="3pl"),
-                    ev.WarehouseProfile(
-                        warehouse_id="fbt-west",
-                        region="us-west",
-                        kind="fbt",
-                        channels=[Channel.CHANNEL_TIKTOK_SHOP],
-                    ),
-                ):
-                    await api.SetWarehouse(pb.SetWarehouseRequest(warehouse=profile))
-                await wait_for_sites(infra.database_url, schemas[0], 3)
+    await set_warehouses(api)
+    await wait_for_sites(infra.database_url, inventory_schema, 3)
 
-                tiktok = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
-                assert held_in(tiktok) == [("fbt-west", 3)]
-                east = await stock.Reserve(reserve(Channel.CHANNEL_SHOPIFY, "s-1", "us-east"))
-                assert held_in(east) == [("wh-east", 3)]
-                # FBT now has the most to spare and is in the buyer's region, but it does not
-                # fulfil Amazon: the Amazon order is held in the other west warehouse.
-                await stock.Receive(
-                    inv.ReceiveRequest(
-                        sku="MUG", warehouse_id="fbt-west", quantity=50, command_id="more-fbt"
-                    )
-                )
-                amazon = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-1", "us-west"))
-                assert held_in(amazon) == [("wh-west", 3)]
-                # 40 on Amazon: no warehouse it may use has 40 (west 34, east 7): the line is
-                # split, nearest first; what is left only FBT could cover: refused.
-                split = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-2", "us-west", 40))
-                assert held_in(split) == [("wh-west", 34), ("wh-east", 6)]
-                with pytest.raises(grpc.aio.AioRpcError) as short:
-                    await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-3", "us-west", 2))
-                assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-                again = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
-                assert held_in(again) == [("fbt-west", 3)]  # a repeat, not a new hold
+    tiktok = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
+    assert held_in(tiktok) == [("fbt-west", 3)]
+    east = await stock.Reserve(reserve(Channel.CHANNEL_SHOPIFY, "s-1", "us-east"))
+    assert held_in(east) == [("wh-east", 3)]
+    # FBT now has the most to spare and is in the buyer's region, but it does not
+    # fulfil Amazon: the Amazon order is held in the other west warehouse.
+    await stock.Receive(
+        inv.ReceiveRequest(sku="MUG", warehouse_id="fbt-west", quantity=50, command_id="more-fbt")
+    )
+    amazon = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-1", "us-west"))
+    assert held_in(amazon) == [("wh-west", 3)]
+    # 40 on Amazon: no warehouse it may use has 40 (west 34, east 7): the line is
+    # split, nearest first; what is left only FBT could cover: refused.
+    split = await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-2", "us-west", 40))
+    assert held_in(split) == [("wh-west", 34), ("wh-east", 6)]
+    with pytest.raises(grpc.aio.AioRpcError) as short:
+        await stock.Reserve(reserve(Channel.CHANNEL_AMAZON, "a-3", "us-west", 2))
+    assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    again = await stock.Reserve(reserve(Channel.CHANNEL_TIKTOK_SHOP, "t-1", "us-east"))
+    assert held_in(again) == [("fbt-west", 3)]  # a repeat, not a new hold
 
-                held = await stock.GetStock(
-                    inv.GetStockRequest(sku="MUG", min_stream_version=again.stream_versions["MUG"]),
-                    timeout=10,
-                )
-                assert {w.warehouse_id: w.reserved for w in held.warehouses} == {
-                    "wh-east": 9,
-                    "wh-west": 40,
-                    "fbt-west": 3,
-                }
+    held = await stock.GetStock(
+        inv.GetStockRequest(sku="MUG", min_stream_version=again.stream_versions["MUG"]),
+        timeout=10,
+    )
+    assert {w.warehouse_id: w.reserved for w in held.warehouses} == {
+        "wh-east": 9,
+        "wh-west": 40,
+        "fbt-west": 3,
+    }
 
-                # fulfillment records where inventory-sync holds each order, and RouteOrder
-                # answers with it.
-                async def routed_as_held() -> bool:
-                    answer = await api.RouteOrder(
-                        order(Channel.CHANNEL_AMAZON, "a-2", "us-west", MUG=40)
-                    )
-                    return [(a.warehouse_id, a.quantity) for a in answer.allocations] == [
-                        ("wh-west", 34),
-                        ("wh-east", 6),
-                    ]
+    # fulfillment records where inventory-sync holds each order, and RouteOrder
+    # answers with it.
+    async def routed_as_held() -> bool:
+        answer = await api.RouteOrder(order(Channel.CHANNEL_AMAZON, "a-2", "us-west", MUG=40))
+        return [(a.warehouse_id, a.quantity) for a in answer.allocations] == [
+            ("wh-west", 34),
+            ("wh-east", 6),
+        ]
 
-                await eventually(routed_as_held, 15, "RouteOrder to answer the held split")
-                # The split line is one reservation to its caller: releasing it frees both.
-                released = await stock.Release(
-                    inv.ReleaseRequest(
-                        sku="MUG",
-                        reservation_id=split.reservation_ids[0],
-                        reason=iev.RELEASE_REASON_CANCELLED,
-                    )
-                )
-                after = await stock.GetStock(
-                    inv.GetStockRequest(sku="MUG", min_stream_version=released.stream_version),
-                    timeout=10,
-                )
-                assert {w.warehouse_id: w.reserved for w in after.warehouses} == {
-                    "wh-east": 3,
-                    "wh-west": 6,
-                    "fbt-west": 3,
-                }
-    finally:
-        for schema in schemas:
-            await drop_schema(infra.database_url, schema)
+    await eventually(routed_as_held, 15, "RouteOrder to answer the held split")
+    # The split line is one reservation to its caller: releasing it frees both.
+    released = await stock.Release(
+        inv.ReleaseRequest(
+            sku="MUG",
+            reservation_id=split.reservation_ids[0],
+            reason=iev.RELEASE_REASON_CANCELLED,
+        )
+    )
+    after = await stock.GetStock(
+        inv.GetStockRequest(sku="MUG", min_stream_version=released.stream_version),
+        timeout=10,
+    )
+    assert {w.warehouse_id: w.reserved for w in after.warehouses} == {
+        "wh-east": 3,
+        "wh-west": 6,
+        "fbt-west": 3,
+    }
 
 
 def held_in(response: inv.ReserveResponse) -> list[tuple[str, int]]:

@@ -9,7 +9,6 @@ input); demand shares decayed and folded in any order, a redelivery counted once
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from nats.aio.client import Client as NATS
-from pulsestock.bus import Envelope, ensure_stream, service_stream
+from pulsestock.bus import Envelope, service_stream
 from pulsestock.bus.consumer import idempotent
 from pulsestock.fulfillment.application.demand_shares import DemandShares
 from pulsestock.fulfillment.application.transfers import inventory_key
@@ -32,53 +31,18 @@ from pulsestock.v1 import signal_events_pb2 as sig
 from pulsestock.v1.common_pb2 import Channel, OrderLine
 from pulsestock.v1.forecast_pb2_grpc import ForecastServiceStub
 from pulsestock.v1.fulfillment_pb2_grpc import FulfillmentServiceStub
-from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub
 
 from tests.forecast.test_service import publish, stamp
+from tests.fulfillment.conftest import Chain
 from tests.helpers.grpc_errors import field_violations
-from tests.helpers.infra import Infra, drop_schema, eventually, unique_name
-from tests.helpers.service import running_service, service_store
+from tests.helpers.infra import Infra, drop_schema, eventually
+from tests.helpers.service import service_store
 from tests.helpers.waiting import consumer_settled
 
 pytestmark = pytest.mark.slow
 SKU = "SERUM-9"
 STOCK = 3000
 LANE_HOURS = 6
-Stubs = tuple[FulfillmentServiceStub, InventorySyncServiceStub, ForecastServiceStub]
-
-
-@pytest.fixture
-async def stack(infra: Infra, nats_url: str, bus: NATS) -> AsyncIterator[Stubs]:
-    js = bus.jetstream()
-    for producer in ("ingest", "signal", "forecast", "inventory-sync", "fulfillment"):
-        await ensure_stream(js, service_stream(producer))
-    schemas = [unique_name("inv"), unique_name("fc"), unique_name("ful")]
-    common = {"PULSESTOCK_PARTITIONS": "4"}
-    try:
-        async with (
-            running_service(
-                "inventory-sync", infra.database_url, nats_url, schemas[0], common
-            ) as inventory,
-            running_service(
-                "forecast", infra.database_url, nats_url, schemas[1], common
-            ) as forecast,
-        ):
-            peers = {
-                **common,
-                "INVENTORY_SYNC_ADDR": inventory.address,
-                "FORECAST_ADDR": forecast.address,
-            }
-            async with running_service(
-                "fulfillment", infra.database_url, nats_url, schemas[2], peers
-            ) as fulfillment:
-                yield (
-                    FulfillmentServiceStub(fulfillment.channel),
-                    InventorySyncServiceStub(inventory.channel),
-                    ForecastServiceStub(forecast.channel),
-                )
-    finally:
-        for schema in schemas:
-            await drop_schema(infra.database_url, schema)
 
 
 def placed(
@@ -174,9 +138,9 @@ async def a_tiktok_pulse(bus: NATS, forecasts: ForecastServiceStub) -> fpb.GetFo
 
 
 async def test_a_tiktok_pulse_moves_stock_into_fbt_before_its_peak_once(
-    stack: Stubs, bus: NATS
+    chain: Chain, bus: NATS
 ) -> None:
-    api, stock, forecasts = stack
+    api, stock, forecasts = chain
     await warehouses(api, lane_hours=2000)  # a lane far too slow for any pulse
     await api.SetSkuEconomics(
         pb.SetSkuEconomicsRequest(
@@ -283,8 +247,8 @@ async def test_a_tiktok_pulse_moves_stock_into_fbt_before_its_peak_once(
     assert third.executed == first.executed
 
 
-async def test_transfer_refusals(stack: Stubs, bus: NATS) -> None:
-    api, stock, forecasts = stack
+async def test_transfer_refusals(chain: Chain, bus: NATS) -> None:
+    api, stock, forecasts = chain
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await api.ExecuteTransfer(pb.ExecuteTransferRequest(transfer_id="tr-nope"))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 from pulsestock.bus import Envelope
-from pulsestock.clock import Clock
+from pulsestock.clock import Clock, time_range
 from pulsestock.errors import FieldViolation, InvalidArgument, NotFound, PreconditionFailed
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.fulfillment.adapters.forecast_client import ForecastClient
@@ -44,7 +44,7 @@ from pulsestock.telemetry import get_logger
 from pulsestock.v1 import forecast_events_pb2 as fev
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
-from pulsestock.v1.common_pb2 import OrderLine, Quantile, TimeRange
+from pulsestock.v1.common_pb2 import OrderLine, Quantile
 
 log = get_logger(__name__)
 HOUR = timedelta(hours=1)
@@ -68,13 +68,6 @@ class PlannerSettings:
 
 def stream_of(sku: str) -> str:
     return f"replenishment-{sku}"
-
-
-def _stamp_range(start: datetime, end: datetime) -> TimeRange:
-    window = TimeRange()
-    window.start.FromDatetime(start)
-    window.end.FromDatetime(end)
-    return window
 
 
 class ServiceOutlook:
@@ -253,7 +246,7 @@ class ReplenishmentPlanner:
                     supplier_id=decision.option.supplier,
                     mode=decision.option.mode,
                     quantity=decision.quantity,
-                    window=_stamp_range(first_hour + start * HOUR, first_hour + end * HOUR),
+                    window=time_range(first_hour + start * HOUR, first_hour + end * HOUR),
                     need_quantiles=[
                         Quantile(q=q, value=v)
                         for q, v in zip(decision.levels, decision.need_quantiles, strict=False)

@@ -23,7 +23,7 @@ import asyncpg
 import grpc
 import numpy as np
 from numpy.typing import NDArray
-from pulsestock.clock import Clock
+from pulsestock.clock import Clock, time_range
 from pulsestock.errors import (
     FieldViolation,
     InvalidArgument,
@@ -59,7 +59,7 @@ from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.routing import Candidate
 from pulsestock.v1 import forecast_events_pb2 as fev
 from pulsestock.v1 import fulfillment_events_pb2 as ev
-from pulsestock.v1.common_pb2 import Quantile, TimeRange
+from pulsestock.v1.common_pb2 import Quantile
 
 HOUR = timedelta(hours=1)
 # Namespace of transfer ids (uuid5 of what a plan was made of).
@@ -80,13 +80,6 @@ def inventory_key(transfer_id: str) -> str:
     """inventory-sync's idempotency key of a transfer: derived from ours, so a retry after a
     crash (or a second ExecuteTransfer) is the same command there."""
     return f"fulfillment.transfer.{transfer_id}"
-
-
-def _stamp_range(start: datetime, end: datetime) -> TimeRange:
-    window = TimeRange()
-    window.start.FromDatetime(start)
-    window.end.FromDatetime(end)
-    return window
 
 
 class PrefetchedOutlook:
@@ -249,7 +242,7 @@ class TransferPlanner:
             to_warehouse_id=lane.destination,
             quantity=proposal.quantity,
             lead_time_hours=lane.lead_time_hours,
-            window=_stamp_range(first_hour + start * HOUR, first_hour + end * HOUR),
+            window=time_range(first_hour + start * HOUR, first_hour + end * HOUR),
             destination_share=destination.share,
             source_share=source.share,
             destination_unit_value=destination.unit_value,
