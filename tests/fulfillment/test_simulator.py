@@ -12,8 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pulsestock.forecast.domain.baseline import fit_baseline
 from pulsestock.fulfillment.application.forecasting import baseline_window_quantiles
+from pulsestock.fulfillment.application.oracle import book, solve_oracle, solve_relaxed
 from pulsestock.fulfillment.application.scenario import (
     ScenarioError,
     load_scenario,
@@ -27,6 +30,7 @@ from pulsestock.fulfillment.application.simulator import (
     simulate,
     summarise,
 )
+from pulsestock.fulfillment.domain.master_data import LeadTimeOption, SkuEconomics
 
 HERE = Path(__file__).parent
 SMALL = HERE / "small_pulse.json"
@@ -125,14 +129,74 @@ def test_common_random_numbers_across_policies() -> None:
 
 def test_the_oracle_is_at_least_as_profitable_as_every_policy_on_every_seed() -> None:
     scenario = load_scenario(SMALL)
-    result = simulate(scenario, [0, 1])
+    result = simulate(scenario, [0, 1], oracle="milp", workers=1)
     for seed_index in range(2):
         oracle = result.per_seed["oracle"][seed_index]["profit"]
         for name, rows in result.per_seed.items():
             assert rows[seed_index]["profit"] <= oracle + 1e-6, name
+        figures = result.oracle[seed_index]
+        # the MILP's plan is feasible, so the LP relaxation bounds it (and its own bound)
+        assert figures.profit == pytest.approx(oracle)
+        assert figures.profit <= figures.mip_bound + 1e-6 <= figures.lp_bound + 1e-3
     summary = summarise(result)
     assert set(summary["policies"]["weekly-rop"]["aggregate"]) == set(METRICS)
     assert summary["differences"]["oracle"]["profit"]["mean"] <= 0
+    assert summary["oracle"]["kind"] == "milp"
+    assert len(summary["oracle"]["per_seed"]) == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    demand=st.lists(st.integers(0, 40), min_size=24, max_size=96),
+    moq=st.integers(0, 60),
+    case_pack=st.integers(1, 12),
+    lead=st.integers(1, 30),
+    initial=st.integers(0, 50),
+)
+def test_the_milp_respects_moq_and_case_pack_and_its_profit_is_what_the_plan_books(
+    demand: list[int], moq: int, case_pack: int, lead: int, initial: int
+) -> None:
+    """The MILP's plan: whole cases, at least the MOQ, no better than the LP bound, no
+    worse than ordering nothing, and its profit is the plan's own booking."""
+    economics = SkuEconomics("S", 24.0, 8.0, 2.0, 0.48)
+    options = (
+        LeadTimeOption("f", "air", float(lead), 0.0, 8.0, moq=moq, case_pack=case_pack),
+        LeadTimeOption("d", "domestic", 2.0, 0.0, 11.0, moq=10),
+    )
+    hours = len(demand)
+    series = np.asarray(demand, dtype=np.float64)
+    leads = np.array([[lead] * hours, [2] * hours], dtype=np.int64)
+    solution = solve_oracle(economics, options, series, leads, float(initial))
+    relaxed = solve_relaxed(economics, options, series, leads, float(initial))
+    nothing = solve_oracle(economics, options, np.zeros(hours), leads, float(initial))
+    for index, option in enumerate(options):
+        placed = solution.orders[index][solution.orders[index] > 0]
+        assert np.all(placed % option.case_pack == 0)
+        assert np.all(placed >= option.moq)
+    sold, stock, profit = book(economics, options, solution.orders, series, leads, initial)
+    assert profit == pytest.approx(solution.profit)
+    assert np.all(sold <= series + 1e-9)
+    assert np.all(stock >= -1e-9)
+    assert solution.profit <= relaxed.bound + 1e-6
+    idle = book(economics, options, np.zeros((2, hours)), series, leads, initial)[2]
+    # (the MILP prices holding per block of hours; booking it hour by hour can differ by a
+    # little holding where a block runs out)
+    assert solution.profit >= idle - 0.01 * abs(idle) - 1.0
+    assert nothing.orders.sum() == 0
+
+
+def test_seeds_in_a_process_pool_give_the_serial_numbers() -> None:
+    scenario = load_scenario(SMALL)
+    seeds = [3, 4, 5]
+    serial = simulate(scenario, seeds, oracle="milp", workers=1, trace_seed=4)
+    pooled = simulate(scenario, seeds, oracle="milp", workers=2, trace_seed=4)
+    assert pooled.per_seed == serial.per_seed
+    assert pooled.oracle == serial.oracle
+    assert serial.trace is not None
+    assert pooled.trace is not None
+    assert np.array_equal(serial.trace.demand, pooled.trace.demand)
+    for name in serial.policies:
+        assert np.array_equal(serial.trace.stock[name], pooled.trace.stock[name])
 
 
 def test_lost_sales_accounting() -> None:

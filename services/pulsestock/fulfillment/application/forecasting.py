@@ -53,10 +53,12 @@ class ForecastOutlook:
     """A `DemandForecast` as replenishment's DemandOutlook (hour steps after now)."""
 
     forecast: DemandForecast
+    # Baseline windows by (length, levels); a caller that keeps the baseline between
+    # forecasts passes the same dict to every outlook built on it.
+    _by_horizon: dict[tuple[int, tuple[float, ...]], Series] = field(default_factory=dict)
     _cache: dict[tuple[int, int, tuple[float, ...]], Series] = field(default_factory=dict)
     _pulse_end: int | None = None
     _cumulative: Series | None = None
-    _by_horizon: dict[tuple[int, tuple[float, ...]], Series] = field(default_factory=dict)
 
     def _baseline(self, horizon: int, levels: Sequence[float]) -> Series:
         key = (horizon, tuple(levels))

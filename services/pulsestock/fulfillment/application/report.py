@@ -45,6 +45,7 @@ def table(summary: dict[str, Any]) -> str:
             for metric, _, pattern in TABLE_METRICS
         ]
         lines.append(name.ljust(18) + "".join(cells))
+    lines += _oracle_lines(summary.get("oracle"))
     if summary["differences"]:
         lines += ["", f"{summary['ours']} minus each policy: mean [95 % CI], paired over seeds"]
         shown = ("lost_units", "leftover_units_14d", "profit", "fill_rate", "holding_cost")
@@ -59,6 +60,24 @@ def table(summary: dict[str, Any]) -> str:
                 cells.append(text.rjust(28))
             lines.append(name.ljust(18) + "".join(cells))
     return "\n".join(lines)
+
+
+def _oracle_lines(oracle: dict[str, Any] | None) -> list[str]:
+    """What the oracle is and how close its plan is to the bounds."""
+    if not oracle:
+        return []
+    aggregate = oracle["aggregate"]
+    lp_gap = aggregate["lp_gap"]
+    if oracle["kind"] == "lp":
+        return ["oracle: LP relaxation (MOQ and case pack dropped, orders at any hour): a bound"]
+    statuses = ", ".join(f"{name} {count}" for name, count in sorted(aggregate["statuses"].items()))
+    mip_gap = aggregate["mip_gap"]
+    return [
+        f"oracle: MILP, MOQ and case pack respected ({statuses}); gap to its dual bound "
+        f"mean {_fmt('{:.2%}', mip_gap['mean'])} (max {_fmt('{:.2%}', mip_gap['max'])}), "
+        f"to the LP bound mean {_fmt('{:.2%}', lp_gap['mean'])} "
+        f"(max {_fmt('{:.2%}', lp_gap['max'])})"
+    ]
 
 
 COLOURS = {

@@ -5,8 +5,15 @@ demand sells what stock allows and the rest is lost (no backorders), then each p
 the history (demand, heat) and its stock and places orders on lead-time options; an order
 lands after that option's lead time as realised for that hour. Every policy in a seed faces
 the same demand, heat and lead-time draws (common random numbers), so differences between
-policies are paired across seeds. The oracle is the hindsight LP (oracle.py) on the same
-draws.
+policies are paired across seeds. The oracle (oracle.py) plans on the same draws with
+hindsight: `oracle="milp"` is the hindsight optimum respecting MOQ and case pack (HiGHS
+MILP; 2-15 s a seed over 90 days), `oracle="lp"` (the default, 0.05 s) its relaxation, an
+upper bound; every seed reports both the plan's profit and the LP bound (OracleFigures).
+
+Speed: seeds run in a process pool (one worker per CPU by default); a seed's numbers depend
+on the seed alone, so the pool gives the serial run's numbers. Ours reviews hourly only
+while a pulse is on and daily otherwise (the service's cadence), and caches what does not
+change between reviews (the baseline's window quantiles while it is kept, the spike level).
 
 Simplified this round: the warehouses of a scenario are one pooled stock (no routing, no
 transfers; lanes and region shares are validated but not simulated), and every supplier
@@ -26,13 +33,20 @@ after its peak is over, i.e. after the pulse fell below half its peak), profit
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pulsestock.fulfillment.application.oracle import solve_oracle
+from pulsestock.fulfillment.application.oracle import (
+    OracleSolution,
+    decision_hours,
+    solve_oracle,
+    solve_relaxed,
+)
 from pulsestock.fulfillment.application.policies import (
     POLICY_NAMES,
     Observation,
@@ -141,23 +155,51 @@ def run_policy(
     return Run(sold, stock, orders)
 
 
+ORACLE_KINDS = ("milp", "lp")
+
+
+@dataclass(frozen=True)
+class OracleFigures:
+    """How good the seed's oracle is: its plan's profit, the LP bound (orders at any hour,
+    MOQ and case pack dropped: no policy can beat it), the MILP's own dual bound over its
+    decision hours, its status and gap, summed over SKUs."""
+
+    profit: float
+    lp_bound: float
+    mip_bound: float
+    status: str  # the worst over SKUs: optimal < node-limit < time-limit; "lp" for --oracle lp
+    mip_gap: float  # (mip_bound - profit) / |mip_bound|
+    lp_gap: float  # (lp_bound - profit) / |lp_bound|: the most the plan can miss by
+
+
 def oracle_run(
-    scenario: Scenario, sku_index: int, world: SkuWorld, leads: NDArray[np.int64]
-) -> tuple[Run, float]:
+    scenario: Scenario,
+    sku_index: int,
+    world: SkuWorld,
+    leads: NDArray[np.int64],
+    kind: str = "lp",
+) -> tuple[Run, OracleSolution, float]:
+    """The oracle's plan on one SKU (as a Run), its solution, and the LP bound."""
     spec = scenario.skus[sku_index]
-    solution = solve_oracle(
-        spec.economics,
-        scenario.options,
-        world.demand,
-        leads,
-        float(sum(spec.initial_stock.values())),
-    )
+    initial = float(sum(spec.initial_stock.values()))
+    relaxed = solve_relaxed(spec.economics, scenario.options, world.demand, leads, initial)
+    if kind == "lp":
+        solution = relaxed
+    else:
+        solution = solve_oracle(
+            spec.economics,
+            scenario.options,
+            world.demand,
+            leads,
+            initial,
+            decision_hours(scenario.hours, world.pulse_windows),
+        )
     orders = [
         Order(int(hour), int(option), float(units), int(hour + leads[option, hour]))
-        for option, hour in zip(*np.nonzero(solution.orders > 1e-6), strict=True)
+        for option, hour in zip(*np.nonzero(solution.orders > 1e-9), strict=True)
         for units in [solution.orders[option, hour]]
     ]
-    return Run(solution.sold, np.maximum(solution.stock, 0.0), orders), solution.profit
+    return Run(solution.sold, solution.stock, orders), solution, relaxed.bound
 
 
 def _in_transit(orders: Sequence[Order], hours: int) -> Series:
@@ -254,6 +296,74 @@ class SimulationResult:
     policies: list[str]
     per_seed: dict[str, list[dict[str, float]]]  # policy -> one dict per seed
     trace: Trace | None = None
+    oracle: list[OracleFigures] = field(default_factory=list)  # one per seed
+    oracle_kind: str = "lp"
+
+
+@dataclass
+class SeedResult:
+    metrics: dict[str, dict[str, float]]  # policy -> metrics
+    oracle: OracleFigures
+    trace: Trace | None
+
+
+_STATUS_RANK = {"lp": 0, "optimal": 1, "node-limit": 2, "time-limit": 3}
+
+
+def simulate_seed(
+    scenario: Scenario,
+    seed: int,
+    policies: Sequence[str],
+    tracing: bool = False,
+    oracle: str = "lp",
+) -> SeedResult:
+    """Every policy and the oracle on one seed (a pure function of its arguments, so seeds
+    can run in any process and order)."""
+    hours = scenario.hours
+    parts: dict[str, list[dict[str, float | Series]]] = {p: [] for p in policies}
+    runs_for_trace: dict[str, list[Run]] = {p: [] for p in policies}
+    demand_trace = np.zeros(hours)
+    profit = lp_bound = mip_bound = 0.0
+    status = "lp" if oracle == "lp" else "optimal"
+    for sku_index, spec in enumerate(scenario.skus):
+        world = realise(scenario, sku_index, seed)
+        leads = lead_draws(scenario, sku_index, seed)
+        oracle_plan, solution, bound = oracle_run(scenario, sku_index, world, leads, oracle)
+        profit += solution.profit
+        lp_bound += bound
+        mip_bound += solution.bound
+        if _STATUS_RANK[solution.status] > _STATUS_RANK[status]:
+            status = solution.status
+        demand_trace += world.demand
+        for name in policies:
+            run = (
+                oracle_plan
+                if name == "oracle"
+                else run_policy(name, scenario, sku_index, world, leads, seed)
+            )
+            parts[name].append(sku_sums(run, world, spec.economics, scenario.options, hours))
+            if tracing:
+                runs_for_trace[name].append(run)
+    metrics: dict[str, dict[str, float]] = {}
+    for name in policies:
+        metrics[name] = derive(parts[name])
+        metrics[name]["oracle_profit_share"] = (
+            metrics[name]["profit"] / profit if profit > 0 else math.nan
+        )
+    figures = OracleFigures(
+        profit,
+        lp_bound,
+        mip_bound,
+        status,
+        (mip_bound - profit) / abs(mip_bound) if mip_bound else 0.0,
+        (lp_bound - profit) / abs(lp_bound) if lp_bound else 0.0,
+    )
+    trace = _trace(demand_trace, runs_for_trace, hours) if tracing else None
+    return SeedResult(metrics, figures, trace)
+
+
+def _seed_task(args: tuple[Scenario, int, tuple[str, ...], bool, str]) -> SeedResult:
+    return simulate_seed(*args)
 
 
 def simulate(
@@ -262,43 +372,35 @@ def simulate(
     policies: Sequence[str] = POLICY_NAMES,
     *,
     trace_seed: int | None = None,
+    workers: int | None = None,
+    oracle: str = "lp",
 ) -> SimulationResult:
+    """Every policy on every seed; seeds run in `workers` processes (default: one per CPU;
+    1 runs them here). Each seed's numbers depend only on the seed, so any number of workers
+    gives the same result."""
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         raise ValueError(f"unknown policies {unknown} (known: {', '.join(POLICY_NAMES)})")
-    hours = scenario.hours
-    per_seed: dict[str, list[dict[str, float]]] = {p: [] for p in policies}
-    trace: Trace | None = None
-    for seed in seeds:
-        parts: dict[str, list[dict[str, float | Series]]] = {p: [] for p in policies}
-        oracle_profit = 0.0
-        tracing = trace_seed == seed
-        runs_for_trace: dict[str, list[Run]] = {p: [] for p in policies}
-        demand_trace = np.zeros(hours)
-        for sku_index, spec in enumerate(scenario.skus):
-            world = realise(scenario, sku_index, seed)
-            leads = lead_draws(scenario, sku_index, seed)
-            oracle, profit = oracle_run(scenario, sku_index, world, leads)
-            oracle_profit += profit
-            demand_trace += world.demand
-            for name in policies:
-                run = (
-                    oracle
-                    if name == "oracle"
-                    else run_policy(name, scenario, sku_index, world, leads, seed)
-                )
-                parts[name].append(sku_sums(run, world, spec.economics, scenario.options, hours))
-                if tracing:
-                    runs_for_trace[name].append(run)
-        for name in policies:
-            metrics = derive(parts[name])
-            metrics["oracle_profit_share"] = (
-                metrics["profit"] / oracle_profit if oracle_profit > 0 else math.nan
-            )
-            per_seed[name].append(metrics)
-        if tracing:
-            trace = _trace(demand_trace, runs_for_trace, hours)
-    return SimulationResult(scenario.name, list(seeds), list(policies), per_seed, trace)
+    if oracle not in ORACLE_KINDS:
+        raise ValueError(f"unknown oracle {oracle!r} (known: {', '.join(ORACLE_KINDS)})")
+    tasks = [(scenario, seed, tuple(policies), trace_seed == seed, oracle) for seed in seeds]
+    count = min(workers or os.cpu_count() or 1, len(tasks))
+    if count <= 1:
+        results = [_seed_task(task) for task in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=count) as pool:
+            results = list(pool.map(_seed_task, tasks))
+    per_seed = {p: [r.metrics[p] for r in results] for p in policies}
+    trace = next((r.trace for r in results if r.trace is not None), None)
+    return SimulationResult(
+        scenario.name,
+        list(seeds),
+        list(policies),
+        per_seed,
+        trace,
+        [r.oracle for r in results],
+        oracle,
+    )
 
 
 def _trace(demand: Series, runs: dict[str, list[Run]], hours: int) -> Trace:
@@ -359,4 +461,24 @@ def summarise(result: SimulationResult, ours: str = OURS) -> dict[str, Any]:
         "ours": ours,
         "policies": policies,
         "differences": differences,
+        "oracle": _oracle_summary(result),
     }
+
+
+def _oracle_summary(result: SimulationResult) -> dict[str, Any]:
+    rows = [
+        {"seed": seed, **asdict(figures)}
+        for seed, figures in zip(result.seeds, result.oracle, strict=True)
+    ]
+    statuses: dict[str, int] = {}
+    for figures in result.oracle:
+        statuses[figures.status] = statuses.get(figures.status, 0) + 1
+    aggregate: dict[str, Any] = {"statuses": statuses}
+    for key in ("mip_gap", "lp_gap"):
+        mean, (low, high) = mean_ci([getattr(f, key) for f in result.oracle])
+        aggregate[key] = {
+            "mean": mean,
+            "ci95": [low, high],
+            "max": max((getattr(f, key) for f in result.oracle), default=math.nan),
+        }
+    return {"kind": result.oracle_kind, "per_seed": rows, "aggregate": aggregate}
