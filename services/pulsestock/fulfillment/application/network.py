@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -152,6 +152,14 @@ def split_demand(
 # --- forecasts for the transfer rule -----------------------------------------------------
 
 
+class ForecastSource(Protocol):
+    """Where the transfer rule's forecast comes from: the latest forecast and the hour it
+    was made at (None before the first)."""
+
+    @property
+    def latest(self) -> tuple[int, DemandForecast] | None: ...
+
+
 class _ForecastTap(Pulsestock):
     """Our policy, keeping the forecast it makes (it reviews daily, hourly in a pulse)."""
 
@@ -246,7 +254,7 @@ def default_delivery(scenario: Scenario, option: int) -> int:
 
 def policy_rules(
     name: str, scenario: Scenario, sku_index: int, seed: int
-) -> tuple[OrderRule, _ForecastTap]:
+) -> tuple[OrderRule, ForecastSource]:
     """A policy's ordering rule, and where the transfer rule's forecasts come from (the
     policy itself for ours; a shadow `pulsestock` forecaster for the others)."""
     economics = scenario.skus[sku_index].economics
@@ -267,7 +275,7 @@ def run_network(
     scenario: Scenario,
     sku_index: int,
     seed: int,
-    policy: str | tuple[OrderRule, _ForecastTap | None],
+    policy: str | tuple[OrderRule, ForecastSource | None],
     *,
     transfers: bool = True,
     lanes: Sequence[TransferLane] | None = None,
@@ -277,7 +285,7 @@ def run_network(
     split: DemandSplit | None = None,
 ) -> NetworkRun:
     """One policy on one SKU and seed over the warehouse network (see the module docstring).
-    `policy` is a policy name or (ordering rule, forecast tap or None: no transfers);
+    `policy` is a policy name or (ordering rule, forecast source; None: no transfers);
     `lanes` overrides the scenario's; `transfers=False` never moves stock."""
     spec = scenario.skus[sku_index]
     sku = spec.economics.sku
