@@ -19,6 +19,7 @@ from pulsestock.fulfillment.application.network import (
     compare_network,
     network_metrics,
     run_network,
+    split_demand,
 )
 from pulsestock.fulfillment.application.policies import Observation
 from pulsestock.fulfillment.application.scenario import Scenario, parse_scenario, realise
@@ -187,3 +188,32 @@ def test_metrics_account_for_transfer_spend() -> None:
     assert metrics["lost_units"] == run.lost.sum()
     assert 0 <= metrics["slow_delivery_share"] <= 1
     assert metrics["lost_units_first_fbt"] + metrics["lost_units_first_own"] == run.lost.sum()
+
+
+def test_orders_split_every_unit_and_are_the_same_for_every_policy() -> None:
+    scenario = scenario_of(regional(hours=SHORT_HOURS))
+    world = realise(scenario, 0, 4)
+    split = split_demand(scenario, 0, world, 4)
+    assert np.array_equal(split.units.sum(axis=1), world.demand.astype(np.int64))
+    for hour, arrivals in enumerate(split.arrivals):
+        assert np.array_equal(np.bincount(arrivals, minlength=len(split.buckets)),
+                              split.units[hour])  # fmt: skip
+    # the shares hold over the run: 75 % us-west x 60 % TikTok Shop = 45 % of units
+    west_tiktok = split.buckets.index(("tiktok_shop", "us-west"))
+    assert abs(split.units[:, west_tiktok].sum() / split.units.sum() - 0.45) < 0.05
+    lean = cheap_run(scenario, 4, order_every=0, order_units=0)
+    busy = cheap_run(scenario, 4, order_every=24, order_units=200)
+    assert np.array_equal(lean.demand, busy.demand)  # common random numbers
+    assert np.array_equal(lean.demand, split.units)
+
+
+def test_a_pulse_can_have_its_own_mix() -> None:
+    scenario = scenario_of(regional(hours=SHORT_HOURS))
+    world = realise(scenario, 0, 6)
+    focus = ("tiktok_shop", "us-west")
+    split = split_demand(scenario, 0, world, 6, pulse_shares={0: {focus: 1.0}})
+    at = split.buckets.index(focus)
+    peak = split.units[486:510]  # the pulse's peak: its excess is most of the demand
+    calm = split.units[:400]
+    assert peak[:, at].sum() / peak.sum() > 0.9
+    assert abs(calm[:, at].sum() / calm.sum() - 0.45) < 0.1
