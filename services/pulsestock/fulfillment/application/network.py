@@ -161,7 +161,8 @@ class ForecastSource(Protocol):
 
 
 class _ForecastTap(Pulsestock):
-    """Our policy, keeping the forecast it makes (it reviews daily, hourly in a pulse)."""
+    """Our policy, keeping the forecast it makes (it reviews daily, hourly in a pulse).
+    It hooks Pulsestock._forecast: policies.py has no public hook for the forecast yet."""
 
     latest: tuple[int, DemandForecast] | None = None
 
@@ -190,6 +191,10 @@ class TransferCadence:
     calm_every: int = 24
     outlook_hours: int = 720  # the forecast's means read for the landing deadline
     coverage_hours: int = 7 * 24
+
+    def __post_init__(self) -> None:
+        if min(self.pulse_every, self.calm_every, self.outlook_hours, self.coverage_hours) < 1:
+            raise ValueError("cadence hours must be at least 1")
 
     def due(self, hour: int, pulse_on: bool) -> bool:
         if pulse_on and hour % self.pulse_every == 0:
@@ -257,6 +262,8 @@ def policy_rules(
 ) -> tuple[OrderRule, ForecastSource]:
     """A policy's ordering rule, and where the transfer rule's forecasts come from (the
     policy itself for ours; a shadow `pulsestock` forecaster for the others)."""
+    if not callable(getattr(Pulsestock, "_forecast", None)):
+        raise RuntimeError("policies.Pulsestock._forecast is gone: the forecast tap needs a hook")
     economics = scenario.skus[sku_index].economics
     if name in ("pulsestock", "pulsestock-blind"):
         tap = _ForecastTap(economics, scenario.options, informed=name == "pulsestock", seed=seed)
