@@ -6,17 +6,25 @@ shipped scenarios (pure domain code on a simulated clock; `infra` is not used).
   forecasts built by forecast's own code; against a vectorised weekly reorder-point
   computation over the same SKUs (what a history-based tool does per review).
 - fulfillment.simulate_20_seeds_90_days: wall time of 20 seeds x 90 days of
-  scenarios/viral_pulse.json with all seven policies (goal: under a minute).
-- fulfillment.<scenario>.<metric>: per shipped scenario (20 seeds), pulsestock's mean and
-  95 % interval, and its paired difference to weekly-rop and pulsestock-blind (relative
-  change vs weekly-rop for lost and leftover units; share of the oracle's profit). The
-  month runs pulsestock, blind, weekly-rop and the oracle; steady pulsestock, weekly-rop
-  and the oracle (its goal: profit not below weekly-rop's).
+  scenarios/viral_pulse.json with all seven policies as `pulsestock simulate` runs it (seeds
+  in one process per CPU, the LP oracle; goal: under a minute), against the same run with
+  every seed in this process (workers=1), measured here too; the two must agree number for
+  number.
+- fulfillment.simulate_20_seeds_90_days_milp: the same with the MILP oracle (MOQ and case
+  pack respected), against the LP run above; with the oracle's status counts and gaps.
+- fulfillment.<scenario>.<metric>: per shipped scenario (20 seeds, MILP oracle),
+  pulsestock's mean and 95 % interval, and its paired difference to weekly-rop and
+  pulsestock-blind (relative change vs weekly-rop for lost and leftover units; share of the
+  oracle's profit, and of the LP bound's). The month runs pulsestock, blind, weekly-rop and
+  the oracle; steady pulsestock, blind, weekly-rop and the oracle (its goal: profit not
+  below weekly-rop's).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,7 @@ import numpy as np
 from pulsestock.forecast.domain.demand import DemandForecast, prior_baseline
 from pulsestock.fulfillment.application.forecasting import ForecastOutlook
 from pulsestock.fulfillment.application.policies import POLICY_NAMES
-from pulsestock.fulfillment.application.scenario import load_scenario
+from pulsestock.fulfillment.application.scenario import Scenario, load_scenario
 from pulsestock.fulfillment.application.simulator import simulate, summarise
 from pulsestock.fulfillment.domain.master_data import LeadTimeOption, SkuEconomics
 from pulsestock.fulfillment.domain.replenishment import StockPosition, review
@@ -85,7 +93,17 @@ def _interval(entry: dict[str, Any]) -> list[float]:
     return [round(v, 3) for v in entry["ci95"]]
 
 
-def _report(name: str, summary: dict[str, Any]) -> None:
+def _lp_share(result: Any) -> float:
+    """pulsestock's mean share of the LP bound (the oracle before MOQ and case pack)."""
+    shares = [
+        row["profit"] / figures.lp_bound
+        for row, figures in zip(result.per_seed["pulsestock"], result.oracle, strict=True)
+        if figures.lp_bound > 0
+    ]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def _report(name: str, summary: dict[str, Any], result: Any) -> None:
     ours = summary["policies"]["pulsestock"]["aggregate"]
     rop = summary["policies"]["weekly-rop"]["aggregate"]
     diffs = summary["differences"]
@@ -140,31 +158,66 @@ def _report(name: str, summary: dict[str, Any]) -> None:
         if "pulsestock-blind" in summary["policies"]
         else None,
         weekly_rop_share=round(rop["oracle_profit_share"]["mean"], 3),
+        oracle="milp",
+        share_of_lp_bound=round(_lp_share(result), 3),
+        mip_gap_max=round(summary["oracle"]["aggregate"]["mip_gap"]["max"], 4),
     )
+
+
+def _timed(scenario: Scenario, policies: Sequence[str], **options: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = simulate(scenario, list(range(SEEDS)), policies, **options)
+    return time.perf_counter() - started, result
+
+
+def _oracle_extra(result: Any) -> dict[str, Any]:
+    oracle = summarise(result)["oracle"]["aggregate"]
+    return {
+        "oracle_statuses": oracle["statuses"],
+        "mip_gap_mean": round(oracle["mip_gap"]["mean"], 4),
+        "mip_gap_max": round(oracle["mip_gap"]["max"], 4),
+        "lp_gap_mean": round(oracle["lp_gap"]["mean"], 4),
+        "lp_gap_max": round(oracle["lp_gap"]["max"], 4),
+    }
 
 
 async def run(infra: object) -> None:
     _review_speed()
-    seeds = list(range(SEEDS))
-    # All seven policies where the speed goal is timed; the ones the goals compare elsewhere.
+    viral = load_scenario(SCENARIOS / "viral_pulse.json")
+    pooled_s, pooled = _timed(viral, POLICY_NAMES)
+    serial_s, serial = _timed(viral, POLICY_NAMES, workers=1)
+    emit(
+        "fulfillment.simulate_20_seeds_90_days",
+        pooled_s,
+        "s",
+        baseline=serial_s,
+        lower_is_better=True,
+        baseline_is="the same run with every seed in one process (workers=1)",
+        workers=os.cpu_count(),
+        scenario="viral_pulse",
+        policies=len(pooled.policies),
+        hours=viral.hours,
+        oracle="lp",
+        same_numbers_as_serial=pooled.per_seed == serial.per_seed,
+        goal_s=60,
+    )
+    milp_s, milp = _timed(viral, POLICY_NAMES, oracle="milp")
+    emit(
+        "fulfillment.simulate_20_seeds_90_days_milp",
+        milp_s,
+        "s",
+        baseline=pooled_s,
+        lower_is_better=True,
+        baseline_is="the LP-oracle run above",
+        workers=os.cpu_count(),
+        **_oracle_extra(milp),
+    )
+    _report("viral_pulse", summarise(milp), milp)
     compared = {
-        "viral_pulse": POLICY_NAMES,
         "month_of_pulses": ("pulsestock", "pulsestock-blind", "weekly-rop", "oracle"),
-        "steady": ("pulsestock", "weekly-rop", "oracle"),
+        "steady": ("pulsestock", "pulsestock-blind", "weekly-rop", "oracle"),
     }
     for name, policies in compared.items():
         scenario = load_scenario(SCENARIOS / f"{name}.json")
-        started = time.perf_counter()
-        result = simulate(scenario, seeds, policies)
-        elapsed = time.perf_counter() - started
-        if name == "viral_pulse":
-            emit(
-                "fulfillment.simulate_20_seeds_90_days",
-                elapsed,
-                "s",
-                scenario=name,
-                policies=len(result.policies),
-                hours=scenario.hours,
-                goal_s=60,
-            )
-        _report(name, summarise(result))
+        result = simulate(scenario, list(range(SEEDS)), policies, oracle="milp")
+        _report(name, summarise(result), result)
