@@ -15,7 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pulsestock.forecast.domain.baseline import fit_baseline
-from pulsestock.fulfillment.application.forecasting import baseline_window_quantiles
+from pulsestock.fulfillment.application.forecasting import (
+    ForecastOutlook,
+    baseline_window_quantiles,
+)
 from pulsestock.fulfillment.application.oracle import book, solve_oracle, solve_relaxed
 from pulsestock.fulfillment.application.scenario import (
     ScenarioError,
@@ -288,3 +291,23 @@ def test_heat_opens_a_pulse_before_the_orders_rise() -> None:
     assert ahead[6:30].sum() > 100  # the heat seen, at ~1 order per 1,000 views
     blind = blind_forecast(orders, seed=1)
     assert blind.mean(48)[6:30].sum() < 20
+
+
+def test_kept_baseline_windows_change_no_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The informed policy reuses its baseline's window quantiles between daily refits; an
+    outlook computing its own every review orders exactly the same."""
+    from pulsestock.fulfillment.application import policies
+
+    scenario = load_scenario(ROOT / "scenarios" / "viral_pulse.json")  # 90 daily refits
+    world, leads = realise(scenario, 0, 1), lead_draws(scenario, 0, 1)
+    cached = run_policy("pulsestock", scenario, 0, world, leads, 1)
+
+    class FreshOutlook(ForecastOutlook):
+        def __init__(self, forecast: Any, baseline_windows: Any = None) -> None:
+            super().__init__(forecast)
+
+    monkeypatch.setattr(policies, "ForecastOutlook", FreshOutlook)
+    fresh = run_policy("pulsestock", scenario, 0, world, leads, 1)
+    assert cached.orders
+    assert fresh.orders == cached.orders
+    assert np.array_equal(fresh.stock, cached.stock)

@@ -55,18 +55,18 @@ class ForecastOutlook:
     forecast: DemandForecast
     # Baseline windows by (length, levels); a caller that keeps the baseline between
     # forecasts passes the same dict to every outlook built on it.
-    _by_horizon: dict[tuple[int, tuple[float, ...]], Series] = field(default_factory=dict)
+    baseline_windows: dict[tuple[int, tuple[float, ...]], Series] = field(default_factory=dict)
     _cache: dict[tuple[int, int, tuple[float, ...]], Series] = field(default_factory=dict)
     _pulse_end: int | None = None
     _cumulative: Series | None = None
 
     def _baseline(self, horizon: int, levels: Sequence[float]) -> Series:
         key = (horizon, tuple(levels))
-        if key not in self._by_horizon:
-            self._by_horizon[key] = baseline_window_quantiles(
+        if key not in self.baseline_windows:
+            self.baseline_windows[key] = baseline_window_quantiles(
                 self.forecast.baseline, horizon, levels
             )
-        return self._by_horizon[key]
+        return self.baseline_windows[key]
 
     def tail_rate(self) -> float:
         return float(self.forecast.baseline.rate)

@@ -193,7 +193,7 @@ class CappedBaseStock:
 
 
 @functools.lru_cache(maxsize=4096)
-def _spike_level(rate: float) -> float:
+def _spike_threshold(rate: float) -> float:
     """Orders in 3 h beyond the baseline's 99.9 % (cached: the informed policy keeps its
     baseline between daily refits, and scipy's ppf is ~0.2 ms a call)."""
     return float(stats.poisson.ppf(0.999, max(3 * rate, 0.01))) + 2
@@ -247,7 +247,7 @@ class Pulsestock:
             self._baseline = forecast.baseline
             if refit:
                 self._heat_level = HEAT_TRIGGER * reading.background + 1e-9
-        self._spike_level = _spike_level(float(self._baseline.rate))
+        self._spike_level = _spike_threshold(float(self._baseline.rate))
         return forecast
 
     def act(self, seen: Observation) -> list[tuple[int, int]]:
@@ -260,7 +260,7 @@ class Pulsestock:
             self._hot_until = max(self._hot_until, seen.hour + 1)
         if forecast.baseline is not self._windows_of:  # a refit: its own windows
             self._windows_of, self._baseline_windows = forecast.baseline, {}
-        outlook = ForecastOutlook(forecast, self._baseline_windows)
+        outlook = ForecastOutlook(forecast, baseline_windows=self._baseline_windows)
         position = StockPosition(
             seen.on_hand, 0.0, tuple((at - seen.hour, units) for at, units in seen.on_order)
         )
