@@ -84,6 +84,16 @@ def small() -> dict[str, Any]:
             "sum to 1",
         ),
         (lambda d: d["demand"][0].update(csv="x.csv"), "demand[0]", "either csv"),
+        (
+            lambda d: d["warehouses"][0].update(channels=["tiktok"]),
+            "warehouses[0].channels[0]",
+            "must be one of tiktok_shop, shopify, amazon",
+        ),
+        (
+            lambda d: d["demand"][0].update(channel_share={"tiktok": 1.0}),
+            "demand[0].channel_share.tiktok",
+            "is not one of",
+        ),
     ],
 )
 def test_scenario_errors_name_the_path(mutate: Any, path: str, words: str) -> None:

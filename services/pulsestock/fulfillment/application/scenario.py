@@ -200,13 +200,26 @@ def _master(path: str, build: Any) -> Any:
         raise ScenarioError(f"{path}.{error.field}", error.message) from None
 
 
+# The channels as the routing rule and the master data name them.
+CHANNELS = ("tiktok_shop", "shopify", "amazon")
+
+
+def _channels(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ScenarioError(path, "must be a list of channels")
+    for index, channel in enumerate(value):
+        if channel not in CHANNELS:
+            raise ScenarioError(f"{path}[{index}]", f"must be one of {', '.join(CHANNELS)}")
+    return tuple(value)
+
+
 def _shares(value: Any, path: str, allowed: set[str] | None) -> dict[str, float] | None:
     if value is None:
         return None
     shares = _object(value, path)
     for key, share in shares.items():
         if allowed is not None and key not in allowed:
-            raise ScenarioError(f"{path}.{key}", "is not a declared region")
+            raise ScenarioError(f"{path}.{key}", f"is not one of {', '.join(sorted(allowed))}")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or share < 0:
             raise ScenarioError(f"{path}.{key}", "must be a non-negative number")
     total = sum(float(s) for s in shares.values())
@@ -244,7 +257,7 @@ def parse_scenario(raw: Any, *, name: str = "scenario", base_dir: Path | None = 
                     _get(e, "id", p, str),
                     r,
                     str(e.get("kind", "own")),
-                    tuple(str(c) for c in e.get("channels", [])),
+                    _channels(e.get("channels", []), f"{p}.channels"),
                 ),
             )
         )
@@ -403,7 +416,7 @@ def _demand(
         baseline,
         _number(entry, "dispersion", path, positive=True, default=1.0),
         _shares(entry.get("region_share"), f"{path}.region_share", regions),
-        _shares(entry.get("channel_share"), f"{path}.channel_share", None),
+        _shares(entry.get("channel_share"), f"{path}.channel_share", set(CHANNELS)),
         tuple(pulses),
         _number(entry, "heat_noise", path, minimum=0, default=0.35),
     )
