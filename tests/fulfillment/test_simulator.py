@@ -250,6 +250,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
             str(output),
             "--plot",
             str(plot),
+            "--network",
         ],
         capture_output=True,
         text=True,
@@ -258,10 +259,14 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "weekly-rop" in done.stdout
     assert "minus each policy" in done.stdout
+    assert "with transfers minus without" in done.stdout
     results = json.loads(output.read_text())
     assert set(results["policies"]) == {"pulsestock", "weekly-rop", "oracle"}
     assert set(results["differences"]) == {"weekly-rop", "oracle"}
     assert len(results["policies"]["pulsestock"]["per_seed"]) == 1
+    network = results["network"]
+    assert network["seeds"] == [0]
+    assert set(network["differences"]) >= {"lost_units", "profit", "transfer_units"}
     page = plot.read_text()
     assert page.startswith("<!doctype html>")
     assert "<svg" in page

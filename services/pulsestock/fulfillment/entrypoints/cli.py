@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_POLICIES = "pulsestock,pulsestock-blind,weekly-rop,min-max,ddmrp,base-stock,oracle"
 
@@ -34,6 +35,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         default=0,
         help="processes running seeds (default 0: one per CPU); results do not depend on it",
+    )
+    simulate.add_argument(
+        "--network",
+        action="store_true",
+        help="also simulate each warehouse's stock (demand split by channel and region, served "
+        "by the routing rule, pre-positioning transfers by the transfer rule) and report "
+        "pulsestock with transfers minus without, paired over the seeds",
     )
     simulate.add_argument("--output", help="write results.json here")
     simulate.add_argument("--plot", help="write a self-contained HTML page here")
@@ -73,11 +81,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     summary = summarise(result)
     print(table(summary))
+    if args.network:
+        from pulsestock.fulfillment.application.network import compare_network
+
+        summary["network"] = compare_network(
+            scenario,
+            list(range(args.seeds)),
+            "pulsestock",
+            ("lost_units", "fill_rate", "profit", "transfer_units", "slow_delivery_share"),
+        )
+        print(_network_table(summary["network"]))
     if args.output:
         Path(args.output).write_text(json.dumps(_finite(summary), indent=2) + "\n")
     if args.plot:
         Path(args.plot).write_text(html_page(summary, result.trace, policies))
     return 0
+
+
+def _network_table(network: dict[str, Any]) -> str:
+    lines = [
+        f"network ({network['policy']}, {len(network['seeds'])} seeds): with transfers minus"
+        " without, mean [95 % CI]"
+    ]
+    for metric, difference in network["differences"].items():
+        low, high = difference["ci95"]
+        lines.append(f"  {metric:<22} {difference['mean']:>12.3f}  [{low:.3f}, {high:.3f}]")
+    return "\n".join(lines)
 
 
 def _finite(value: object) -> object:
