@@ -318,3 +318,21 @@ async def test_transient_server_errors_are_retried_then_given_up(
     with pytest.raises(RetriesExhausted):
         await client.list_videos(open_id)
     assert len(fake.answered(LIST_PATH, 503)) == 2 + FAST.max_attempts
+
+
+async def test_concurrent_calls_share_one_refresh(
+    fake: FakeTikTokDisplay, session: aiohttp.ClientSession
+) -> None:
+    """The fake rotates refresh tokens, so a second refresh with the old one would be refused:
+    calls rejected together must wait for one refresh and reuse it."""
+    store = InMemoryTokenStore()
+    client = client_for(fake, session, store)
+    open_id = await authorised_creator(fake, client, videos=5)
+    ids = list(fake.creators[open_id].videos)
+    fake.expire_access_tokens(open_id)
+
+    answers = await asyncio.gather(*(client.query_stats(open_id, ids) for _ in range(4)))
+
+    assert all(len(stats) == 5 for stats in answers)
+    assert len(fake.refreshes()) == 1
+    assert len(fake.answered(QUERY_PATH, 200)) == 4
