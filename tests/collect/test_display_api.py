@@ -336,3 +336,27 @@ async def test_concurrent_calls_share_one_refresh(
     assert all(len(stats) == 5 for stats in answers)
     assert len(fake.refreshes()) == 1
     assert len(fake.answered(QUERY_PATH, 200)) == 4
+
+
+async def test_the_control_api_drives_a_creator_over_http(
+    fake: FakeTikTokDisplay, session: aiohttp.ClientSession
+) -> None:
+    """What the dev stack uses from another process: add a creator and a video, grow it."""
+    async with session.post(fake.url + "/_fake/display/creators", json={}) as response:
+        creator = await response.json()
+    async with session.post(
+        fake.url + "/_fake/display/videos", json={"open_id": creator["open_id"]}
+    ) as response:
+        video = await response.json()
+    async with session.post(
+        fake.url + f"/_fake/display/videos/{video['id']}/grow", json={"views": 42}
+    ) as response:
+        assert response.status == 200
+    store = InMemoryTokenStore()
+    client = client_for(fake, session, store)
+    await client.exchange_code(creator["code"], REDIRECT_URI)
+
+    (stats,) = await client.query_stats(creator["open_id"], [video["id"]])
+
+    assert stats.view_count == 42
+    assert stats.create_time == video["create_time"]
