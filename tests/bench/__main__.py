@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from tests.bench import (
+    bench_collect,
     bench_eventstore,
     bench_forecast_live,
     bench_forecast_pulses,
@@ -35,6 +36,7 @@ BENCHMARKS = [
     bench_forecast_pulses,
     bench_forecast_live,
     bench_fulfillment,
+    bench_collect,
 ]
 
 
