@@ -107,6 +107,23 @@ def test_far_future_orders_do_not_count_as_here() -> None:
     assert position.available_by(100) == 106
 
 
+def test_backorders_come_before_demand_still_to_come() -> None:
+    # 10 on hand, 4 held, 30 owed: the 6 free and the 100 landing at hour 30 fill the owed
+    # 30 first; an order landing at 40 finds 24 still owed unless the 100 came before it.
+    position = StockPosition(on_hand=10, committed=4, on_order=((30, 100),), backordered=30)
+    assert position.available_by(24) == -24
+    assert position.available_by(100) == 76
+    assert position.landing_between(24, 48) == 100 - 24
+    assert position.landing_between(40, 48) == 0  # the 100 landed before: nothing owed
+    owing = StockPosition(on_hand=0, backordered=15)
+    assert owing.landing_between(24, 48) == -15  # an order landing then must fill them too
+
+    outlook = RateOutlook([0.5] * 2000)
+    clear = review(ECON, [DOMESTIC], outlook, StockPosition(on_hand=0), now=0).decisions[0]
+    owed = review(ECON, [DOMESTIC], outlook, owing, now=0).decisions[0]
+    assert owed.quantity >= clear.quantity + 15 - DOMESTIC.case_pack
+
+
 def test_a_steady_seller_orders_about_a_review_period_after_the_lead_time() -> None:
     outlook = RateOutlook([0.5] * 2000)
     position = StockPosition(on_hand=0)

@@ -68,13 +68,15 @@ async def master_data(api: FulfillmentServiceStub) -> None:
 
 async def test_orders_become_a_recommendation_a_po_and_stock(chain: Chain, bus: NATS) -> None:
     api, stock, forecasts = chain
-    await stock.Receive(
-        inv.ReceiveRequest(sku=SKU, warehouse_id="wh-1", quantity=20, command_id="seed")
-    )
-    # Two weeks of steady sales, about 3 an hour, up to two hours ago.
+    # Two weeks of steady sales, about 3 an hour, up to two hours ago; they had their stock
+    # (none is a backorder the review would have to cover) and 20 are left to sell.
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     counts = np.random.default_rng(5).poisson(3.0, 14 * 24)
     counts[-1] = max(counts[-1], 1)
+    seed = 20 + int(counts.sum()) + 3  # and the last order below
+    await stock.Receive(
+        inv.ReceiveRequest(sku=SKU, warehouse_id="wh-1", quantity=seed, command_id="seed")
+    )
     for index, count in enumerate(counts):
         if count:
             at = now - timedelta(hours=len(counts) + 1 - index)

@@ -1,5 +1,6 @@
 """The SKU ledger against a deliberately simple model, over any sequence of commands
-(Hypothesis stateful testing). Pure domain code: no database."""
+(Hypothesis stateful testing). Pure domain code: no database. As the writer does, every
+command that appends events is followed by filling backorders and channel quantities."""
 
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ from pulsestock.inventory_sync.domain.commands import (
     ReserveOutcome,
     ShipReservation,
     TransferStock,
+    backorder_fill,
     decide,
 )
-from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
+from pulsestock.inventory_sync.domain.ledger import (
+    SkuLedger,
+    channel_quantity_changes,
+    reservation_id_for,
+)
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
@@ -43,6 +49,7 @@ class LedgerMachine(RuleBasedStateMachine):
         # line reservation id -> its parts: (part's reservation id, warehouse, units)
         self.holds: dict[str, list[tuple[str, str, int]]] = {}
         self.expiry: dict[str, datetime | None] = {}
+        self.backorders: dict[str, int] = {}  # line reservation id -> units owed, oldest first
         self.orders = 0
 
     def run(self, command: Command) -> Applied | ReserveOutcome | DomainError:
@@ -52,9 +59,36 @@ class LedgerMachine(RuleBasedStateMachine):
             return error
         for event in events.get(SKU, []):
             self.ledger.apply(event)
+        if events.get(SKU):
+            while fill := backorder_fill(self.ledger, {}, self.now):
+                for event in fill:
+                    self.ledger.apply(event)
         for event in channel_quantity_changes(self.ledger, self.now):
             self.ledger.apply(event)
         return outcome
+
+    def fill_backorders(self) -> None:
+        """The model of filling: the oldest backorder all warehouses together cover is held,
+        in the one warehouse with most to spare if one covers it, else split most first."""
+        for rid, owed in list(self.backorders.items()):
+            if sum(self.available(w) for w in WAREHOUSES) < owed:
+                continue
+            by_spare = sorted(WAREHOUSES, key=lambda w: (-self.available(w), w))
+            parts: list[tuple[str, str, int]] = []
+            if self.available(by_spare[0]) >= owed:
+                parts = [(rid, by_spare[0], owed)]
+            else:
+                left = owed
+                for w in by_spare:
+                    take = min(left, self.available(w))
+                    if take:
+                        parts.append((rid if not parts else f"{rid}@{w}", w, take))
+                        left -= take
+            for _, warehouse, units in parts:
+                self.reserved[warehouse] += units
+            del self.backorders[rid]
+            self.holds[rid] = parts
+            self.expiry[rid] = None
 
     def available(self, warehouse: str) -> int:
         return self.on_hand[warehouse] - self.reserved[warehouse]
@@ -65,6 +99,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if quantity > 0:
             assert isinstance(result, Applied)
             self.on_hand[warehouse] += quantity
+            self.fill_backorders()
         else:
             assert isinstance(result, DomainError)
 
@@ -74,6 +109,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if delta != 0 and self.on_hand[warehouse] + delta >= self.reserved[warehouse]:
             assert isinstance(result, Applied)
             self.on_hand[warehouse] += delta
+            self.fill_backorders()
         else:
             assert isinstance(result, DomainError)
 
@@ -109,6 +145,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert isinstance(result, ReserveOutcome)
             assert result.oversold
             assert not result.reserved
+            self.backorders[reservation_id_for(channel, order_id, SKU)] = quantity
         else:
             assert isinstance(result, DomainError)
         # Repeating the same order changes nothing and answers the same.
@@ -125,7 +162,21 @@ class LedgerMachine(RuleBasedStateMachine):
         assert isinstance(result, Applied)
         for _, warehouse, units in self.holds.pop(reservation_id):
             self.reserved[warehouse] -= units
+        self.fill_backorders()
         assert isinstance(self.run(ReleaseReservation(SKU, reservation_id, 1)), Applied)
+
+    @rule(data=st.data())
+    def cancel_backorder(self, data: st.DataObject) -> None:
+        if not self.backorders:
+            return
+        reservation_id = data.draw(st.sampled_from(sorted(self.backorders)))
+        result = self.run(ReleaseReservation(SKU, reservation_id, ev.RELEASE_REASON_CANCELLED))
+        assert isinstance(result, Applied)
+        del self.backorders[reservation_id]
+        # Cancelled for good: it is never filled, and a second cancel changes nothing.
+        before = self.ledger.version
+        assert isinstance(self.run(ReleaseReservation(SKU, reservation_id, 1)), Applied)
+        assert self.ledger.version == before
 
     @rule(data=st.data())
     def ship(self, data: st.DataObject) -> None:
@@ -137,6 +188,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for _, warehouse, units in self.holds.pop(reservation_id):
             self.reserved[warehouse] -= units
             self.on_hand[warehouse] -= units
+        self.fill_backorders()
 
     @rule(source=st.sampled_from(WAREHOUSES), quantity=st.integers(0, 15))
     def transfer(self, source: str, quantity: int) -> None:
@@ -146,6 +198,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert isinstance(result, Applied)
             self.on_hand[source] -= quantity
             self.on_hand[target] += quantity
+            self.fill_backorders()
         else:
             assert isinstance(result, DomainError)
 
@@ -159,6 +212,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 del self.holds[reservation_id]
                 for _, warehouse, units in parts:
                     self.reserved[warehouse] -= units
+        self.fill_backorders()
 
     @invariant()
     def stock_never_goes_wrong(self) -> None:
@@ -168,6 +222,14 @@ class LedgerMachine(RuleBasedStateMachine):
             reserved = level.reserved if level else 0
             assert 0 <= reserved <= on_hand
             assert (on_hand, reserved) == (self.on_hand[warehouse], self.reserved[warehouse])
+        owed = {
+            reservation_id_for(channel, order_id, SKU): self.ledger.orders[
+                (channel, order_id)
+            ].quantity
+            for channel, order_id in self.ledger.backorders
+        }
+        assert owed == self.backorders  # the same backorders, owing the same, oldest first
+        assert list(owed) == list(self.backorders)
         assert set(self.ledger.reservations) == {
             rid for parts in self.holds.values() for rid, _, _ in parts
         }

@@ -302,6 +302,7 @@ async def read_model(pool: asyncpg.Pool, schema: str) -> dict[str, list[tuple[ob
         "active_reservations": "reservation_id",
         "channel_quantities": "sku, channel",
         "projected_versions": "sku",
+        "backorders": "sku, channel, channel_order_id",
     }
     return {
         table: [
@@ -324,6 +325,16 @@ async def test_rebuilt_read_model_equals_the_live_one(
     )
     await stub.Ship(pb.ShipRequest(sku="R1", reservation_id="tiktok_shop:a:R1"), timeout=10)
     await wait_for_stock(stub, "R1", on_hand=15, reserved=0)
+    # Backorders: sold without stock, one cancelled, one filled by the next receipt, one open.
+    for order, units in (("c", 20), ("d", 30), ("e", 40)):
+        sold = await reserve(stub, "R1", units, order, already_sold=True)
+        assert sold.oversold
+    await stub.Release(
+        pb.ReleaseRequest(sku="R1", reservation_id="tiktok_shop:d:R1", reason=1), timeout=10
+    )
+    await receive(stub, "R1", 10)  # 25 available: c (20) is filled, e (40) still owed
+    await wait_for_stock(stub, "R1", on_hand=25, reserved=20)
+    assert (await stock(stub, "R1")).backordered == 40
     pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
     try:
         schema = inventory.settings.schema

@@ -201,6 +201,7 @@ class StockReserved(_message.Message):
     PAYMENT_FIELD_NUMBER: _builtins.int
     CANCELLED_BEFORE_FIELD_NUMBER: _builtins.int
     SPLIT_OF_FIELD_NUMBER: _builtins.int
+    FILLS_BACKORDER_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     warehouse_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -215,6 +216,8 @@ class StockReserved(_message.Message):
     """Set on the second and later parts of a line no single warehouse could hold (routing
     split it nearest-first): the line's own reservation id (the first part's).
     """
+    fills_backorder: _builtins.bool
+    """This reservation fills a backorder (an earlier Oversold of the same order line)."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -233,10 +236,11 @@ class StockReserved(_message.Message):
         payment: Global___OrderPayment.ValueType = ...,
         cancelled_before: _builtins.int = ...,
         split_of: _builtins.str = ...,
+        fills_backorder: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_before", b"cancelled_before", "channel", b"channel", "channel_order_id", b"channel_order_id", "expires_at", b"expires_at", "payment", b"payment", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "split_of", b"split_of", "warehouse_id", b"warehouse_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_before", b"cancelled_before", "channel", b"channel", "channel_order_id", b"channel_order_id", "expires_at", b"expires_at", "fills_backorder", b"fills_backorder", "payment", b"payment", "quantity", b"quantity", "reservation_id", b"reservation_id", "sku", b"sku", "split_of", b"split_of", "warehouse_id", b"warehouse_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -572,7 +576,11 @@ Global___ChannelPulseEnded: _TypeAlias = ChannelPulseEnded  # noqa: Y015
 
 @_typing.final
 class Oversold(_message.Message):
-    """A channel sold what was no longer there: a backorder, never a negative available."""
+    """A channel sold what was no longer there: a backorder, never a negative available.
+    A channel order line sold without the stock to hold it: a backorder, owed `quantity` units.
+    The oldest backorders the stock covers are reserved as soon as it does (StockReserved with
+    fills_backorder).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -581,10 +589,15 @@ class Oversold(_message.Message):
     CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    CANCELLED_BEFORE_FIELD_NUMBER: _builtins.int
+    SHIPPED_BEFORE_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     quantity: _builtins.int
+    cancelled_before: _builtins.int
+    """The line's units the channel had cancelled / shipped when it was oversold."""
+    shipped_before: _builtins.int
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -595,14 +608,58 @@ class Oversold(_message.Message):
         channel_order_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        cancelled_before: _builtins.int = ...,
+        shipped_before: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "channel_order_id", b"channel_order_id", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled_before", b"cancelled_before", "channel", b"channel", "channel_order_id", b"channel_order_id", "quantity", b"quantity", "shipped_before", b"shipped_before", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Oversold: _TypeAlias = Oversold  # noqa: Y015
+
+@_typing.final
+class BackorderChanged(_message.Message):
+    """A backorder owes fewer units: the channel cancelled some, or they shipped from elsewhere;
+    owed 0 closes it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    OWED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    SHIPPED_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    channel: _common_pb2.Channel.ValueType
+    channel_order_id: _builtins.str
+    owed: _builtins.int
+    cancelled: _builtins.int
+    shipped: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        channel_order_id: _builtins.str = ...,
+        owed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        shipped: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cancelled", b"cancelled", "channel", b"channel", "channel_order_id", b"channel_order_id", "owed", b"owed", "shipped", b"shipped", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackorderChanged: _TypeAlias = BackorderChanged  # noqa: Y015
 
 @_typing.final
 class StockChanged(_message.Message):

@@ -492,10 +492,15 @@ class GetStockResponse(_message.Message):
     WAREHOUSES_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     STREAM_VERSION_FIELD_NUMBER: _builtins.int
+    BACKORDERED_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     available: _builtins.int
     stream_version: _builtins.int
     """The SKU's ledger version these figures include."""
+    backordered: _builtins.int
+    """Units owed to channel orders sold without stock (open backorders); stock that comes
+    free fills them, oldest first, before any channel may sell it.
+    """
     @_builtins.property
     def warehouses(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarehouseStock]: ...
     def __init__(
@@ -505,10 +510,11 @@ class GetStockResponse(_message.Message):
         warehouses: _abc.Iterable[Global___WarehouseStock] | None = ...,
         available: _builtins.int = ...,
         stream_version: _builtins.int = ...,
+        backordered: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "sku", b"sku", "stream_version", b"stream_version", "warehouses", b"warehouses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "backordered", b"backordered", "sku", b"sku", "stream_version", b"stream_version", "warehouses", b"warehouses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -156,7 +156,9 @@ class ReplenishmentPlanner:
             )
             hours = max((landing - anchor) / HOUR, 0.0)
             on_order.extend((hours, float(line.open)) for line in po.lines if line.sku == sku)
-        return StockPosition(on_hand, min(committed, on_hand), tuple(on_order))
+        return StockPosition(
+            on_hand, min(committed, on_hand), tuple(on_order), float(stock.backordered)
+        )
 
     async def _open_orders(self, sku: str, warehouse_id: str) -> list[pb.PurchaseOrder]:
         """Open purchase orders of the SKU into the warehouse, as the read model has them

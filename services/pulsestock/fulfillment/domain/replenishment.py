@@ -3,12 +3,13 @@
 For each option the order can only serve demand from the bucket it lands in: its window is
 [arrival, arrival + review period) (hourly reviews while a pulse is on, daily otherwise:
 later demand is left to later orders, placed with better information). Net of the inventory
-position that will be there by the window's end (on hand - committed + on order landing
-before the window ends; later orders do not count as if here), with lost sales before
-arrival: need = min(D[0, end) - position, D[arrival, end) - landing in [arrival, end)) per
-quantile level (units on order that land inside the window serve it whatever happened
-before; stock on hand may be gone by the time the order lands) (demand over
-nested windows is comonotone under a pulse: a big pulse is big in every window). The
+position that will be there by the window's end (on hand - committed - backordered + on
+order landing before the window ends; later orders do not count as if here), with lost
+sales before arrival: need = min(D[0, end) - position, D[arrival, end) - landing in
+[arrival, end), less the backorders still open when it lands) per quantile level (units on
+order that land inside the window serve it whatever happened before; stock on hand may be
+gone by the time the order lands; backorders take the next stock that comes free) (demand
+over nested windows is comonotone under a pulse: a big pulse is big in every window). The
 quantity is the newsvendor's (newsvendor.py): this option's margin is the underage; a unit
 left at the window's end waits for the demand after it (the same quantile level, within a
 sell-through horizon) or is written down to salvage. So nothing is ordered when too little
@@ -53,21 +54,30 @@ class StockPosition:
     on_hand: float
     committed: float = 0.0
     on_order: tuple[tuple[float, float], ...] = ()  # (hours until it lands, units)
+    # Units owed to orders sold without stock: the ledger fills them, oldest first, from the
+    # next stock that comes free, so they come before any demand still to come.
+    backordered: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.on_hand < 0 or self.committed < 0:
-            raise ValueError("on_hand and committed must not be negative")
+        if self.on_hand < 0 or self.committed < 0 or self.backordered < 0:
+            raise ValueError("on_hand, committed and backordered must not be negative")
         if any(units < 0 for _, units in self.on_order):
             raise ValueError("units on order must not be negative")
 
+    def _arriving_before(self, hour: float) -> float:
+        return sum(units for at, units in self.on_order if at < hour)
+
     def available_by(self, hour: float) -> float:
-        """On hand - committed + what lands before `hour`."""
-        arriving = sum(units for at, units in self.on_order if at < hour)
-        return self.on_hand - self.committed + arriving
+        """On hand - committed - backordered + what lands before `hour`."""
+        return self.on_hand - self.committed - self.backordered + self._arriving_before(hour)
 
     def landing_between(self, start: float, end: float) -> float:
-        """Units on order that land in [start, end)."""
-        return sum(units for at, units in self.on_order if start <= at < end)
+        """Units on order that land in [start, end), less the backorders still open by then
+        (what lands fills them first): negative when those landing cannot fill them all, so
+        an order landing then must fill the rest too."""
+        landing = sum(units for at, units in self.on_order if start <= at < end)
+        free_by_start = max(self.on_hand - self.committed, 0.0) + self._arriving_before(start)
+        return landing - max(self.backordered - free_by_start, 0.0)
 
 
 @dataclass(frozen=True)

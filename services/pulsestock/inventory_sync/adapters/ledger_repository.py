@@ -57,12 +57,14 @@ class LedgerRepository:
 
 
 def outbox_route(partitions: int) -> OutboxRoute:
-    """Which ledger events leave the service: channel quantities and oversells (the rest of
-    the ledger is private; consumers get the derived StockChanged)."""
+    """Which ledger events leave the service: channel quantities, oversells and how their
+    backorders shrink (the rest of the ledger is private; consumers get the derived
+    StockChanged)."""
 
     published = {
         "pulsestock.v1.ChannelQuantityChanged",
         "pulsestock.v1.Oversold",
+        "pulsestock.v1.BackorderChanged",
     }
 
     def route(stream_id: str, event: NewEvent) -> str | None:

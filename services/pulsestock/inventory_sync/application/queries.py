@@ -130,3 +130,9 @@ async def holds_of_order(pool: asyncpg.Pool, channel: int, channel_order_id: str
         channel_order_id,
     )
     return [HeldPart(r["sku"], r["reservation_id"], r["warehouse_id"], r["quantity"]) for r in rows]
+
+
+async def backordered(pool: asyncpg.Pool, sku: str) -> int:
+    """Units the SKU's open backorders still owe."""
+    owed = await pool.fetchval("SELECT coalesce(sum(owed), 0) FROM backorders WHERE sku = $1", sku)
+    return int(owed)

@@ -50,7 +50,7 @@ class InventoryReadModel:
         await conn.execute(
             "DELETE FROM stock_levels; DELETE FROM active_reservations;"
             " DELETE FROM channel_quantities; DELETE FROM order_index;"
-            " DELETE FROM projected_versions"
+            " DELETE FROM projected_versions; DELETE FROM backorders"
         )
 
 
@@ -66,6 +66,8 @@ class _BatchFold:
         self.expiries: dict[str, object] = {}  # earlier batch's reservation, new expiry
         self.quantities: dict[tuple[str, int], tuple[int, int]] = {}
         self.orders: set[tuple[int, str, str]] = set()
+        # (sku, channel, order) -> units still owed at the batch's end (0: no longer open)
+        self.backorders: dict[tuple[str, int, str], int] = {}
 
     def move(self, sku: str, warehouse_id: str, on_hand: int, reserved: int, version: int) -> None:
         if not on_hand and not reserved:
@@ -86,6 +88,8 @@ class _BatchFold:
             self.move(message.sku, message.from_warehouse_id, -message.quantity, 0, version)
             self.move(message.sku, message.to_warehouse_id, message.quantity, 0, version)
         elif isinstance(message, ev.StockReserved):
+            if message.fills_backorder:
+                self.backorders[(message.sku, message.channel, message.channel_order_id)] = 0
             self.move(message.sku, message.warehouse_id, 0, message.quantity, version)
             expires = message.expires_at.ToDatetime() if message.HasField("expires_at") else None
             self.orders.add((message.channel, message.channel_order_id, message.sku))
@@ -113,6 +117,11 @@ class _BatchFold:
             self.quantities[(message.sku, message.channel)] = (message.quantity, version)
         elif isinstance(message, ev.Oversold):
             self.orders.add((message.channel, message.channel_order_id, message.sku))
+            key = (message.sku, message.channel, message.channel_order_id)
+            self.backorders[key] = max(0, message.quantity)
+        elif isinstance(message, ev.BackorderChanged):
+            key = (message.sku, message.channel, message.channel_order_id)
+            self.backorders[key] = max(0, message.owed)
 
     def _let_go(self, message: ev.ReservationReleased | ev.StockShipped, version: int) -> None:
         """A release or shipment, whole (remaining 0) or partial; events from before partial
@@ -247,6 +256,29 @@ async def apply_batch(
             list(channels),
             list(order_ids),
             list(skus),
+        )
+    if fold.backorders:
+        keys = list(fold.backorders)
+        owed = list(fold.backorders.values())
+        await conn.execute(
+            "DELETE FROM backorders b USING unnest($1::text[], $2::int[], $3::text[], $4::bigint[])"
+            " AS d(sku, channel, channel_order_id, owed)"
+            " WHERE d.owed = 0 AND (b.sku, b.channel, b.channel_order_id)"
+            " = (d.sku, d.channel, d.channel_order_id)",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            owed,
+        )
+        await conn.execute(
+            "INSERT INTO backorders AS b (sku, channel, channel_order_id, owed)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])"
+            " AS d(sku, channel, channel_order_id, owed) WHERE d.owed > 0"
+            " ON CONFLICT (sku, channel, channel_order_id) DO UPDATE SET owed = excluded.owed",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            owed,
         )
     if versions:
         await conn.execute(

@@ -25,6 +25,7 @@ from pulsestock.inventory_sync.domain.commands import (
     Command,
     Outcome,
     ReserveOutcome,
+    backorder_fill,
     decide,
     skus_of,
 )
@@ -146,6 +147,12 @@ class LedgerWriter:
                 new_events[sku].extend(events)
             outcomes.append(outcome)
         for sku, events in new_events.items():
+            # Stock that came free goes to the oldest backorders it covers before any
+            # channel is told it can sell it.
+            while fill := backorder_fill(ledgers[sku], sites, now):
+                for event in fill:
+                    ledgers[sku].apply(event)
+                events.extend(fill)
             quantity_events = channel_quantity_changes(ledgers[sku], now)
             for event in quantity_events:
                 ledgers[sku].apply(event)

@@ -295,7 +295,7 @@ def _cancel(command: CancelOrder, ledgers: dict[str, SkuLedger], now: datetime) 
         if record is None:
             continue
         known = True
-        if record.status is OrderStatus.RESERVED:
+        if record.status in (OrderStatus.RESERVED, OrderStatus.OVERSOLD):
             events[sku] = rules.release(
                 ledgers[sku], record.reservation_id, ev.RELEASE_REASON_CANCELLED, now
             )
@@ -340,3 +340,28 @@ def _settle(
             events[sku] = line_events
     sku = command.lines[0][0]
     return events, Applied(sku, ledgers[sku].version + len(events.get(sku, [])))
+
+
+def backorder_fill(ledger: SkuLedger, sites: Sites, now: datetime) -> list[Message]:
+    """The reservation for the oldest backorder the available stock now covers, placed by
+    the routing rule (the buyer's region is not known by then), or nothing. Callers apply it
+    and ask again until nothing is left to fill."""
+    available = ledger.available
+    if available <= 0:
+        return []
+    for channel, channel_order_id in ledger.backorders:
+        record = ledger.orders[(channel, channel_order_id)]
+        owed = record.quantity
+        if owed <= 0 or owed > available:
+            continue
+        parts = place(channel, "", {ledger.sku: owed}, {ledger.sku: ledger}, sites)[ledger.sku]
+        if parts is None:  # no warehouse that may ship this channel has it
+            continue
+        events = rules.reserve(
+            ledger, channel, channel_order_id, parts, None, now, rules.PAID, record.cancelled
+        )
+        for event in events:
+            assert isinstance(event, ev.StockReserved)
+            event.fills_backorder = True
+        return events
+    return []

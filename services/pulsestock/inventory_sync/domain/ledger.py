@@ -112,6 +112,8 @@ class SkuLedger:
     hot_channel: int | None = None
     pulse_id: str | None = None
     channel_quantities: dict[int, int] = field(default_factory=dict)
+    # Order lines sold without stock, oldest first: filled as soon as the stock covers one.
+    backorders: dict[tuple[int, str], None] = field(default_factory=dict)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -136,14 +138,16 @@ class SkuLedger:
             return []
         return [self.reservations[p] for p in record.parts if p in self.reservations]
 
-    def line_of(self, reservation_id: str) -> OrderRecord | None:
-        """The order line a reservation id (the line's own, or one of its parts) belongs to."""
+    def line_of(self, reservation_id: str) -> tuple[tuple[int, str], OrderRecord] | None:
+        """The order line a reservation id (the line's own, or one of its parts) belongs to:
+        its (channel, order id) and record."""
         held = self.reservations.get(reservation_id)
         if held is not None:
-            return self.orders.get((held.channel, held.channel_order_id))
-        for record in self.orders.values():
+            key = (held.channel, held.channel_order_id)
+            return key, self.orders[key]
+        for key, record in self.orders.items():
             if record.reservation_id == reservation_id or reservation_id in record.parts:
-                return record
+                return key, record
         return None
 
     # --- folding --------------------------------------------------------------------------
@@ -172,6 +176,7 @@ class SkuLedger:
             if event.quantity:
                 self.level(event.warehouse_id).reserved += event.quantity
             key = (event.channel, event.channel_order_id)
+            self.backorders.pop(key, None)
             if event.split_of:  # a further part of a line taken just before it
                 line = self.orders[key]
                 line.parts.append(event.reservation_id)
@@ -222,11 +227,24 @@ class SkuLedger:
             self.level(event.to_warehouse_id).on_hand += event.quantity
             self._remember(event.transfer_id)
         elif isinstance(event, ev.Oversold):
-            self.orders[(event.channel, event.channel_order_id)] = OrderRecord(
+            key = (event.channel, event.channel_order_id)
+            self.orders[key] = OrderRecord(
                 OrderStatus.OVERSOLD,
                 reservation_id_for(event.channel, event.channel_order_id, self.sku),
                 event.quantity,
+                cancelled=event.cancelled_before,
+                shipped=event.shipped_before,
             )
+            if event.quantity > 0:
+                self.backorders[key] = None
+        elif isinstance(event, ev.BackorderChanged):
+            key = (event.channel, event.channel_order_id)
+            record = self.orders[key]
+            record.quantity = event.owed
+            record.cancelled, record.shipped = event.cancelled, event.shipped
+            if event.owed <= 0:
+                record.status = OrderStatus.SHIPPED if record.shipped else OrderStatus.RELEASED
+                self.backorders.pop(key, None)
         elif isinstance(event, ev.AllocationPolicyChanged):
             self.policy = AllocationPolicy(
                 kind=event.kind,
@@ -353,7 +371,13 @@ def reserve(
 
 
 def oversold(
-    ledger: SkuLedger, channel: int, channel_order_id: str, quantity: int, now: datetime
+    ledger: SkuLedger,
+    channel: int,
+    channel_order_id: str,
+    quantity: int,
+    now: datetime,
+    cancelled: int = 0,
+    shipped: int = 0,
 ) -> list[Message]:
     return [
         ev.Oversold(
@@ -362,15 +386,55 @@ def oversold(
             channel_order_id=channel_order_id,
             quantity=quantity,
             at=timestamp(now),
+            cancelled_before=cancelled,
+            shipped_before=shipped,
+        )
+    ]
+
+
+def backorder_settled(
+    ledger: SkuLedger,
+    channel: int,
+    channel_order_id: str,
+    cancelled: int,
+    shipped: int,
+    now: datetime,
+) -> list[Message]:
+    """A backorder brought to the channel's cancelled and shipped counts of its line: it owes
+    less (nothing: closed) as they grow; counts only grow, so older news changes nothing."""
+    record = ledger.orders[(channel, channel_order_id)]
+    cancelled, shipped = max(cancelled, record.cancelled), max(shipped, record.shipped)
+    if (cancelled, shipped) == (record.cancelled, record.shipped):
+        return []
+    owed = max(0, record.quantity - (cancelled - record.cancelled) - (shipped - record.shipped))
+    return [
+        ev.BackorderChanged(
+            sku=ledger.sku,
+            channel=channel,  # type: ignore[arg-type]
+            channel_order_id=channel_order_id,
+            owed=owed,
+            cancelled=cancelled,
+            shipped=shipped,
+            at=timestamp(now),
         )
     ]
 
 
 def release(ledger: SkuLedger, reservation_id: str, reason: int, now: datetime) -> list[Message]:
     """Let go of the whole line a reservation id names (every part of a split line)."""
-    record = ledger.line_of(reservation_id)
-    if record is None:
+    line = ledger.line_of(reservation_id)
+    if line is None:
         raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
+    (channel, channel_order_id), record = line
+    if record.status is OrderStatus.OVERSOLD:  # the backorder is let go: it owes nothing
+        return backorder_settled(
+            ledger,
+            channel,
+            channel_order_id,
+            record.cancelled + record.quantity,
+            record.shipped,
+            now,
+        )
     return [  # none left: already released or shipped, nothing more to do
         ev.ReservationReleased(
             sku=ledger.sku,
@@ -384,9 +448,10 @@ def release(ledger: SkuLedger, reservation_id: str, reason: int, now: datetime) 
 
 def ship(ledger: SkuLedger, reservation_id: str, now: datetime) -> list[Message]:
     """Ship the whole line a reservation id names, each part from its warehouse."""
-    record = ledger.line_of(reservation_id)
-    if record is None:
+    line = ledger.line_of(reservation_id)
+    if line is None:
         raise NotFound(f"no reservation {reservation_id!r} for {ledger.sku}")
+    _, record = line
     parts = ledger.live_parts(record)
     if not parts:
         if record.status is OrderStatus.SHIPPED:
@@ -578,7 +643,15 @@ def settle_line(
     rid = reservation_id_for(channel, channel_order_id, ledger.sku)
     record = ledger.orders.get(key)
     if record is not None and record.status is OrderStatus.OVERSOLD:
-        return []  # a backorder: fulfilment decides what happens to it
+        # A backorder: it owes less as the channel cancels or ships it from elsewhere.
+        return backorder_settled(
+            ledger,
+            channel,
+            channel_order_id,
+            min(target.cancelled, target.ordered),
+            target.shipped,
+            now,
+        )
     events: list[Message] = []
     parts = [_Part(r.reservation_id, r.warehouse_id, r.quantity) for r in ledger.live_parts(record)]
     cancelled = record.cancelled if record else 0
@@ -593,7 +666,7 @@ def settle_line(
     needed = fresh_need(ledger, channel, channel_order_id, target, payment)
     if needed > 0:
         if placement is None:  # the channel sold it; we no longer have it where it can ship
-            return oversold(ledger, channel, channel_order_id, needed, now)
+            return oversold(ledger, channel, channel_order_id, needed, now, net_of, shipped)
         expiry = _expiry(payment, now, policy)
         taken = reserve(ledger, channel, channel_order_id, placement, expiry, now, payment, net_of)
         events += taken

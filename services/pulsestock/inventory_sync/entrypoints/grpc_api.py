@@ -294,6 +294,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         return pb.GetStockResponse(
             sku=request.sku,
             available=sum(r.available for r in rows),
+            backordered=await queries.backordered(self.store.pool, request.sku),
             stream_version=max([version, *(r.version for r in rows)]),
             warehouses=[
                 pb.WarehouseStock(
