@@ -58,7 +58,7 @@ from pulsestock.fulfillment.application.policies import (
     make_policy,
 )
 from pulsestock.fulfillment.application.scenario import Scenario, SkuWorld, realise
-from pulsestock.fulfillment.application.simulator import lead_draws
+from pulsestock.fulfillment.application.simulator import lead_draws, pulse_hours
 from pulsestock.fulfillment.domain.master_data import TransferLane
 from pulsestock.fulfillment.domain.transfers import (
     DemandBucket,
@@ -466,16 +466,7 @@ def network_metrics(
     sold = demand - lost
     stock = run.stock.sum(axis=1).astype(np.float64)
     transit = _in_transit(run).astype(np.float64)
-    in_pulse = np.zeros(hours, dtype=bool)
-    at_peak = np.zeros(hours, dtype=bool)
-    for onset, _, end in world.pulse_windows:
-        in_pulse[onset : end + 1] = True
-    for start, end in world.peak_windows:
-        at_peak[max(start, 0) : end + 1] = True
-    if world.pulse_windows:
-        check = min(max(end for _, _, end in world.pulse_windows) + LEFTOVER_DAYS * 24, hours - 1)
-    else:
-        check = hours - 1
+    in_pulse, at_peak, check = pulse_hours(world, hours)
     leftover = float(stock[check] + transit[check])
     base_cost = options[cheapest(options)].unit_cost
     purchases = sum(o.units * options[o.option].unit_cost for o in run.orders)

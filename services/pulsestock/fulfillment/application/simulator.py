@@ -212,6 +212,22 @@ def _in_transit(orders: Sequence[Order], hours: int) -> Series:
     return np.cumsum(change)[:hours]
 
 
+def pulse_hours(world: SkuWorld, hours: int) -> tuple[NDArray[np.bool_], NDArray[np.bool_], int]:
+    """Hours inside a pulse, hours at its peak, and the hour leftovers are counted at
+    (LEFTOVER_DAYS after the last pulse ends, or the last hour without pulses)."""
+    in_pulse = np.zeros(hours, dtype=bool)
+    at_peak = np.zeros(hours, dtype=bool)
+    for onset, _, end in world.pulse_windows:
+        in_pulse[onset : end + 1] = True
+    for start, end in world.peak_windows:
+        at_peak[max(start, 0) : end + 1] = True
+    if world.pulse_windows:
+        check = min(max(end for _, _, end in world.pulse_windows) + LEFTOVER_DAYS * 24, hours - 1)
+    else:
+        check = hours - 1
+    return in_pulse, at_peak, check
+
+
 def sku_sums(
     run: Run,
     world: SkuWorld,
@@ -223,16 +239,7 @@ def sku_sums(
     demand = world.demand
     lost = demand - run.sold
     transit = _in_transit(run.orders, hours)
-    in_pulse = np.zeros(hours, dtype=bool)
-    at_peak = np.zeros(hours, dtype=bool)
-    for onset, _, end in world.pulse_windows:
-        in_pulse[onset : end + 1] = True
-    for start, end in world.peak_windows:
-        at_peak[max(start, 0) : end + 1] = True
-    if world.pulse_windows:
-        check = min(max(end for _, _, end in world.pulse_windows) + LEFTOVER_DAYS * 24, hours - 1)
-    else:
-        check = hours - 1
+    in_pulse, at_peak, check = pulse_hours(world, hours)
     leftover = float(run.stock[check] + transit[check])
     base_cost = options[cheapest(options)].unit_cost
     purchases = sum(o.units * options[o.option].unit_cost for o in run.orders)
