@@ -26,10 +26,28 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from pulsestock.v1.common_pb2 import Channel
+
 SAME_REGION_HOURS = 24.0
 OTHER_REGION_HOURS = 72.0
 FBT = "fbt"
 TIKTOK_SHOP = "tiktok_shop"
+_CHANNEL_KEYS: dict[int, str] = {
+    int(number): name.removeprefix("CHANNEL_").lower() for name, number in Channel.items()
+}
+
+
+def channel_key(channel: int) -> str:
+    """CHANNEL_TIKTOK_SHOP -> "tiktok_shop": how the rule, the master data and stream and
+    reservation ids name a channel."""
+    return _CHANNEL_KEYS[channel]
+
+
+def delivery_hours(warehouse_region: str, buyer_region: str) -> float:
+    # An unknown buyer region (or a warehouse of none) makes no warehouse nearer.
+    if buyer_region and warehouse_region == buyer_region:
+        return SAME_REGION_HOURS
+    return OTHER_REGION_HOURS
 
 
 class Candidate(NamedTuple):
@@ -45,10 +63,7 @@ class Candidate(NamedTuple):
         return not self.channels or channel in self.channels
 
     def delivery_hours(self, buyer_region: str) -> float:
-        # An unknown buyer region (or a warehouse of none) makes no warehouse nearer.
-        if buyer_region and self.region == buyer_region:
-            return SAME_REGION_HOURS
-        return OTHER_REGION_HOURS
+        return delivery_hours(self.region, buyer_region)
 
     def covers(self, lines: Mapping[str, int]) -> bool:
         available = self.available

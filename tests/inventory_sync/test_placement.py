@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, receive
-from pulsestock.inventory_sync.domain.placement import Site, channel_key, place
+from pulsestock.inventory_sync.domain.placement import Site, place
+from pulsestock.routing import channel_key
 from pulsestock.v1.common_pb2 import Channel
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)

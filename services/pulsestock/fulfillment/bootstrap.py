@@ -51,9 +51,14 @@ def peer_address(env: Env, service: str, default_port: int) -> str:
     return env.string(f"{prefix}_ADDR", f"127.0.0.1:{port}")
 
 
+def outlook_hours(env: Env) -> int:
+    """How far reviews and transfer plans read the forecast."""
+    return env.integer("FULFILLMENT_OUTLOOK_HOURS", 1440, minimum=24, maximum=8760)
+
+
 def planner_settings(env: Env) -> PlannerSettings:
     return PlannerSettings(
-        outlook_hours=env.integer("FULFILLMENT_OUTLOOK_HOURS", 1440, minimum=24, maximum=8760),
+        outlook_hours=outlook_hours(env),
         pulse_review=timedelta(
             minutes=env.integer("FULFILLMENT_PULSE_REVIEW_MINUTES", 60, minimum=1, maximum=1440)
         ),
@@ -65,7 +70,7 @@ def planner_settings(env: Env) -> PlannerSettings:
 
 def transfer_settings(env: Env) -> TransferPlannerSettings:
     return TransferPlannerSettings(
-        outlook_hours=env.integer("FULFILLMENT_OUTLOOK_HOURS", 1440, minimum=24, maximum=8760),
+        outlook_hours=outlook_hours(env),
         coverage_hours=env.integer(
             "FULFILLMENT_TRANSFER_COVERAGE_HOURS", 7 * 24, minimum=1, maximum=8760
         ),

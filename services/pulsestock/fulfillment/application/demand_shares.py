@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from pulsestock.bus import ConsumerSpec, Envelope, PermanentFailure, service_stream
 from pulsestock.clock import Clock
-from pulsestock.fulfillment.application.master_records import channel_name
 from pulsestock.fulfillment.domain.transfers import DemandBucket
+from pulsestock.routing import channel_key
 from pulsestock.v1 import ingest_events_pb2
 from pulsestock.v1.common_pb2 import Channel
 
@@ -91,5 +91,5 @@ class DemandShares:
         for row in rows:
             half_lives = (latest - row["as_of"]) / HALF_LIFE
             weight = 0.0 if half_lives > MAX_HALF_LIVES else row["weight"] * 0.5**half_lives
-            buckets.append(DemandBucket(channel_name(row["channel"]), row["buyer_region"], weight))
+            buckets.append(DemandBucket(channel_key(row["channel"]), row["buyer_region"], weight))
         return buckets

@@ -11,8 +11,9 @@ violations; nothing is stored then.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TypeVar
 
 import asyncpg
@@ -28,6 +29,7 @@ from pulsestock.fulfillment.domain.master_data import (
     Warehouse,
 )
 from pulsestock.ids import ID_RULE, valid_id
+from pulsestock.routing import Candidate, channel_key
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
@@ -45,8 +47,14 @@ def _check_id(violations: list[FieldViolation], field_name: str, value: str) -> 
         violations.append(FieldViolation(field_name, ID_RULE))
 
 
-def channel_name(channel: int) -> str:
-    return Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
+def candidate_of(
+    profile: ev.WarehouseProfile, available: Mapping[str, int] = MappingProxyType({})
+) -> Candidate:
+    """A warehouse as the routing rule takes it, with its available units per SKU."""
+    channels = tuple(channel_key(c) for c in profile.channels)
+    return Candidate(
+        profile.warehouse_id, profile.region, profile.kind or "own", channels, available
+    )
 
 
 def options_of(profile: ev.SupplierProfile) -> list[LeadTimeOption]:

@@ -20,10 +20,10 @@ from pulsestock.errors import FieldViolation, InvalidArgument
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.eventstore.events import NO_STREAM, WrongExpectedVersion
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
-from pulsestock.fulfillment.application.master_records import MasterRecords, channel_name
+from pulsestock.fulfillment.application.master_records import MasterRecords, candidate_of
 from pulsestock.fulfillment.domain.order_lines import check_lines, summed
 from pulsestock.ids import ID_RULE, valid_id
-from pulsestock.routing import Candidate, route
+from pulsestock.routing import Allocation, Candidate, Route, channel_key, delivery_hours, route
 from pulsestock.v1 import fulfillment_events_pb2 as ev
 from pulsestock.v1 import fulfillment_pb2 as pb
 from pulsestock.v1 import inventory_sync_pb2 as inv
@@ -35,7 +35,7 @@ HELD = "held where inventory-sync reserved it (the routing rule, at reservation)
 
 
 def stream_of(channel: int, channel_order_id: str) -> str:
-    return f"route-{channel_name(channel)}:{channel_order_id}"
+    return f"route-{channel_key(channel)}:{channel_order_id}"
 
 
 def _check(request: pb.RouteOrderRequest) -> dict[str, int]:
@@ -72,31 +72,20 @@ class OrderRouter:
     async def _as_held(
         self, request: pb.RouteOrderRequest, held: list[inv.ReservedPart]
     ) -> ev.OrderRouted:
-        regions = {
-            w: profile.region for w, profile in (await self.master.load()).warehouses.items()
-        }
-        event = ev.OrderRouted(
-            channel=request.channel,
-            channel_order_id=request.channel_order_id,
-            buyer_region=request.buyer_region,
-            reason=HELD,
-            allocations=[
-                ev.RoutedLine(
-                    sku=part.sku,
-                    warehouse_id=part.warehouse_id,
-                    quantity=part.quantity,
-                    delivery_hours=Candidate(
-                        part.warehouse_id, regions.get(part.warehouse_id, ""), "", ()
-                    ).delivery_hours(request.buyer_region),
-                )
-                for part in held
-            ],
+        warehouses = (await self.master.load()).warehouses
+        allocations = tuple(
+            Allocation(
+                part.sku,
+                part.warehouse_id,
+                part.quantity,
+                delivery_hours(
+                    warehouses[part.warehouse_id].region if part.warehouse_id in warehouses else "",
+                    request.buyer_region,
+                ),
+            )
+            for part in held
         )
-        units: dict[str, int] = {}
-        for part in held:
-            units[part.warehouse_id] = units.get(part.warehouse_id, 0) + part.quantity
-        event.warehouse_id = min(units, key=lambda w: (-units[w], w))
-        return event
+        return _as_event(request, Route(allocations, {}, HELD))
 
     async def _candidates(self, skus: list[str]) -> list[Candidate]:
         data = await self.master.load()
@@ -105,17 +94,13 @@ class OrderRouter:
             stock = await self.inventory.stock(sku)
             for level in stock.warehouses:
                 available.setdefault(level.warehouse_id, {})[sku] = int(level.available)
-        candidates = []
-        for warehouse_id, units in sorted(available.items()):
-            profile = data.warehouses.get(warehouse_id)
-            if profile is None:  # stock where the master data says nothing: any channel
-                candidates.append(Candidate(warehouse_id, "", "own", (), units))
-                continue
-            channels = tuple(channel_name(c) for c in profile.channels)
-            candidates.append(
-                Candidate(warehouse_id, profile.region, profile.kind or "own", channels, units)
-            )
-        return candidates
+        return [
+            candidate_of(profile, units)
+            if (profile := data.warehouses.get(warehouse_id)) is not None
+            # stock where the master data says nothing: any channel
+            else Candidate(warehouse_id, "", "own", (), units)
+            for warehouse_id, units in sorted(available.items())
+        ]
 
     async def route(self, request: pb.RouteOrderRequest) -> ev.OrderRouted:
         lines = _check(request)
@@ -136,26 +121,8 @@ class OrderRouter:
         if recorded is not None:
             return recorded
         candidates = await self._candidates(sorted(lines))
-        decided = route(lines, channel_name(request.channel), request.buyer_region, candidates)
-        event = ev.OrderRouted(
-            channel=request.channel,
-            channel_order_id=request.channel_order_id,
-            warehouse_id=decided.main_warehouse,
-            buyer_region=request.buyer_region,
-            reason=decided.reason,
-            allocations=[
-                ev.RoutedLine(
-                    sku=a.sku,
-                    warehouse_id=a.warehouse_id,
-                    quantity=a.quantity,
-                    delivery_hours=a.delivery_hours,
-                )
-                for a in decided.allocations
-            ],
-            unallocated=[
-                OrderLine(sku=sku, quantity=qty) for sku, qty in sorted(decided.unallocated.items())
-            ],
-        )
+        decided = route(lines, channel_key(request.channel), request.buyer_region, candidates)
+        event = _as_event(request, decided)
         event.at.FromDatetime(self.clock())
         await self._record(stream, NO_STREAM, event)
         first, _ = await self._recorded(stream)  # routed concurrently: the first answer stands
@@ -165,3 +132,25 @@ class OrderRouter:
     async def _record(self, stream: str, version: int, event: ev.OrderRouted) -> None:
         with contextlib.suppress(WrongExpectedVersion):  # recorded concurrently: it stands
             await self.store.append(stream, version, [NewEvent.of(event)])
+
+
+def _as_event(request: pb.RouteOrderRequest, decided: Route) -> ev.OrderRouted:
+    return ev.OrderRouted(
+        channel=request.channel,
+        channel_order_id=request.channel_order_id,
+        warehouse_id=decided.main_warehouse,
+        buyer_region=request.buyer_region,
+        reason=decided.reason,
+        allocations=[
+            ev.RoutedLine(
+                sku=a.sku,
+                warehouse_id=a.warehouse_id,
+                quantity=a.quantity,
+                delivery_hours=a.delivery_hours,
+            )
+            for a in decided.allocations
+        ],
+        unallocated=[
+            OrderLine(sku=sku, quantity=qty) for sku, qty in sorted(decided.unallocated.items())
+        ],
+    )

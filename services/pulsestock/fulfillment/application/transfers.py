@@ -42,7 +42,7 @@ from pulsestock.fulfillment.application.demand_shares import DemandShares
 from pulsestock.fulfillment.application.master_records import (
     MasterData,
     MasterRecords,
-    channel_name,
+    candidate_of,
     economics_of,
 )
 from pulsestock.fulfillment.domain.master_data import TransferLane
@@ -116,12 +116,7 @@ def lanes_of(data: MasterData) -> list[TransferLane]:
 
 def candidates_of(data: MasterData) -> list[Candidate]:
     return [
-        Candidate(
-            profile.warehouse_id,
-            profile.region,
-            profile.kind or "own",
-            tuple(channel_name(c) for c in profile.channels),
-        )
+        candidate_of(profile)
         for profile in sorted(data.warehouses.values(), key=lambda p: p.warehouse_id)
     ]
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import asyncpg
 from pulsestock.bus import Envelope, PermanentFailure
 from pulsestock.bus.consumer import apply_once
-from pulsestock.inventory_sync.domain.placement import NO_SITES, Site, Sites, channel_key
+from pulsestock.inventory_sync.domain.placement import NO_SITES, Site, Sites
+from pulsestock.routing import channel_key
 from pulsestock.v1 import fulfillment_events_pb2 as fev
 
 

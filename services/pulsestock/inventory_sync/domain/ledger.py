@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
 from pulsestock.inventory_sync.domain.allocation import AllocationPolicy, channel_quantities
+from pulsestock.routing import channel_key
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
@@ -33,8 +34,7 @@ def timestamp(moment: datetime) -> Timestamp:
 
 def reservation_id_for(channel: int, channel_order_id: str, sku: str) -> str:
     """Deterministic, so a repeated order maps to the same reservation."""
-    channel_name = Channel.Name(Channel.ValueType(channel)).removeprefix("CHANNEL_").lower()
-    return f"{channel_name}:{channel_order_id}:{sku}"
+    return f"{channel_key(channel)}:{channel_order_id}:{sku}"
 
 
 def part_id_for(line_reservation_id: str, warehouse_id: str) -> str:

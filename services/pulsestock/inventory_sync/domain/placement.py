@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pulsestock.inventory_sync.domain.ledger import SkuLedger
-from pulsestock.routing import Candidate, route
-from pulsestock.v1.common_pb2 import Channel
+from pulsestock.routing import Candidate, channel_key, route
 
 
 @dataclass(frozen=True)
@@ -30,16 +29,6 @@ class Site:
 Sites = Mapping[str, Site]
 NO_SITES: Sites = {}
 UNKNOWN_SITE = Site()
-
-
-_CHANNEL_KEYS: dict[int, str] = {
-    int(number): name.removeprefix("CHANNEL_").lower() for name, number in Channel.items()
-}
-
-
-def channel_key(channel: int) -> str:
-    """CHANNEL_TIKTOK_SHOP -> "tiktok_shop", as the routing rule and master data name it."""
-    return _CHANNEL_KEYS[channel]
 
 
 Parts = tuple[tuple[str, int], ...]  # (warehouse, units), nearest first
