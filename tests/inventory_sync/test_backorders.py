@@ -13,8 +13,8 @@ from pulsestock.inventory_sync.domain.commands import (
     Command,
     ReceiveStock,
     SettleOrder,
-    backorder_fill,
     decide,
+    fill_backorders,
 )
 from pulsestock.inventory_sync.domain.ledger import (
     LineTarget,
@@ -38,10 +38,7 @@ def run(ledger: SkuLedger, command: Command) -> list[Message]:
     for event in appended:
         ledger.apply(event)
     if appended:
-        while fill := backorder_fill(ledger, {}, NOW):
-            for event in fill:
-                ledger.apply(event)
-            appended += fill
+        appended += fill_backorders(ledger, {}, NOW)
     for event in channel_quantity_changes(ledger, NOW):
         ledger.apply(event)
     return appended

@@ -21,8 +21,8 @@ from pulsestock.inventory_sync.domain.commands import (
     ReserveOutcome,
     ShipReservation,
     TransferStock,
-    backorder_fill,
     decide,
+    fill_backorders,
 )
 from pulsestock.inventory_sync.domain.ledger import (
     SkuLedger,
@@ -60,9 +60,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for event in events.get(SKU, []):
             self.ledger.apply(event)
         if events.get(SKU):
-            while fill := backorder_fill(self.ledger, {}, self.now):
-                for event in fill:
-                    self.ledger.apply(event)
+            fill_backorders(self.ledger, {}, self.now)
         for event in channel_quantity_changes(self.ledger, self.now):
             self.ledger.apply(event)
         return outcome

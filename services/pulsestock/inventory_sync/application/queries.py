@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 from pulsestock.errors import PreconditionFailed, Unavailable
 from pulsestock.eventstore import EventStore, RecordedEvent
+from pulsestock.inventory_sync.domain.commands import HeldPart
 from pulsestock.inventory_sync.domain.sku import ledger_stream
 
 
@@ -111,14 +112,6 @@ async def sync_states(pool: asyncpg.Pool, channel: int, sku: str) -> list[SyncSt
         sku,
     )
     return [SyncState(**dict(r)) for r in rows]
-
-
-@dataclass(frozen=True)
-class HeldPart:
-    sku: str
-    reservation_id: str
-    warehouse_id: str
-    quantity: int
 
 
 async def holds_of_order(pool: asyncpg.Pool, channel: int, channel_order_id: str) -> list[HeldPart]:

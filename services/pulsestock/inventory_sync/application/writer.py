@@ -25,8 +25,8 @@ from pulsestock.inventory_sync.domain.commands import (
     Command,
     Outcome,
     ReserveOutcome,
-    backorder_fill,
     decide,
+    fill_backorders,
     skus_of,
 )
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
@@ -149,10 +149,7 @@ class LedgerWriter:
         for sku, events in new_events.items():
             # Stock that came free goes to the oldest backorders it covers before any
             # channel is told it can sell it.
-            while fill := backorder_fill(ledgers[sku], sites, now):
-                for event in fill:
-                    ledgers[sku].apply(event)
-                events.extend(fill)
+            events.extend(fill_backorders(ledgers[sku], sites, now))
             quantity_events = channel_quantity_changes(ledgers[sku], now)
             for event in quantity_events:
                 ledgers[sku].apply(event)

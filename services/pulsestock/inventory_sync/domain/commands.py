@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from google.protobuf.message import Message
 from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
@@ -138,6 +139,15 @@ class Applied:
     version: int
 
 
+class HeldPart(NamedTuple):
+    """Units of an order line held in one warehouse (a split line has several)."""
+
+    sku: str
+    reservation_id: str
+    warehouse_id: str
+    quantity: int
+
+
 @dataclass(frozen=True)
 class ReserveOutcome:
     reserved: bool
@@ -146,8 +156,7 @@ class ReserveOutcome:
     expires_at: datetime | None
     # Each line's SKU -> its stream version after the batch (set by the writer at commit).
     stream_versions: tuple[tuple[str, int], ...] = ()
-    # Where the lines are held: (SKU, reservation id, warehouse, units) per part.
-    held: tuple[tuple[str, str, str, int], ...] = ()
+    held: tuple[HeldPart, ...] = ()  # where the lines are held
 
 
 Outcome = Applied | ReserveOutcome
@@ -251,7 +260,7 @@ def _reserve(
             )
         return {k: v for k, v in events.items() if v}, ReserveOutcome(False, True, (), None)
     expires_at = None if command.paid else now + hold
-    held: list[tuple[str, str, str, int]] = []
+    held: list[HeldPart] = []
     for sku in quantities:
         parts = placements[sku]
         assert parts is not None
@@ -259,7 +268,7 @@ def _reserve(
             ledgers[sku], command.channel, command.channel_order_id, parts, expires_at, now
         )
         held += [
-            (sku, e.reservation_id, e.warehouse_id, e.quantity)
+            HeldPart(sku, e.reservation_id, e.warehouse_id, e.quantity)
             for e in events[sku]
             if isinstance(e, ev.StockReserved)
         ]
@@ -279,7 +288,7 @@ def _outcome_of(
     ids = tuple(r.reservation_id for r in records if r is not None)
     expires = next((r.expires_at for r in records if r is not None), None)
     held = tuple(
-        (sku, part.reservation_id, part.warehouse_id, part.quantity)
+        HeldPart(sku, part.reservation_id, part.warehouse_id, part.quantity)
         for sku, record in zip(quantities, records, strict=True)
         for part in ledgers[sku].live_parts(record)
     )
@@ -342,26 +351,28 @@ def _settle(
     return events, Applied(sku, ledgers[sku].version + len(events.get(sku, [])))
 
 
-def backorder_fill(ledger: SkuLedger, sites: Sites, now: datetime) -> list[Message]:
-    """The reservation for the oldest backorder the available stock now covers, placed by
-    the routing rule (the buyer's region is not known by then), or nothing. Callers apply it
-    and ask again until nothing is left to fill."""
-    available = ledger.available
-    if available <= 0:
-        return []
-    for channel, channel_order_id in ledger.backorders:
-        record = ledger.orders[(channel, channel_order_id)]
-        owed = record.quantity
-        if owed <= 0 or owed > available:
+def fill_backorders(ledger: SkuLedger, sites: Sites, now: datetime) -> list[Message]:
+    """Reserve for the open backorders the available stock covers, oldest first, each placed
+    by the routing rule (the buyer's region is not known by then). Applies each fill to
+    `ledger` as it goes (it changes what the next one can take) and returns the events. One
+    pass: stock only shrinks during it, so a backorder passed over stays uncovered."""
+    filled: list[Message] = []
+    for channel, channel_order_id in list(ledger.backorders):
+        owed = ledger.orders[(channel, channel_order_id)].quantity
+        if ledger.available <= 0:
+            break
+        if owed <= 0 or owed > ledger.available:
             continue
         parts = place(channel, "", {ledger.sku: owed}, {ledger.sku: ledger}, sites)[ledger.sku]
         if parts is None:  # no warehouse that may ship this channel has it
             continue
+        cancelled = ledger.orders[(channel, channel_order_id)].cancelled
         events = rules.reserve(
-            ledger, channel, channel_order_id, parts, None, now, rules.PAID, record.cancelled
+            ledger, channel, channel_order_id, parts, None, now, rules.PAID, cancelled
         )
         for event in events:
             assert isinstance(event, ev.StockReserved)
             event.fills_backorder = True
-        return events
-    return []
+            ledger.apply(event)
+        filled += events
+    return filled

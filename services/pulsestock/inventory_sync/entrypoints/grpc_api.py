@@ -4,6 +4,7 @@ commands for the writer, and answers queries from the read model and the log."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import grpc
 from google.protobuf import json_format
@@ -15,6 +16,7 @@ from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.commands import (
     AdjustStock,
     Applied,
+    HeldPart,
     Outcome,
     ReceiveStock,
     ReleaseReservation,
@@ -54,6 +56,18 @@ def _check_id(validator: Validator, value: str, field: str, required: bool = Tru
         field,
         "must be printable, without surrounding spaces",
     )
+
+
+def _reserved_parts(parts: Iterable[HeldPart]) -> list[pb.ReservedPart]:
+    return [
+        pb.ReservedPart(
+            sku=p.sku,
+            reservation_id=p.reservation_id,
+            warehouse_id=p.warehouse_id,
+            quantity=p.quantity,
+        )
+        for p in parts
+    ]
 
 
 def _check_channel(validator: Validator, channel: int, field: str = "channel") -> None:
@@ -165,10 +179,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             oversold=outcome.oversold,
             reservation_ids=list(outcome.reservation_ids),
             stream_versions=dict(outcome.stream_versions),
-            held=[
-                pb.ReservedPart(sku=sku, reservation_id=rid, warehouse_id=warehouse, quantity=units)
-                for sku, rid, warehouse, units in outcome.held
-            ],
+            held=_reserved_parts(outcome.held),
         )
         if outcome.expires_at is not None:
             response.expires_at.CopyFrom(timestamp(outcome.expires_at))
@@ -318,17 +329,7 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         parts = await queries.holds_of_order(
             self.store.pool, request.channel, request.channel_order_id
         )
-        return pb.GetOrderHoldsResponse(
-            held=[
-                pb.ReservedPart(
-                    sku=p.sku,
-                    reservation_id=p.reservation_id,
-                    warehouse_id=p.warehouse_id,
-                    quantity=p.quantity,
-                )
-                for p in parts
-            ]
-        )
+        return pb.GetOrderHoldsResponse(held=_reserved_parts(parts))
 
     async def GetChannelQuantities(
         self, request: pb.GetChannelQuantitiesRequest, context: grpc.aio.ServicerContext
