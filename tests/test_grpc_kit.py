@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -15,6 +17,7 @@ from pulsestock.devstack.servers import free_port
 from pulsestock.errors import Validator
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.grpckit import GrpcServer, insecure_channel
+from pulsestock.grpckit.reflection import V1ServerReflectionRequest, V1ServerReflectionResponse
 from pulsestock.inventory_sync.domain.sku import check_sku
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1 import inventory_sync_pb2 as pb
@@ -71,13 +74,51 @@ async def test_health_reports_serving_for_the_server_and_each_service(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
+
+
+async def reflect_v1alpha(channel: grpc.aio.Channel, **request: Any) -> Any:
+    """One request to a client that speaks only v1alpha (grpcio-reflection's own stub)."""
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    request = reflection_pb2.ServerReflectionRequest(list_services="")
-    async for reply in stub.ServerReflectionInfo(iter([request]), timeout=5):
-        names = {s.name for s in reply.list_services_response.service}
-        break
-    assert {SERVICE, "grpc.health.v1.Health"} <= names
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**request)]))
+    async for reply in call:
+        return reply
+    raise AssertionError("no reflection reply")
+
+
+async def reflect_v1(channel: grpc.aio.Channel, **request: Any) -> Any:
+    """One request to a client that speaks only v1: its own method path and message classes."""
+    method = channel.stream_stream(
+        f"/{REFLECTION_V1}/ServerReflectionInfo",
+        request_serializer=V1ServerReflectionRequest.SerializeToString,
+        response_deserializer=V1ServerReflectionResponse.FromString,
+    )
+    async for reply in method(iter([V1ServerReflectionRequest(**request)]), timeout=5):
+        return reply
+    raise AssertionError("no reflection reply")
+
+
+@pytest.mark.parametrize("reflect", [reflect_v1, reflect_v1alpha], ids=["v1", "v1alpha"])
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel, reflect: Any) -> None:
+    reply = await reflect(channel, list_services="")
+    names = {s.name for s in reply.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", REFLECTION_V1, REFLECTION_V1ALPHA} <= names
+
+
+@pytest.mark.parametrize("reflect", [reflect_v1, reflect_v1alpha], ids=["v1", "v1alpha"])
+async def test_reflection_describes_the_services(channel: grpc.aio.Channel, reflect: Any) -> None:
+    """What `grpcurl describe` does after listing: the file that declares a symbol."""
+    for symbol, package in ((SERVICE, "pulsestock.v1"), (REFLECTION_V1, "grpc.reflection.v1")):
+        reply = await reflect(channel, file_containing_symbol=symbol)
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
+        declaring = [f for f in files if any(f"{f.package}.{s.name}" == symbol for s in f.service)]
+        assert [f.package for f in declaring] == [package]
+    reply = await reflect(channel, file_containing_symbol="no.such.Service")
+    assert reply.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 async def test_bad_request_yields_invalid_argument_with_field_violations(

@@ -1,5 +1,6 @@
-"""A grpc.aio server with the standard health service, reflection, the kit's interceptor,
-keepalive, and a graceful drain: health NOT_SERVING, stop accepting, finish in-flight calls."""
+"""A grpc.aio server with the standard health service, reflection (v1 and v1alpha), the
+kit's interceptor, keepalive, and a graceful drain: health NOT_SERVING, stop accepting, finish
+in-flight calls."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from pulsestock.grpckit.interceptors import ServerKitInterceptor
+from pulsestock.grpckit.reflection import enable_server_reflection
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -49,9 +50,7 @@ class GrpcServer:
         self.service_names.extend(register(self.server))
 
     async def start(self) -> None:
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        enable_server_reflection([*self.service_names, health.SERVICE_NAME], self.server)
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
