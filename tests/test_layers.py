@@ -33,6 +33,7 @@ DOCUMENTED_GRPC_PORTS = {
     "forecast": 50053,
     "inventory-sync": 50054,
     "fulfillment": 50055,
+    "collect": 50056,
 }
 IMPORT_FUNCTIONS = {"import_module", "__import__", "find_spec", "import_string", "run_module"}
 
@@ -205,7 +206,7 @@ def test_every_service_is_discovered_with_its_definition() -> None:
         assert definition.migrations_dir is not None
         assert definition.migrations_dir.is_dir()
         assert [m.name for m in definition.migrations()]  # at least the event store's
-    assert [n for n in service_names() if definition_of(n).http_port is not None] == ["ingest"]
+    assert [n for n in service_names() if definition_of(n).http_port is not None] == ["collect", "ingest"]
 
 
 def test_an_unknown_service_is_named_with_the_known_ones() -> None:

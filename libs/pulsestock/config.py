@@ -49,6 +49,23 @@ class Env:
     def string(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
+    def secret(self, name: str) -> str | None:
+        """NAME, else the content of the file NAME_FILE names (a mounted Kubernetes secret),
+        without its trailing newline. A file that cannot be read is a configuration error
+        naming the file, never its content."""
+        value = self.raw(name)
+        if value is not None:
+            return value
+        path = self.raw(f"{name}_FILE")
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="utf-8") as file:
+                content = file.read().rstrip("\r\n")
+        except OSError as error:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {error.strerror}") from None
+        return content or None
+
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
         value = self.raw(name)
         if value is None:
@@ -180,3 +197,11 @@ class ServiceSettings:
             schema=service_schema(service, environ),
             roles=_roles(env.raw("PULSESTOCK_ROLES")),
         )
+
+
+def peer_address(env: Env, service: str, default_port: int) -> str:
+    """<SERVICE>_ADDR (host:port), else the peer's own port on this host, as `make run`
+    starts it (e.g. INVENTORY_SYNC_ADDR, else 127.0.0.1:$INVENTORY_SYNC_GRPC_PORT)."""
+    prefix = env_prefix(service)
+    port = env.port(f"{prefix}_GRPC_PORT", default_port)
+    return env.string(f"{prefix}_ADDR", f"127.0.0.1:{port}")

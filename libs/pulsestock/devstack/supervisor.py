@@ -5,6 +5,7 @@ own process; Ctrl-C or SIGTERM stops all."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -127,7 +129,32 @@ class DevStack:
             f"fake channels       tiktok_shop {urls['tiktok_shop']}  shopify {urls['shopify']}"
             f"  amazon {urls['amazon']}"
         )
-        return fake_channel_env(urls["tiktok_shop"], urls["shopify"], urls["amazon"])
+        self.say(
+            f"fake TikTok Display {urls['tiktok_display']}  (creator"
+            f" {urls['display_creator']['tokens']['open_id']}: one video takes off in ~12 min)"
+        )
+        return {
+            **fake_channel_env(urls["tiktok_shop"], urls["shopify"], urls["amazon"]),
+            **self._collector_env(urls),
+        }
+
+    def _collector_env(self, urls: dict[str, Any]) -> dict[str, str]:
+        """The collector polls the Display fake's demo creator: its grant as a seed file, a
+        token key kept in the data directory (grants are stored sealed)."""
+        seed = self.data_dir / "collect-creators.json"
+        seed.write_text(json.dumps([{**urls["display_creator"], "default_skus": ["DEMO-MUG"]}]))
+        seed.chmod(0o600)
+        key = self.data_dir / "collect-token.key"
+        if not key.exists():
+            key.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
+            key.chmod(0o600)
+        return {
+            "TIKTOK_DISPLAY_API_URL": urls["tiktok_display"],
+            "TIKTOK_CLIENT_KEY": urls["display_client"]["key"],
+            "TIKTOK_CLIENT_SECRET": urls["display_client"]["secret"],
+            "COLLECT_CREATORS_FILE": str(seed),
+            "COLLECT_TOKEN_KEY_FILE": str(key),
+        }
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

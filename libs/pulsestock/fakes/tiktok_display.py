@@ -85,6 +85,31 @@ VIDEO_FIELDS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class ViewScript:
+    """Views a video gains by itself, in wall-clock time (for `make run` and end-to-end
+    tests): `base_per_minute` from `start`; from `surge_after_s` the rate ramps linearly over
+    `ramp_s` to `surge_multiplier` times the base, then decays back towards the base with
+    `half_life_s`. Likes, shares and comments follow at 1/12, 1/60 and 1/90 of the views."""
+
+    start: float
+    base_per_minute: float
+    surge_after_s: float | None = None
+    surge_multiplier: float = 50.0
+    ramp_s: float = 300.0
+    half_life_s: float = 3600.0
+
+    def rate_per_second(self, t: float) -> float:
+        base = self.base_per_minute / 60
+        if self.surge_after_s is None or t < self.start + self.surge_after_s:
+            return base
+        since = t - self.start - self.surge_after_s
+        extra = (self.surge_multiplier - 1) * base
+        if since < self.ramp_s:
+            return base + extra * since / self.ramp_s
+        return base + extra * float(0.5 ** ((since - self.ramp_s) / self.half_life_s))
+
+
 @dataclass
 class FakeVideo:
     id: str
@@ -94,6 +119,30 @@ class FakeVideo:
     like_count: int = 0
     comment_count: int = 0
     share_count: int = 0
+    script: ViewScript | None = None
+    _scripted_views: float = 0.0
+    _scripted_until: float = 0.0
+
+    def advance(self, now: float) -> None:
+        """Add the views the script gave since the last read (1-second steps)."""
+        script = self.script
+        if script is None:
+            return
+        t = max(self._scripted_until, script.start)
+        gained = 0.0
+        while t < now:
+            step = min(1.0, now - t)
+            gained += script.rate_per_second(t + step / 2) * step
+            t += step
+        self._scripted_until = max(t, self._scripted_until)
+        before = int(self._scripted_views)
+        self._scripted_views += gained
+        new_views = int(self._scripted_views) - before
+        total = int(self._scripted_views)
+        self.view_count += new_views
+        self.like_count += total // 12 - before // 12
+        self.share_count += total // 60 - before // 60
+        self.comment_count += total // 90 - before // 90
 
     def as_object(self, fields: list[str]) -> dict[str, Any]:
         everything: dict[str, Any] = {
@@ -187,6 +236,7 @@ class FakeTikTokDisplay(FakeChannel):
         posted_at: float | None = None,
         title: str = "",
         view_count: int = 0,
+        script: ViewScript | None = None,
     ) -> FakeVideo:
         creator = self.creators[open_id]
         if video_id is None:
@@ -196,7 +246,7 @@ class FakeTikTokDisplay(FakeChannel):
         taken = {video.posted_at_ms for video in creator.videos.values()}
         while posted_ms in taken:  # unique to the ms: see the module docstring
             posted_ms -= 1
-        video = FakeVideo(video_id, posted_ms, title=title, view_count=view_count)
+        video = FakeVideo(video_id, posted_ms, title=title, view_count=view_count, script=script)
         creator.videos[video_id] = video
         return video
 
@@ -410,6 +460,8 @@ class FakeTikTokDisplay(FakeChannel):
             reverse=True,
         )
         page = older[:max_count]
+        for video in page:
+            video.advance(time.time())
         return self._ok(
             {
                 "videos": [video.as_object(fields) for video in page],
@@ -433,7 +485,13 @@ class FakeTikTokDisplay(FakeChannel):
             return self._api_error(
                 400, "invalid_params", f"at most {MAX_VIDEOS_PER_CALL} video_ids per request"
             )
-        videos = [found.videos[i].as_object(fields) for i in ids if i in found.videos]
+        now = time.time()
+        videos = []
+        for video_id in ids:
+            video = found.videos.get(video_id)
+            if video is not None:
+                video.advance(now)
+                videos.append(video.as_object(fields))
         return self._ok({"videos": videos})
 
     # --- control API (for the dev stack, over HTTP) -------------------------------------
@@ -475,3 +533,30 @@ class FakeTikTokDisplay(FakeChannel):
 
 def _log_id() -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + uuid.uuid4().hex[:18].upper()
+
+
+DEMO_CREATOR = "fake-open-demo-creator"
+
+
+def seed_demo_creator(fake: FakeTikTokDisplay, surge_after_s: float = 720.0) -> dict[str, Any]:
+    """A creator for `make run`: one video that stays cold and one that takes off
+    `surge_after_s` after now (50x its base rate over 5 minutes, fading with a 1 h half-life).
+    Returns what the collector's COLLECT_CREATORS_FILE holds for them."""
+    now = time.time()
+    fake.add_creator(DEMO_CREATOR)
+    run = str(int(now))  # fresh ids each start: the fake forgets its counts when it stops
+    fake.add_video(
+        DEMO_CREATOR,
+        video_id=f"73{run}01",
+        posted_at=now - 60,
+        title="unboxing the demo mug",
+        script=ViewScript(now, base_per_minute=120.0),
+    )
+    fake.add_video(
+        DEMO_CREATOR,
+        video_id=f"73{run}02",
+        posted_at=now - 30,
+        title="this mug keeps coffee hot for 12 hours #tiktokmademebuyit",
+        script=ViewScript(now, base_per_minute=240.0, surge_after_s=surge_after_s),
+    )
+    return {"tokens": fake.issue_tokens(DEMO_CREATOR), "issued_at": now}

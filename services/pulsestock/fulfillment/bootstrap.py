@@ -20,7 +20,7 @@ from pulsestock.bus import (
 )
 from pulsestock.bus.consumer import idempotent
 from pulsestock.clock import utc_now
-from pulsestock.config import Env
+from pulsestock.config import Env, peer_address
 from pulsestock.fulfillment.adapters.forecast_client import ForecastClient
 from pulsestock.fulfillment.adapters.inventory_sync_client import InventorySyncClient
 from pulsestock.fulfillment.application.demand_shares import ORDERS, DemandShares
@@ -41,14 +41,6 @@ FORECASTS = ConsumerSpec(
     filter_subjects=["forecast.updated.>"],
     max_deliver=8,
 )
-
-
-def peer_address(env: Env, service: str, default_port: int) -> str:
-    """<SERVICE>_ADDR (host:port), else the peer's own port on this host, as `make run`
-    starts it (e.g. INVENTORY_SYNC_ADDR, else 127.0.0.1:$INVENTORY_SYNC_GRPC_PORT)."""
-    prefix = service.upper().replace("-", "_")
-    port = env.port(f"{prefix}_GRPC_PORT", default_port)
-    return env.string(f"{prefix}_ADDR", f"127.0.0.1:{port}")
 
 
 def outlook_hours(env: Env) -> int:

@@ -197,6 +197,9 @@ class PollScheduler:
         video.rising = is_rising(video.samples, self.policy, was_rising=video.rising)
         self._decide(video, sample.at)
 
+    def follows(self, video_id: str) -> bool:
+        return video_id in self._videos
+
     def is_rising(self, video_id: str) -> bool:
         return self._videos[video_id].rising
 
