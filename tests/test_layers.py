@@ -210,7 +210,7 @@ def test_every_service_is_discovered_with_its_definition() -> None:
 
 
 def test_an_unknown_service_is_named_with_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown service 'juggler'; one of forecast, "):
+    with pytest.raises(ConfigError, match=r"unknown service 'juggler'; one of collect, forecast, "):
         definition_of("juggler")
 
 
