@@ -249,7 +249,7 @@ class CollectRepository:
                 tuple(r["registered_skus"]) if r["registered_skus"] is not None else None,
                 tuple(
                     VideoSample(at=s[0], views=s[1], likes=s[2], shares=s[3])
-                    for s in json.loads(r["samples"])
+                    for s in r["samples"]  # the pool decodes jsonb
                 ),
             )
             for r in rows
