@@ -96,6 +96,7 @@ def test_dev_up_serves_all_five_runs_the_demo_twice_then_stops_cleanly_on_ctrl_c
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env.update({f"{env_prefix(name)}_GRPC_PORT": str(port) for name, port in ports.items()})
     env["INGEST_HTTP_PORT"] = str(free_port())
+    env["COLLECT_HTTP_PORT"] = str(free_port())
     data_dir = tmp_path / "stack"
     supervisor = subprocess.Popen(
         [PULSESTOCK, "dev", "up", "--data-dir", str(data_dir)],
@@ -126,6 +127,8 @@ def test_dev_up_serves_all_five_runs_the_demo_twice_then_stops_cleanly_on_ctrl_c
         assert f"{name:<15} grpc 127.0.0.1:{port}" in output, output
     assert f"http 127.0.0.1:{env['INGEST_HTTP_PORT']}  SERVING" in output, output
     assert "stopped" in output
+    # The collector polled the Display fake's demo creator and pushed into ingest.
+    assert re.search(r'"pushed": [1-9][^}]*"event": "collected"', output), output
     with pytest.raises(ProcessLookupError):
         os.killpg(supervisor.pid, 0)  # no service process is left in the group
     assert processes_mentioning(str(data_dir)) == []  # nor PostgreSQL / nats-server
