@@ -206,7 +206,10 @@ def test_every_service_is_discovered_with_its_definition() -> None:
         assert definition.migrations_dir is not None
         assert definition.migrations_dir.is_dir()
         assert [m.name for m in definition.migrations()]  # at least the event store's
-    assert [n for n in service_names() if definition_of(n).http_port is not None] == ["collect", "ingest"]
+    assert [n for n in service_names() if definition_of(n).http_port is not None] == [
+        "collect",
+        "ingest",
+    ]
 
 
 def test_an_unknown_service_is_named_with_the_known_ones() -> None:
