@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
 from cryptography.fernet import Fernet
+from pulsestock.collect.entrypoints.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from pulsestock.devstack.servers import free_port
 from pulsestock.fakes.tiktok_display import (
     QUERY_PATH,
@@ -349,6 +351,80 @@ async def test_a_killed_collector_resumes_from_its_checkpoint(
             assert resumed[0] - killed_at < 15
             # On start it read the creator's list again (a read, not a resend).
             assert len(display.answered("/v2/video/list/", 200)) > lists_before
+    finally:
+        for schema in schemas.values():
+            await drop_schema(infra.database_url, schema)
+
+
+async def test_signed_stats_posts_and_tailed_files_reach_ingest_through_the_service(
+    infra: Infra, nats_url: str, tmp_path: Path
+) -> None:
+    """The wiring: the webhook on collect's HTTP port and the file tailer on COLLECT_FILES."""
+    secret = "stats-secret-1"
+    export = tmp_path / "tracker.csv"
+    export.write_text("video_id,timestamp,views,likes,comments,shares\n")
+    schemas = {name: unique_name(name[:3]) for name in ("ingest", "collect")}
+    try:
+        async with running_service(
+            "ingest", infra.database_url, nats_url, schemas["ingest"]
+        ) as ingest:
+            env = {
+                "INGEST_ADDR": ingest.address,
+                "COLLECT_WEBHOOK_SECRET": secret,
+                "COLLECT_FILES": str(export),
+                "COLLECT_FILE_POLL_SECONDS": "0.1",
+            }
+            async with running_service(
+                "collect", infra.database_url, nats_url, schemas["collect"], env
+            ) as collect:
+                stub = CollectServiceStub(collect.channel)
+                for video_id in ("posted-1", "tailed-1"):
+                    await stub.MapVideo(
+                        collect_pb2.MapVideoRequest(video_id=video_id, skus=[SKU]), timeout=5
+                    )
+                now = int(time.time())
+                body = (
+                    "video_id,timestamp,views,likes,comments,shares\n"
+                    f"posted-1,{now - 120},100,10,1,1\n"
+                    f"posted-1,{now - 60},250,20,2,3\n"
+                    "posted-1,not-a-time,300,20,2,3\n"
+                ).encode()
+                url = f"http://127.0.0.1:{collect.settings.http_port}/v1/stats"
+                async with aiohttp.ClientSession() as http:
+                    forged = await http.post(
+                        url,
+                        data=body,
+                        headers={
+                            "Content-Type": "text/csv",
+                            TIMESTAMP_HEADER: str(now),
+                            SIGNATURE_HEADER: sign("not-the-secret", now, body),
+                        },
+                    )
+                    assert forged.status == 401
+                    signed = await http.post(
+                        url,
+                        data=body,
+                        headers={
+                            "Content-Type": "text/csv",
+                            TIMESTAMP_HEADER: str(now),
+                            SIGNATURE_HEADER: sign(secret, now, body),
+                        },
+                    )
+                    assert signed.status == 200
+                    answer = await signed.json()
+                assert (answer["accepted"], answer["rejected"]) == (2, 1)
+                assert [e["line"] for e in answer["errors"]] == [4]
+                rows = await ingest_samples(infra.database_url, schemas["ingest"], "posted-1")
+                assert [r["views"] for r in rows] == [100, 250]
+
+                with export.open("a") as file:
+                    file.write(f"tailed-1,{now - 30},40,4,0,1\n")
+
+                async def tailed() -> bool:
+                    found = await ingest_samples(infra.database_url, schemas["ingest"], "tailed-1")
+                    return [r["views"] for r in found] == [40]
+
+                await eventually(tailed, within=15, what="the tailed row in ingest")
     finally:
         for schema in schemas.values():
             await drop_schema(infra.database_url, schema)

@@ -1,5 +1,6 @@
-"""Wiring of collect: the Display API poller, the pulse feedback from signal, the gRPC API,
-migrations. One replica: two pollers would spend the API budget twice."""
+"""Wiring of collect: the Display API poller, the pulse feedback from signal, the stats file
+tailer and webhook, the gRPC API, migrations. One replica: two pollers would spend the API
+budget twice."""
 
 from __future__ import annotations
 
@@ -25,8 +26,12 @@ from pulsestock.collect.adapters.ingest_client import IngestClient
 from pulsestock.collect.adapters.postgres import CollectRepository
 from pulsestock.collect.application.collector import Collector, CollectorSettings
 from pulsestock.collect.application.commands import CollectCommands
+from pulsestock.collect.application.file_tailer import file_format, run_file_tailer
+from pulsestock.collect.application.stats_intake import StatsIntake
+from pulsestock.collect.domain.file_source import ColumnMapping
 from pulsestock.collect.domain.polling import PollingPolicy
 from pulsestock.collect.entrypoints.grpc_api import CollectServicer
+from pulsestock.collect.entrypoints.webhooks import serve_webhooks
 from pulsestock.config import ConfigError, Env, peer_address
 from pulsestock.runtime import ServiceContext, ServiceDefinition
 from pulsestock.telemetry import get_logger
@@ -61,6 +66,10 @@ class CollectSettings:
     ingest_address: str
     collector: CollectorSettings
     seed_file: str | None
+    files: tuple[str, ...]
+    file_mapping: ColumnMapping
+    file_poll_seconds: float
+    webhook_secret: str | None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> CollectSettings:
@@ -80,6 +89,12 @@ class CollectSettings:
                 policy=PollingPolicy(),
             ),
             seed_file=env.raw("COLLECT_CREATORS_FILE"),
+            files=_stats_files(env.raw("COLLECT_FILES")),
+            file_mapping=_file_mapping(env.raw("COLLECT_FILE_MAPPING")),
+            file_poll_seconds=env.number(
+                "COLLECT_FILE_POLL_SECONDS", 5.0, minimum=0.05, maximum=3600
+            ),
+            webhook_secret=env.secret("COLLECT_WEBHOOK_SECRET"),
         )
 
     def seeds(self) -> list[SeedCreator]:
@@ -100,6 +115,30 @@ class CollectSettings:
             ]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"COLLECT_CREATORS_FILE {self.seed_file}: {error!r}") from None
+
+
+def _stats_files(raw: str | None) -> tuple[str, ...]:
+    """COLLECT_FILES: comma-separated paths; the format comes from each extension."""
+    paths = tuple(p.strip() for p in (raw or "").split(",") if p.strip())
+    for path in paths:
+        try:
+            file_format(path)
+        except ValueError as error:
+            raise ConfigError(f"COLLECT_FILES: {error}") from None
+    return paths
+
+
+def _file_mapping(raw: str | None) -> ColumnMapping:
+    """COLLECT_FILE_MAPPING: a JSON object of ColumnMapping's fields (source column names)."""
+    if not raw:
+        return ColumnMapping()
+    try:
+        fields = json.loads(raw)
+        if not isinstance(fields, dict):
+            raise TypeError("not a JSON object")
+        return ColumnMapping(**fields)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"COLLECT_FILE_MAPPING: {error}") from None
 
 
 class Collect:
@@ -135,6 +174,7 @@ class Collect:
             self.reload,
             utc_now,
         )
+        self.intake = StatsIntake(self.ingest, self.repository, self.repository)
         stored = {c.open_id: c for c in await self.repository.creators()}
         for seed in settings.seeds():
             known = stored.get(seed.tokens.open_id)
@@ -180,6 +220,35 @@ class Collect:
 
         await DurableConsumer(context.nc, PULSES, handle).run(stop)
 
+    async def run_files(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        """Stats files (a tracker's export, a LIVE dashboard's) tailed into ingest."""
+        if not self.settings.files:
+            log.info("file source off: COLLECT_FILES not set")
+            await stop.wait()
+            return
+        await run_file_tailer(
+            self.intake,
+            self.repository,
+            self.settings.files,
+            self.settings.file_mapping,
+            self.settings.file_poll_seconds,
+            stop,
+        )
+
+    async def run_webhooks(self, context: ServiceContext, stop: asyncio.Event) -> None:
+        """Signed stats posts (`POST /v1/stats`) on the HTTP port."""
+        port = context.settings.http_port
+        if port is None:  # collect declares one; only a broken definition lacks it
+            raise ConfigError("collect needs an HTTP port for its stats webhook")
+        await serve_webhooks(
+            self.intake,
+            self.settings.webhook_secret,
+            self.settings.file_mapping,
+            context.settings.grpc_host,
+            port,
+            stop,
+        )
+
 
 class _NoDisplayApi:
     async def list_videos(self, open_id: str) -> list[Any]:
@@ -198,5 +267,5 @@ def build() -> ServiceDefinition:
         http_port=8081,
         migrations_dir=MIGRATIONS,
         prepare=service.prepare,
-        roles=[service.run_polling, service.run_pulses],
+        roles=[service.run_polling, service.run_pulses, service.run_files, service.run_webhooks],
     )

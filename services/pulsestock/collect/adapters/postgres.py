@@ -13,6 +13,7 @@ import asyncpg
 from cryptography.fernet import Fernet, InvalidToken
 from pulsestock.collect.adapters.display_api import CreatorTokens
 from pulsestock.collect.domain.polling import VideoSample
+from pulsestock.collect.domain.videos import Registration
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.v1 import collect_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
@@ -254,6 +255,29 @@ class CollectRepository:
             )
             for r in rows
         ]
+
+    # --- videos known from stats files / posts ----------------------------------------------
+
+    async def registrations(self, video_ids: Sequence[str]) -> dict[str, Registration]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM stats_videos WHERE video_id = ANY($1::text[])", list(video_ids)
+        )
+        return {
+            r["video_id"]: Registration(tuple(r["skus"]), r["creator_id"], r["published_at"])
+            for r in rows
+        }
+
+    async def save_registration(self, video_id: str, registration: Registration) -> None:
+        await self.pool.execute(
+            "INSERT INTO stats_videos (video_id, skus, creator_id, published_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (video_id) DO UPDATE SET"
+            " skus = excluded.skus, creator_id = excluded.creator_id,"
+            " published_at = excluded.published_at",
+            video_id,
+            list(registration.skus),
+            registration.creator_id,
+            registration.published_at,
+        )
 
     # --- files ----------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class TickReport:
     pushed: int = 0
     rejected: int = 0
     failures: list[str] = field(default_factory=list)
+    views: dict[str, int] = field(default_factory=dict)  # a few sampled videos, for the log
 
 
 class Collector:
@@ -166,6 +167,8 @@ class Collector:
         self._pulses[pulse_id] = ours
         for video_id in ours:
             self._set_pulse(video_id, True, now)
+        if ours:
+            log.info("pulse: polling its videos every tick", pulse_id=pulse_id, videos=sorted(ours))
 
     def pulse_ended(self, pulse_id: str) -> None:
         now = self._ticks(self.clock().timestamp())
@@ -204,6 +207,7 @@ class Collector:
                         videos=report.polled,
                         pushed=report.pushed,
                         rejected=report.rejected,
+                        views=report.views,
                     )
             except (grpc.aio.AioRpcError, OSError) as error:  # ingest or the database away
                 log.warning("tick failed", error=repr(error))
@@ -307,6 +311,8 @@ class Collector:
             self._last[s.id] = (*self._last.get(s.id, ())[-2:], sample)
             checkpoints.append((s.id, self._last[s.id]))
             state.scheduler.observe(s.id, self._in_ticks(sample))
+            if len(report.views) < 5:
+                report.views[s.id] = s.view_count
         await self.repository.save_samples(checkpoints)
 
     def _already_sent(self, stats: VideoStats) -> bool:

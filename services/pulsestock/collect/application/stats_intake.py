@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 import grpc
 from pulsestock.clock import Clock, utc_now
 from pulsestock.collect.adapters.ingest_client import PushReport, stamp
 from pulsestock.collect.domain.file_source import LiveSample, ParseResult, RowError, VideoSample
+from pulsestock.collect.domain.videos import Registration
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1 import ingest_pb2
 from pulsestock.v1.common_pb2 import Channel
@@ -53,15 +53,6 @@ class IngestApi(Protocol):
 
 class Mappings(Protocol):
     async def mappings(self, video_ids: Sequence[str] | None = None) -> dict[str, list[str]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """What ingest was last told about a video."""
-
-    skus: tuple[str, ...]
-    creator_id: str
-    published_at: datetime
 
 
 class Registrations(Protocol):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from pulsestock.errors import Validator
 from pulsestock.ids import ID_RULE, valid_id
@@ -23,3 +25,12 @@ def check_skus(v: Validator, skus: Sequence[str], field: str, *, required: bool)
     v.check(len(skus) <= MAX_SKUS_PER_VIDEO, field, f"at most {MAX_SKUS_PER_VIDEO} SKUs")
     for index, sku in enumerate(skus):
         v.check(valid_id(sku), f"{field}[{index}]", f"malformed SKU: {ID_RULE}")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What ingest was last told about a video known from stats files or posts."""
+
+    skus: tuple[str, ...]
+    creator_id: str
+    published_at: datetime
