@@ -6,11 +6,13 @@ created (or updated in place) explicitly here and bound to by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+from pulsestock.config import ConfigError, Env
 
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 DEFAULT_DUPLICATE_WINDOW_S = 120.0
@@ -72,13 +74,32 @@ class ConsumerSpec:
         )
 
 
+def stream_replicas(environ: Mapping[str, str] | None = None) -> int | None:
+    """NATS_STREAM_REPLICAS (1-5): every stream's replica count on a clustered JetStream (3 in
+    production); unset: each spec's own (1, one server)."""
+    value = Env(environ).raw("NATS_STREAM_REPLICAS")
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise ConfigError(f"NATS_STREAM_REPLICAS must be a whole number 1-5, not {value!r}")
+    return int(value)
+
+
+def provisioned(spec: StreamSpec, environ: Mapping[str, str] | None = None) -> StreamSpec:
+    """The spec as it is provisioned here: with NATS_STREAM_REPLICAS applied."""
+    replicas = stream_replicas(environ)
+    return spec if replicas is None else replace(spec, replicas=replicas)
+
+
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    """Create the stream, or update it in place (a changed replica count scales it)."""
+    config = provisioned(spec).config()
     try:
         await js.stream_info(spec.name)
     except NotFoundError:
-        await js.add_stream(spec.config())
+        await js.add_stream(config)
         return
-    await js.update_stream(spec.config())
+    await js.update_stream(config)
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
