@@ -34,15 +34,27 @@ def resources(objects: list[Obj]) -> list[str]:
     return found
 
 
+def ours(container: Obj) -> bool:
+    """A pulsestock container (our image), not an engine's (NATS, PostgreSQL)."""
+    image = str(container.get("image", ""))
+    return image == "pulsestock" or image.split("@")[0].split(":")[0].endswith("/pulsestock")
+
+
 def grpc_probes(objects: list[Obj]) -> list[str]:
-    """Every main container names its gRPC port `grpc`, and its readiness and liveness probes
-    are gRPC health checks on that port."""
+    """Every main container of ours names its gRPC port `grpc`, and its readiness and liveness
+    probes are gRPC health checks on that port; an engine's container has both probes, of
+    whatever kind it serves."""
     found = []
     for obj in objects:
         for container, init in containers(obj):
             if init:
                 continue
             where = f"{ident(obj)} container {container['name']}"
+            if not ours(container):
+                for probe in ("readinessProbe", "livenessProbe"):
+                    if probe not in container:
+                        found.append(f"{where}: no {probe}")
+                continue
             ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
             if "grpc" not in ports:
                 found.append(f"{where}: no port named grpc")
