@@ -5,6 +5,10 @@ drops them as duplicates (`Nats-Msg-Id` = event id) within its window, and consu
 idempotent anyway. A crash before publishing loses nothing: the rows are still there.
 Only one relay per schema publishes at a time (a session advisory lock; a standby takes
 over when the holder's connection dies), which keeps per-subject order.
+
+Each row's headers were written with the trace context of what appended it; when spans are
+recorded, the relay publishes each row as an "outbox publish" span continuing that trace, and
+the message carries the publish span's `traceparent` (otherwise the stored one, unchanged).
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ from typing import Any
 import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
+from opentelemetry import trace
 from pulsestock.bus.codec import parse_header_block
-from pulsestock.bus.publisher import BatchPublisher
+from pulsestock.bus.publisher import BatchPublisher, Outgoing
 from pulsestock.eventstore.store import CONNECTION_LOST, Wakeup, notify_channel
-from pulsestock.telemetry import get_logger
+from pulsestock.telemetry import (
+    extract_trace_context,
+    get_logger,
+    inject_trace_headers,
+    tracing_enabled,
+)
 
 log = get_logger(__name__)
 
@@ -66,10 +76,23 @@ class OutboxRelay:
     async def publish(self, rows: list[Any]) -> None:
         """Publish pipelined; every ack must arrive before the rows go (an error leaves them
         for the next attempt)."""
-        await self._publisher.publish(
-            [(row["subject"], row["data"], parse_header_block(row["headers"])) for row in rows],
-            self.publish_timeout_s,
-        )
+        messages = [
+            (row["subject"], row["data"], parse_header_block(row["headers"])) for row in rows
+        ]
+        if not tracing_enabled():
+            await self._publisher.publish(messages, self.publish_timeout_s)
+            return
+        spans = _publish_spans(messages)
+        try:
+            await self._publisher.publish(messages, self.publish_timeout_s)
+        except BaseException as error:
+            for span in spans:
+                span.record_exception(error)
+                span.set_status(trace.StatusCode.ERROR, repr(error))
+            raise
+        finally:
+            for span in spans:
+                span.end()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop`; a lost database connection (and with it the relay lock) is
@@ -111,6 +134,28 @@ class OutboxRelay:
                 except (TimeoutError, asyncpg.PostgresError, nats.errors.Error) as error:
                     log.warning("outbox relay batch failed, retrying", error=repr(error))
                 await wakeup.wait(self.poll_interval)
+
+
+def _publish_spans(messages: list[Outgoing]) -> list[trace.Span]:
+    """A producer span per message, continuing the trace its stored headers carry; the
+    message's headers then carry the span's own context (the consumer's parent)."""
+    tracer = trace.get_tracer("pulsestock")
+    spans = []
+    for subject, _, headers in messages:
+        span = tracer.start_span(
+            "outbox publish",
+            context=extract_trace_context(headers),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": subject,
+                "messaging.message.id": headers.get("ce-id", ""),
+            },
+        )
+        inject_trace_headers(headers, trace.set_span_in_context(span))
+        spans.append(span)
+    return spans
 
 
 async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:

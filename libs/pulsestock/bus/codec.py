@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
+from opentelemetry.context import Context
 from pulsestock.messages import decode_event
 from pulsestock.telemetry import inject_trace_headers
 
@@ -33,8 +34,16 @@ def subject_for(service: str, event_type: str, partition_key: str, partitions: i
 
 
 def cloudevent_headers(
-    *, event_id: str, event_type: str, source: str, subject: str, time: datetime | None = None
+    *,
+    event_id: str,
+    event_type: str,
+    source: str,
+    subject: str,
+    time: datetime | None = None,
+    context: Context | None = None,
 ) -> dict[str, str]:
+    """The headers of an outgoing event; `traceparent` is the current span's, or the one in
+    `context` (the trace the event continues, when it is not the current one)."""
     headers = {
         "Nats-Msg-Id": event_id,
         "ce-specversion": SPEC_VERSION,
@@ -45,7 +54,7 @@ def cloudevent_headers(
         "ce-time": (time or datetime.now(UTC)).isoformat(),
         "content-type": "application/protobuf",
     }
-    return inject_trace_headers(headers)
+    return inject_trace_headers(headers, context)
 
 
 def header_block(headers: dict[str, str]) -> str:
@@ -59,7 +68,9 @@ def parse_header_block(block: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Envelope:
-    """A received event: CloudEvents attributes plus the raw protobuf payload."""
+    """A received event: CloudEvents attributes plus the raw protobuf payload, and the trace
+    context its handling runs in (set by the consumer when there is a trace to continue; a
+    batch handler that hands each envelope's work to another task passes it on)."""
 
     event_id: str
     type: str
@@ -68,6 +79,7 @@ class Envelope:
     time: str
     data: bytes
     headers: dict[str, str]
+    trace_context: Context | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_headers(cls, headers: dict[str, str] | None, data: bytes) -> Envelope:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -15,7 +16,7 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 from pulsestock.bus.codec import Envelope
 from pulsestock.bus.provision import ConsumerSpec, dead_letter_subject
-from pulsestock.telemetry import continue_trace, get_logger
+from pulsestock.telemetry import begin_trace, continue_trace, get_logger
 
 Handler = Callable[[Envelope], Awaitable[None]]
 log = get_logger(__name__)
@@ -30,7 +31,9 @@ def backoff_delay(delivery: int, base_s: float = 0.5, cap_s: float = 30.0) -> fl
 
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[list[Exception | None]]]
-"""Handles a fetched batch at once; returns, per envelope, None (done) or what went wrong."""
+"""Handles a fetched batch at once; returns, per envelope, None (done) or what went wrong.
+Each envelope's `trace_context` is its own message's consumer span: work handed on for one
+envelope should be handed on in it (see `telemetry.use_context`)."""
 
 
 class DurableConsumer:
@@ -129,20 +132,34 @@ class DurableConsumer:
 
     async def process_batch(self, messages: list[Msg]) -> None:
         assert self.batch_handler is not None
-        parsed: list[tuple[Msg, Envelope]] = []
+        parsed: list[tuple[Msg, Envelope, trace.Span | None]] = []
+        name = f"{self.spec.durable} process"
         for message in messages:
             try:
-                parsed.append((message, Envelope.from_headers(message.headers, message.data)))
+                envelope = Envelope.from_headers(message.headers, message.data)
             except ValueError as error:
                 await self._dead_letter(message, f"malformed: {error}")
+                continue
+            # A span per message, as `process` has, open until the message is settled.
+            span, context = begin_trace(name, envelope.headers, trace.SpanKind.CONSUMER)
+            if context is not None:
+                envelope = dataclasses.replace(envelope, trace_context=context)
+            parsed.append((message, envelope, span))
         if not parsed:
             return
         try:
-            results = await self.batch_handler([envelope for _, envelope in parsed])
+            results = await self.batch_handler([envelope for _, envelope, _ in parsed])
         except Exception as error:  # the whole batch failed: each message retries
             results = [error] * len(parsed)
-        for (message, envelope), result in zip(parsed, results, strict=True):
-            await self._settle(message, envelope, result)
+        for (message, envelope, span), result in zip(parsed, results, strict=True):
+            if span is None:
+                await self._settle(message, envelope, result)
+                continue
+            with trace.use_span(span, end_on_exit=True):
+                if result is not None:
+                    span.record_exception(result)
+                    span.set_status(trace.StatusCode.ERROR, repr(result))
+                await self._settle(message, envelope, result)
 
     async def _settle(self, message: Msg, envelope: Envelope, error: Exception | None) -> None:
         """Ack a success; dead-letter a permanent failure or the last allowed delivery;

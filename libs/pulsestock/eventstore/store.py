@@ -14,13 +14,18 @@ import asyncio
 import dataclasses
 import gc
 import json
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.context import Context
 from pulsestock.bus.codec import cloudevent_headers, header_block
 from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, WrongExpectedVersion
+from pulsestock.telemetry import tracing_enabled
 
 # Errors that mean the connection is gone (not that a statement failed): take a new one.
 CONNECTION_LOST = (
@@ -84,6 +89,23 @@ async def connect_pool(
     )
     assert pool is not None
     return pool
+
+
+_stream_traces: ContextVar[Mapping[str, Context] | None] = ContextVar(
+    "pulsestock_stream_traces", default=None
+)
+
+
+@contextmanager
+def traced_streams(contexts: Mapping[str, Context]) -> Iterator[None]:
+    """Appends made inside give the outbox rows of each stream listed the trace context
+    listed for it, instead of the current one: a batch writer that appends many callers'
+    decisions in one statement says whose trace each stream's messages continue."""
+    token = _stream_traces.set(contexts)
+    try:
+        yield
+    finally:
+        _stream_traces.reset(token)
 
 
 def notify_channel(schema: str, what: str) -> str:
@@ -174,13 +196,31 @@ class EventStore:
         self, appends: Sequence[StreamAppend], *, conn: asyncpg.Connection | None = None
     ) -> list[int]:
         """Append to several streams atomically: all succeed or none (one transaction)."""
+        if not tracing_enabled():
+            return await self._append_many(appends, conn)
+        with trace.get_tracer("pulsestock").start_as_current_span(
+            "eventstore append",
+            attributes={
+                "db.system.name": "postgresql",
+                "db.namespace": self.schema,
+                "pulsestock.streams": len(appends),
+                "pulsestock.events": sum(len(a.events) for a in appends),
+            },
+        ):
+            return await self._append_many(appends, conn)
+
+    async def _append_many(
+        self, appends: Sequence[StreamAppend], conn: asyncpg.Connection | None
+    ) -> list[int]:
         stream_ids = [a.stream_id for a in appends]
         if len(set(stream_ids)) != len(stream_ids):
             raise ValueError("append_many got the same stream twice")
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
         outbox: tuple[list[Any], ...] = ([], [], [], [], [])
         route = self._outbox_route
+        traces = _stream_traces.get()
         for append in appends:
+            trace_context = traces.get(append.stream_id) if traces else None
             for offset, event in enumerate(append.events, start=1):
                 for column, value in zip(
                     columns,
@@ -197,7 +237,7 @@ class EventStore:
                     column.append(value)
                 subject = route(append.stream_id, event) if route else None
                 if subject is not None:
-                    self._add_to_outbox(outbox, append.stream_id, event, subject)
+                    self._add_to_outbox(outbox, append.stream_id, event, subject, trace_context)
         try:
             await (conn or self.pool).execute(
                 "SELECT append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -211,13 +251,21 @@ class EventStore:
         return [a.expected_version + len(a.events) for a in appends]
 
     def _add_to_outbox(
-        self, outbox: tuple[list[Any], ...], stream_id: str, event: NewEvent, subject: str
+        self,
+        outbox: tuple[list[Any], ...],
+        stream_id: str,
+        event: NewEvent,
+        subject: str,
+        trace_context: Context | None = None,
     ) -> None:
+        """Queue an event; its `traceparent` is the current span's unless `trace_context`
+        names the trace it continues."""
         headers = cloudevent_headers(
             event_id=str(event.event_id),
             event_type=event.type,
             source=self.source,
             subject=stream_id,
+            context=trace_context,
         )
         for column, value in zip(
             outbox,
@@ -237,6 +285,24 @@ class EventStore:
         so it joins the caller's transaction (or is its own) without a savepoint."""
         if not messages:
             return
+        if not tracing_enabled():
+            await self._enqueue_messages(messages, conn)
+            return
+        with trace.get_tracer("pulsestock").start_as_current_span(
+            "outbox enqueue",
+            attributes={
+                "db.system.name": "postgresql",
+                "db.namespace": self.schema,
+                "pulsestock.events": len(messages),
+            },
+        ):
+            await self._enqueue_messages(messages, conn)
+
+    async def _enqueue_messages(
+        self,
+        messages: Sequence[tuple[str, NewEvent, str]],
+        conn: asyncpg.Connection | None,
+    ) -> None:
         outbox: tuple[list[Any], ...] = ([], [], [], [], [])
         for subject, event, ce_subject in messages:
             self._add_to_outbox(outbox, ce_subject, event, subject)

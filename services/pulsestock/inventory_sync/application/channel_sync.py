@@ -6,6 +6,9 @@ sends what differs from what the channel last confirmed, within the channel's ra
 retrying 429/5xx/timeouts with exponential backoff and full jitter (or the channel's
 Retry-After), and dead-letters a SKU after repeated failure. A reconciler per channel reads
 quantities back and marks drift (edits made outside pulsestock) for the pusher to correct.
+
+A push is a "channel set_quantity" client span in the trace of the newest change it sends
+(kept in memory from intake to push: after a restart a push starts a trace of its own).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from datetime import datetime, timedelta
 
 import asyncpg
 from nats.aio.client import Client as NATS
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from pulsestock.bus import (
     ConsumerSpec,
     Envelope,
@@ -28,7 +33,7 @@ from pulsestock.bus import (
 )
 from pulsestock.clock import Clock
 from pulsestock.inventory_sync.adapters.channels.base import ChannelClient, ChannelError
-from pulsestock.telemetry import get_logger
+from pulsestock.telemetry import get_logger, tracing_enabled
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
@@ -37,6 +42,8 @@ meter = metrics.get_meter(__name__)
 pushes = meter.create_counter("channel_sync.pushes", description="quantity updates sent")
 failures = meter.create_counter("channel_sync.failures", description="failed channel calls")
 drift = meter.create_counter("channel_sync.drift", description="drift found by reconciliation")
+
+MAX_REMEMBERED_CAUSES = 50_000  # (channel, SKU)s whose change waits for a push, traced
 
 QUANTITY_CHANGES = ConsumerSpec(
     stream=service_stream("inventory-sync").name,
@@ -79,6 +86,8 @@ class ChannelSync:
         self.policy = policy
         self._wake = {channel: asyncio.Event() for channel in clients}
         self._paused_until: dict[int, datetime] = {}
+        # (channel, SKU) -> (sequence, span) of the newest change taken in, when traced.
+        self._causes: dict[tuple[int, str], tuple[int, SpanContext]] = {}
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -105,7 +114,27 @@ class ChannelSync:
             message.quantity,
             message.sequence,
         )
+        self._remember_cause(message.channel, message.sku, message.sequence)
         self._wake[message.channel].set()
+
+    def _remember_cause(self, channel: int, sku: str, sequence: int) -> None:
+        """The trace of the newest change of (channel, SKU), for the push that sends it."""
+        if not tracing_enabled():
+            return
+        span = trace.get_current_span().get_span_context()
+        if not span.is_valid:
+            return
+        known = self._causes.get((channel, sku))
+        if known is None or known[0] < sequence:
+            if known is None and len(self._causes) >= MAX_REMEMBERED_CAUSES:
+                del self._causes[next(iter(self._causes))]  # the oldest: its push goes untraced
+            self._causes[(channel, sku)] = (sequence, span)
+
+    def _settled_cause(self, channel: int, item: _Due) -> None:
+        """The change `item` sent is done with (confirmed or dead-lettered)."""
+        known = self._causes.get((channel, item.sku))
+        if known is not None and known[0] <= item.position:
+            del self._causes[(channel, item.sku)]
 
     # --- pushing --------------------------------------------------------------------------
 
@@ -144,10 +173,11 @@ class ChannelSync:
     async def _push(self, channel: int, item: _Due) -> None:
         client = self.clients[channel]
         try:
-            await client.set_quantity(item.sku, item.desired)
+            await self._set_quantity(client, channel, item)
         except ChannelError as error:
             await self._failed(channel, item, error)
             return
+        self._settled_cause(channel, item)
         pushes.add(1, {"channel": _name(channel)})
         await self.pool.execute(
             "UPDATE channel_sync_state SET last_sent_quantity = $3, last_confirmed_quantity = $3,"
@@ -158,6 +188,28 @@ class ChannelSync:
             item.desired,
             self.clock(),
         )
+
+    async def _set_quantity(self, client: ChannelClient, channel: int, item: _Due) -> None:
+        """The channel call, as a client span in the trace of the change it sends."""
+        if not tracing_enabled():
+            await client.set_quantity(item.sku, item.desired)
+            return
+        known = self._causes.get((channel, item.sku))
+        parent = (
+            Context() if known is None else trace.set_span_in_context(NonRecordingSpan(known[1]))
+        )
+        with trace.get_tracer("pulsestock").start_as_current_span(
+            "channel set_quantity",
+            context=parent,
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "pulsestock.channel": _name(channel),
+                "pulsestock.sku": item.sku,
+                "pulsestock.quantity": item.desired,
+                "pulsestock.attempt": item.failures + 1,
+            },
+        ):
+            await client.set_quantity(item.sku, item.desired)
 
     async def _failed(self, channel: int, item: _Due, error: ChannelError) -> None:
         failures.add(1, {"channel": _name(channel), "retryable": str(error.retryable)})
@@ -173,6 +225,7 @@ class ChannelSync:
                 attempt,
                 str(error)[:500],
             )
+            self._settled_cause(channel, item)
             await self._dead_letter(channel, item, error, attempt)
             return
         backoff = random.uniform(

@@ -5,6 +5,11 @@ Every command's answer waits for its batch's commit. If the commit fails, every 
 the batch fails (callers retry; commands are idempotent). If another writer appended to one
 of the streams meanwhile (optimistic concurrency, the safety net), the batch's SKUs are
 reloaded from the log and the batch is decided again.
+
+The writer's task is nobody's caller, so each command carries its submitter's trace context:
+its decision is a "ledger decide" span in that trace, the batch's append a "ledger commit"
+span linked to every command's, and a SKU's published events (channel quantities, ...)
+continue the trace of the last command in the batch that changed the SKU.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from google.protobuf.message import Message
+from opentelemetry import trace
+from opentelemetry.context import Context
 from pulsestock.clock import Clock
 from pulsestock.errors import DomainError, Unavailable
 from pulsestock.eventstore import NewEvent, StreamAppend, WrongExpectedVersion
+from pulsestock.eventstore.store import traced_streams
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository
 from pulsestock.inventory_sync.domain.commands import (
     Applied,
@@ -32,7 +40,7 @@ from pulsestock.inventory_sync.domain.commands import (
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
 from pulsestock.inventory_sync.domain.placement import NO_SITES, Sites
 from pulsestock.inventory_sync.domain.sku import ledger_stream
-from pulsestock.telemetry import get_logger
+from pulsestock.telemetry import batch_span, capture_context, get_logger, tracing_enabled
 
 log = get_logger(__name__)
 MAX_CONFLICT_RETRIES = 3
@@ -42,6 +50,7 @@ MAX_CONFLICT_RETRIES = 3
 class _Pending:
     command: Command
     future: asyncio.Future[Outcome]
+    trace: Context  # the submitter's, captured when it was queued
 
 
 class LedgerWriter:
@@ -76,7 +85,7 @@ class LedgerWriter:
                     Unavailable(f"SKU {sku} belongs to a partition another replica owns; retry")
                 )
                 return future
-        self._queue.put_nowait(_Pending(command, future))
+        self._queue.put_nowait(_Pending(command, future, capture_context()))
         return future
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -134,17 +143,27 @@ class LedgerWriter:
         base_versions = {sku: ledgers[sku].version for sku in skus}
         new_events: dict[str, list[Message]] = defaultdict(list)
         outcomes: list[Outcome | Exception] = []
+        causes: dict[str, Context] = {}  # SKU -> the trace its published events continue
         sites = self.sites()
+        tracing = tracing_enabled()
         for item in batch:
+            span = _decision_span(item) if tracing else None
+            cause = item.trace if span is None else trace.set_span_in_context(span)
             try:
                 events_by_sku, outcome = decide(item.command, ledgers, now, self.hold, sites)
             except DomainError as error:
+                if span is not None:
+                    span.set_attribute("pulsestock.refused", str(error))
                 outcomes.append(error)
                 continue
+            finally:
+                if span is not None:
+                    span.end()
             for sku, events in events_by_sku.items():
                 for event in events:
                     ledgers[sku].apply(event)
                 new_events[sku].extend(events)
+                causes[sku] = cause
             outcomes.append(outcome)
         for sku, events in new_events.items():
             # Stock that came free goes to the oldest backorders it covers before any
@@ -160,7 +179,15 @@ class LedgerWriter:
             if events
         ]
         if appends:
-            await self.repository.commit(appends)
+            with (
+                batch_span(
+                    "ledger commit",
+                    [item.trace for item in batch],
+                    {"pulsestock.batch.size": len(batch), "pulsestock.streams": len(appends)},
+                ),
+                traced_streams({ledger_stream(sku): causes[sku] for sku in new_events}),
+            ):
+                await self.repository.commit(appends)
         for item, result in zip(batch, outcomes, strict=True):
             # The versions the streams have after this batch: a query can wait for them.
             if isinstance(result, Applied):
@@ -172,3 +199,15 @@ class LedgerWriter:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+
+
+def _decision_span(item: _Pending) -> trace.Span:
+    """The decision on one command, in the trace of whoever submitted it."""
+    return trace.get_tracer("pulsestock").start_span(
+        "ledger decide",
+        context=item.trace,
+        attributes={
+            "pulsestock.command": type(item.command).__name__,
+            "pulsestock.skus": list(skus_of(item.command)),
+        },
+    )

@@ -17,6 +17,7 @@ from pulsestock.inventory_sync.domain.commands import (
     StartPulse,
 )
 from pulsestock.inventory_sync.domain.ledger import LineTarget, OrderPolicy
+from pulsestock.telemetry import use_context
 from pulsestock.v1 import ingest_events_pb2, signal_events_pb2
 from pulsestock.v1.common_pb2 import Channel
 
@@ -53,18 +54,19 @@ class OrderEvents:
 
     async def handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
         """Every order of a fetched batch into the writer at once: one group commit, and no
-        task per message."""
+        task per message. Each is queued in its own message's trace."""
         pending: list[asyncio.Future[object]] = []
         for envelope in envelopes:
             future: asyncio.Future[object]
             try:
-                message = envelope.decode()
-                if isinstance(message, ingest_events_pb2.OrderPlaced):
-                    future = self.writer.enqueue(self._reserve(message))  # type: ignore[assignment]
-                elif isinstance(message, ingest_events_pb2.OrderChanged):
-                    future = self.writer.enqueue(self._settle(message))  # type: ignore[assignment]
-                else:
-                    future = asyncio.ensure_future(self.handle(envelope))
+                with use_context(envelope.trace_context):
+                    message = envelope.decode()
+                    if isinstance(message, ingest_events_pb2.OrderPlaced):
+                        future = self.writer.enqueue(self._reserve(message))  # type: ignore[assignment]
+                    elif isinstance(message, ingest_events_pb2.OrderChanged):
+                        future = self.writer.enqueue(self._settle(message))  # type: ignore[assignment]
+                    else:
+                        future = asyncio.ensure_future(self.handle(envelope))
             except Exception as error:
                 future = asyncio.get_running_loop().create_future()
                 future.set_exception(error)
