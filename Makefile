@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTOS := $(wildcard protos/pulsestock/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run demo test bench protos protos-check lint migrate deploy-check
+.PHONY: help setup run demo test soak bench protos protos-check lint migrate deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ demo: setup ## on a running `make run`: a pulse into ingest through to received 
 
 test: setup ## run the test suite against embedded (or DATABASE_URL/NATS_URL) servers
 	$(BIN)/pytest -q
+
+soak: setup ## the whole stack under steady mixed load for SOAK_SECONDS (600); not in CI
+	$(BIN)/python -m tests.soak
 
 bench: setup ## run the benchmarks under tests/bench, one JSON object per line
 	$(BIN)/python -m tests.bench

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
+import asyncpg
 import grpc
 from pulsestock.collect.adapters.display_api import (
     DisplayApiError,
@@ -191,15 +192,20 @@ class Collector:
     # --- the loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        """Tick every `tick_seconds`; after a failed tick (ingest or the database away) try
+        again sooner, 1 s then doubling up to a tick, so a collector started before ingest
+        does not wait a whole tick to begin."""
         await self.load()
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
+        failures = 0
         while not stop.is_set():
             if reload is not None and reload.is_set():
                 reload.clear()
                 await self.load()
             try:
                 report = await self.tick()
+                failures = 0
                 if report.calls:
                     log.info(
                         "collected",
@@ -209,12 +215,22 @@ class Collector:
                         rejected=report.rejected,
                         views=report.views,
                     )
-            except (grpc.aio.AioRpcError, OSError) as error:  # ingest or the database away
-                log.warning("tick failed", error=repr(error))
-            next_tick += self.settings.tick_seconds
-            delay = max(0.0, next_tick - loop.time())
-            if delay == 0.0:
-                next_tick = loop.time()  # behind: start again from now, do not burst
+            except (
+                grpc.aio.AioRpcError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+            ) as error:
+                failures += 1
+                log.warning("tick failed", error=_describe(error))
+            if failures:
+                delay = min(self.settings.tick_seconds, 2.0 ** (failures - 1))
+                next_tick = loop.time() + delay
+            else:
+                next_tick += self.settings.tick_seconds
+                delay = max(0.0, next_tick - loop.time())
+                if delay == 0.0:
+                    next_tick = loop.time()  # behind: start again from now, do not burst
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -318,3 +334,10 @@ class Collector:
     def _already_sent(self, stats: VideoStats) -> bool:
         last = self._last.get(stats.id, ())
         return bool(last) and stats.observed_at <= last[-1].at
+
+
+def _describe(error: BaseException) -> str:
+    """One line: a gRPC error's code and details (its repr carries a debug dump)."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return repr(error)
