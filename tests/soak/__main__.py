@@ -6,8 +6,9 @@ every service), stocks 20 SKUs, then for SOAK_SECONDS (600) drives, open loop at
 video samples (a message of 20 a second, one per video, each a client stream; one batch in
 flight at a time so each video's samples stay in order), orders through ingest's `RecordOrder`
 (5 a second), signed Shopify `orders/create` webhooks (2 a second) and `GetStock` reads (5 a
-second). Every minute it records each kind's completed calls and errors, and every 10 s the
-resident memory of each service process (/proc/<pid>/status VmRSS).
+second), and counts the error lines the services log meanwhile. Every minute it records each
+kind's completed calls and errors, and every 10 s the resident memory of each service process
+(/proc/<pid>/status VmRSS).
 
 Verdict (exit 1 otherwise): zero errors; every full minute after warm-up (SOAK_WARMUP_SECONDS,
 60) completes at least 95 % of its target calls of each kind; each service's resident memory
@@ -197,7 +198,7 @@ async def drive(env: dict[str, str], supervisor: int, seconds: float, warmup: fl
                 inventory_sync_pb2.ReceiveRequest(
                     sku=sku,
                     warehouse_id="WH-SOAK",
-                    quantity=100_000,
+                    quantity=5_000,
                     source="soak",
                     command_id=f"soak-{run}-{sku}",
                 ),
@@ -325,12 +326,16 @@ def main() -> int:
     env.update({f"{env_prefix(name)}_GRPC_PORT": str(port) for name, port in ports.items()})
     env.update({"INGEST_HTTP_PORT": str(free_port()), "COLLECT_HTTP_PORT": str(free_port())})
     env["LOG_LEVEL"] = "warning"
-    with TemporaryDirectory(prefix="pulsestock-soak-") as data_dir:
+    with (
+        TemporaryDirectory(prefix="pulsestock-soak-") as data_dir,
+        open(Path(data_dir).with_suffix(".log"), "w+b") as log_file,
+    ):
         supervisor = subprocess.Popen(
             [PULSESTOCK, "dev", "up", "--data-dir", data_dir],
             env=env,
             start_new_session=True,
-            stdout=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
 
@@ -343,6 +348,13 @@ def main() -> int:
 
             asyncio.run(up())
             tally = asyncio.run(drive(env, supervisor.pid, seconds, warmup))
+            log_file.flush()
+            log_file.seek(0)
+            # Errors the services logged while under load (not while stopping).
+            logged = [
+                line for line in log_file.read().decode().splitlines() if '"level": "error"' in line
+            ]
+            tally.errors["service_logs"].extend(line[:300] for line in logged)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(supervisor.pid, signal.SIGINT)
