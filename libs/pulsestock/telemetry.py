@@ -20,12 +20,13 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 _configured_service: str | None = None
+_metrics_configured = False
 
 
 def add_trace_ids(
@@ -72,6 +73,7 @@ def configure_telemetry(
     *,
     force: bool = False,
     span_exporter: SpanExporter | None = None,
+    prometheus: bool = False,
 ) -> None:
     """Install the SDK's tracer and meter providers, named after the service, when there is
     somewhere to send what they record (or when forced, e.g. by tests). Without them the API's
@@ -79,14 +81,28 @@ def configure_telemetry(
     and trace context still passes through (a no-op span carries its parent's context).
 
     `span_exporter` (e.g. the SDK's InMemorySpanExporter in a test) receives every span as it
-    ends, beside OTLP when an endpoint is given too."""
-    global _configured_service
+    ends, beside OTLP when an endpoint is given too. `prometheus` installs a meter provider
+    whose metrics `pulsestock.metrics.serve_metrics` serves, whether or not spans are
+    recorded."""
+    global _configured_service, _metrics_configured
+    resource = Resource.create({"service.name": service, "service.namespace": "pulsestock"})
+    if prometheus and not otlp_endpoint and not _metrics_configured:
+        # Metrics only: spans stay unrecorded (their cost) unless traces are exported too.
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        _metrics_configured = True
+        metrics.set_meter_provider(
+            MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()])
+        )
     if _configured_service is not None or not (otlp_endpoint or force or span_exporter):
         return
     _configured_service = service
-    resource = Resource.create({"service.name": service, "service.namespace": "pulsestock"})
     tracer_provider = TracerProvider(resource=resource)
-    readers = []
+    readers: list[MetricReader] = []
+    if prometheus and not _metrics_configured:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader())
     if otlp_endpoint:
         # Imported lazily: the OTLP exporter pulls in a gRPC client only when it is used.
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -99,7 +115,9 @@ def configure_telemetry(
     if span_exporter is not None:
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    if not _metrics_configured:
+        _metrics_configured = True
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
 
 
 def tracing_enabled() -> bool:

@@ -33,6 +33,7 @@ from pulsestock.collect.adapters.ingest_client import PushReport, stamp
 from pulsestock.collect.adapters.postgres import CollectRepository, Creator
 from pulsestock.collect.domain.polling import PollingPolicy, PollScheduler, VideoSample
 from pulsestock.collect.domain.videos import effective_skus
+from pulsestock.metrics import SAMPLES_COLLECTED
 from pulsestock.telemetry import get_logger
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1 import ingest_pb2
@@ -316,6 +317,7 @@ class Collector:
             ]
         )
         report.pushed += pushed.accepted
+        SAMPLES_COLLECTED.add(pushed.accepted, {"source": "display_api"})
         report.rejected += pushed.rejected
         for index, reason in sorted(pushed.rejections.items())[:5]:
             log.warning("ingest rejected a sample", video_id=fresh[index].id, reason=reason)

@@ -34,6 +34,7 @@ from pulsestock.forecast.domain.sku_forecast import (
     SkuInputs,
     forecast_sku,
 )
+from pulsestock.metrics import FORECAST_REFITS
 from pulsestock.telemetry import get_logger
 from pulsestock.v1 import forecast_events_pb2 as fev
 from pulsestock.v1 import ingest_events_pb2 as ingest
@@ -322,6 +323,7 @@ class ForecastEngine:
         if inputs is None:
             return
         forecast = self.forecast(inputs)
+        FORECAST_REFITS.add(1)
         day_mean = forecast.window_mean(0, DAY_STEPS)
         (day_p90,) = forecast.window_quantiles(0, DAY_STEPS, [0.9])
         row = await conn.fetchrow("SELECT * FROM sku_forecasts WHERE sku = $1", sku)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 from nats.aio.client import Client as NATS
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 from pulsestock.bus import (
@@ -33,15 +33,17 @@ from pulsestock.bus import (
 )
 from pulsestock.clock import Clock
 from pulsestock.inventory_sync.adapters.channels.base import ChannelClient, ChannelError
+from pulsestock.metrics import (
+    CHANNEL_CALLS,
+    CHANNEL_DRIFT,
+    CHANNEL_RETRIES,
+    set_channel_backoff,
+)
 from pulsestock.telemetry import get_logger, tracing_enabled
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
 log = get_logger(__name__)
-meter = metrics.get_meter(__name__)
-pushes = meter.create_counter("channel_sync.pushes", description="quantity updates sent")
-failures = meter.create_counter("channel_sync.failures", description="failed channel calls")
-drift = meter.create_counter("channel_sync.drift", description="drift found by reconciliation")
 
 MAX_REMEMBERED_CAUSES = 50_000  # (channel, SKU)s whose change waits for a push, traced
 
@@ -178,7 +180,8 @@ class ChannelSync:
             await self._failed(channel, item, error)
             return
         self._settled_cause(channel, item)
-        pushes.add(1, {"channel": _name(channel)})
+        CHANNEL_CALLS.add(1, {"channel": _name(channel), "outcome": "ok"})
+        set_channel_backoff(_name(channel), 0.0)
         await self.pool.execute(
             "UPDATE channel_sync_state SET last_sent_quantity = $3, last_confirmed_quantity = $3,"
             " last_confirmed_at = $4, consecutive_failures = 0, last_error = '',"
@@ -212,7 +215,9 @@ class ChannelSync:
             await client.set_quantity(item.sku, item.desired)
 
     async def _failed(self, channel: int, item: _Due, error: ChannelError) -> None:
-        failures.add(1, {"channel": _name(channel), "retryable": str(error.retryable)})
+        CHANNEL_CALLS.add(
+            1, {"channel": _name(channel), "outcome": "retry" if error.retryable else "refused"}
+        )
         attempt = item.failures + 1
         now = self.clock()
         if not error.retryable or attempt >= self.policy.max_failures:
@@ -232,6 +237,8 @@ class ChannelSync:
             0, min(self.policy.max_backoff_s, self.policy.base_backoff_s * 2**attempt)
         )
         delay = max(backoff, error.retry_after or 0.0)
+        CHANNEL_RETRIES.add(1, {"channel": _name(channel)})
+        set_channel_backoff(_name(channel), delay)
         if error.retry_after:
             # A rate limit is the channel's, not the SKU's: pause the whole channel.
             self._paused_until[channel] = now + timedelta(seconds=error.retry_after)
@@ -321,7 +328,7 @@ class ChannelSync:
                 continue
             if observed != row["last_confirmed_quantity"]:
                 drifted += 1
-                drift.add(1, {"channel": _name(channel)})
+                CHANNEL_DRIFT.add(1, {"channel": _name(channel)})
                 log.warning(
                     "channel drifted from the ledger",
                     channel=_name(channel),

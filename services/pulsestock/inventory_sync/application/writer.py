@@ -40,6 +40,7 @@ from pulsestock.inventory_sync.domain.commands import (
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
 from pulsestock.inventory_sync.domain.placement import NO_SITES, Sites
 from pulsestock.inventory_sync.domain.sku import ledger_stream
+from pulsestock.metrics import RESERVATIONS
 from pulsestock.telemetry import batch_span, capture_context, get_logger, tracing_enabled
 
 log = get_logger(__name__)
@@ -195,6 +196,7 @@ class LedgerWriter:
             elif isinstance(result, ReserveOutcome):
                 versions = tuple((sku, ledgers[sku].version) for sku in skus_of(item.command))
                 result = replace(result, stream_versions=versions)
+                RESERVATIONS.add(1, {"outcome": "reserved" if result.reserved else "oversold"})
             if isinstance(result, Exception):
                 item.future.set_exception(result)
             else:

@@ -20,6 +20,7 @@ from pulsestock.bus import Envelope
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.eventstore.store import CONNECTION_LOST
+from pulsestock.metrics import PULSES_DETECTED
 from pulsestock.signal.application.sample_window import SampleWindow
 from pulsestock.signal.domain.detector import DetectorConfig, PulseDetector
 from pulsestock.signal.domain.metrics import (
@@ -426,6 +427,7 @@ class SignalEngine:
             )
             _stamp(detected, "detected_at", at)
             outgoing.append(self._out(detected, state.sku, ("detected", pulse_id)))
+            PULSES_DETECTED.add(1)
             changed = True
         elif state.pulse is not None and advance(state.pulse, state.heat, at):
             ended = ev.PulseEnded(pulse_id=state.pulse.pulse_id, sku=state.sku)
