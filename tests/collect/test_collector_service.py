@@ -60,8 +60,15 @@ def collector_env(
     }
 
 
-def seed_creator(fake: FakeTikTokDisplay, path: Path, open_id: str) -> Path:
-    fake.add_creator(open_id)
+def seed_creator(
+    fake: FakeTikTokDisplay, path: Path, open_id: str, followers: int | None = None
+) -> Path:
+    """A creator's grant as a mounted file; `followers` grants the stats scope too."""
+    if followers is None:
+        fake.add_creator(open_id)
+    else:
+        fake.add_creator(open_id, scopes=("user.info.basic", "user.info.stats", "video.list"))
+        fake.creators[open_id].follower_count = followers
     path.write_text(
         json.dumps(
             [
@@ -94,7 +101,7 @@ async def ingest_samples(database_url: str, schema: str, video_id: str) -> list[
 async def test_a_video_taking_off_becomes_a_pulse_with_nobody_calling_ingest(
     infra: Infra, nats_url: str, display: FakeTikTokDisplay, tmp_path: Path
 ) -> None:
-    seed = seed_creator(display, tmp_path / "creators.json", "creator-pulse")
+    seed = seed_creator(display, tmp_path / "creators.json", "creator-pulse", followers=250_000)
     now = time.time()
     cold = display.add_video(
         "creator-pulse", posted_at=now - 5, script=ViewScript(now, base_per_minute=30_000)
@@ -136,6 +143,15 @@ async def test_a_video_taking_off_becomes_a_pulse_with_nobody_calling_ingest(
             assert first.detected_at.ToDatetime(tzinfo=UTC).timestamp() >= now + 5.0 - TICK_S
             samples = await ingest_samples(infra.database_url, schemas["ingest"], viral.id)
             assert len(samples) >= 10
+            conn = await asyncpg.connect(infra.database_url)
+            try:
+                reach = await conn.fetchval(
+                    f"SELECT creator_followers FROM {schemas['ingest']}.videos WHERE video_id = $1",
+                    viral.id,
+                )
+            finally:
+                await conn.close()
+            assert reach == 250_000  # the creator's reach, from /v2/user/info/
             assert [row["views"] for row in samples] == sorted(row["views"] for row in samples)
 
             listed = await CollectServiceStub(collect.channel).ListVideos(

@@ -360,3 +360,21 @@ async def test_the_control_api_drives_a_creator_over_http(
 
     assert stats.view_count == 42
     assert stats.create_time == video["create_time"]
+
+
+async def test_follower_count_needs_the_stats_scope_and_its_absence_is_not_fatal(
+    fake: FakeTikTokDisplay, session: aiohttp.ClientSession
+) -> None:
+    store = InMemoryTokenStore()
+    client = client_for(fake, session, store)
+    basic = await authorised_creator(fake, client)
+    fake.creators[basic].follower_count = 999
+    # Without user.info.stats: unknown, and the creator stays connected (no refresh, no raise).
+    assert await client.follower_count(basic) is None
+    assert len(await client.list_videos(basic)) == 0
+    reach = fake.add_creator(scopes=("user.info.basic", "user.info.stats", "video.list"))
+    fake.creators[reach].follower_count = 250_000
+    await client.exchange_code(fake.authorization_code(reach), REDIRECT_URI)
+    assert await client.follower_count(reach) == 250_000
+    asked = fake.answered("/v2/user/info/", 200)[-1]
+    assert asked.method == "GET"

@@ -26,6 +26,10 @@ What the documentation says (and this fake does):
 - Errors, https://developers.tiktok.com/doc/tiktok-api-v2-error-handling: `error: {code, message,
   log_id}` with code `ok` on success; `access_token_invalid` 401, `scope_not_authorized` 401,
   `invalid_params` 400, `rate_limit_exceeded` 429, `internal_error` 500.
+- User info, https://developers.tiktok.com/doc/tiktok-api-v2-get-user-info: `GET
+  /v2/user/info/?fields=...`, `Authorization: Bearer <token>`; answer `{data: {user: {...}},
+  error}`; `follower_count` (and the other counts) need scope `user.info.stats`, the rest
+  `user.info.basic`.
 - Rate limits, https://developers.tiktok.com/doc/tiktok-api-v2-rate-limit: 600 requests per
   endpoint over a one-minute sliding window; beyond it HTTP 429 with `rate_limit_exceeded`.
 
@@ -61,6 +65,11 @@ from pulsestock.fakes.base import FakeChannel, RecordedRequest
 TOKEN_PATH = "/v2/oauth/token/"
 LIST_PATH = "/v2/video/list/"
 QUERY_PATH = "/v2/video/query/"
+USER_INFO_PATH = "/v2/user/info/"
+USER_FIELDS = frozenset(
+    {"open_id", "union_id", "avatar_url", "display_name", "bio_description", "follower_count",
+     "following_count", "likes_count", "video_count"}
+)  # fmt: skip
 ACCESS_TTL_S = 86_400
 REFRESH_TTL_S = 365 * 86_400
 MAX_VIDEOS_PER_CALL = 20
@@ -171,6 +180,7 @@ class FakeCreator:
     scopes: frozenset[str]
     videos: dict[str, FakeVideo] = field(default_factory=dict)
     revoked: bool = False
+    follower_count: int = 0
 
 
 @dataclass
@@ -311,6 +321,7 @@ class FakeTikTokDisplay(FakeChannel):
         app.router.add_post(TOKEN_PATH, self.token)
         app.router.add_post(LIST_PATH, self.video_list)
         app.router.add_post(QUERY_PATH, self.video_query)
+        app.router.add_get(USER_INFO_PATH, self.user_info)
         app.router.add_post("/_fake/display/creators", self._control_add_creator)
         app.router.add_post("/_fake/display/videos", self._control_add_video)
         app.router.add_post("/_fake/display/videos/{video_id}/grow", self._control_grow)
@@ -387,7 +398,9 @@ class FakeTikTokDisplay(FakeChannel):
             {"data": data, "error": {"code": "ok", "message": "", "log_id": _log_id()}}
         )
 
-    def _authorise(self, request: web.Request) -> FakeCreator | web.Response:
+    def _authorise(
+        self, request: web.Request, scope: str = "video.list"
+    ) -> FakeCreator | web.Response:
         header = request.headers.get("Authorization", "")
         grant = (
             self._access.get(header.removeprefix("Bearer "))
@@ -401,7 +414,7 @@ class FakeTikTokDisplay(FakeChannel):
                 "The access token is invalid or not found in the request.",
             )
         creator = self.creators[grant.open_id]
-        if "video.list" not in creator.scopes:
+        if scope not in creator.scopes:
             return self._api_error(
                 401,
                 "scope_not_authorized",
@@ -494,6 +507,29 @@ class FakeTikTokDisplay(FakeChannel):
                 videos.append(video.as_object(fields))
         return self._ok({"videos": videos})
 
+    async def user_info(self, request: web.Request) -> web.Response:
+        """`GET /v2/user/info/?fields=...`; follower_count needs scope user.info.stats."""
+        fields = [f for f in request.query.get("fields", "").split(",") if f]
+        if not fields or any(f not in USER_FIELDS for f in fields):
+            return self._api_error(400, "invalid_params", "fields is invalid")
+        stats = {"follower_count", "following_count", "likes_count", "video_count"}
+        scope = "user.info.stats" if stats & set(fields) else "user.info.basic"
+        found = self._authorise(request, scope)
+        if isinstance(found, web.Response):
+            return found
+        everything: dict[str, Any] = {
+            "open_id": found.open_id,
+            "union_id": f"union-{found.open_id}",
+            "avatar_url": f"https://p16.fake.tiktokcdn.com/{found.open_id}.jpeg",
+            "display_name": found.open_id,
+            "bio_description": "",
+            "follower_count": found.follower_count,
+            "following_count": 0,
+            "likes_count": 0,
+            "video_count": len(found.videos),
+        }
+        return self._ok({"user": {name: everything[name] for name in fields}})
+
     # --- control API (for the dev stack, over HTTP) -------------------------------------
 
     async def _control_add_creator(self, request: web.Request) -> web.Response:
@@ -543,7 +579,8 @@ def seed_demo_creator(fake: FakeTikTokDisplay, surge_after_s: float = 720.0) -> 
     `surge_after_s` after now (50x its base rate over 5 minutes, fading with a 1 h half-life).
     Returns what the collector's COLLECT_CREATORS_FILE holds for them."""
     now = time.time()
-    fake.add_creator(DEMO_CREATOR)
+    fake.add_creator(DEMO_CREATOR, scopes=("user.info.basic", "user.info.stats", "video.list"))
+    fake.creators[DEMO_CREATOR].follower_count = 250_000
     run = str(int(now))  # fresh ids each start: the fake forgets its counts when it stops
     fake.add_video(
         DEMO_CREATOR,

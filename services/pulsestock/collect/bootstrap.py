@@ -257,6 +257,9 @@ class _NoDisplayApi:
     async def query_stats(self, open_id: str, video_ids: Sequence[str]) -> list[Any]:
         return []
 
+    async def follower_count(self, open_id: str) -> int | None:
+        return None
+
 
 def build() -> ServiceDefinition:
     service = Collect(CollectSettings.from_env())

@@ -24,6 +24,8 @@ DEFAULT_BASE_URL = "https://open.tiktokapis.com"
 TOKEN_PATH = "/v2/oauth/token/"
 LIST_PATH = "/v2/video/list/"
 QUERY_PATH = "/v2/video/query/"
+USER_INFO_PATH = "/v2/user/info/"
+USER_FIELDS = "open_id,display_name,follower_count"
 MAX_IDS_PER_QUERY = 20  # documented ceiling of /v2/video/query/ and of list's max_count
 LIST_FIELDS = "id,create_time,title,share_url"
 STATS_FIELDS = "id,create_time,view_count,like_count,comment_count,share_count"
@@ -227,6 +229,19 @@ class DisplayApiClient:
             )
         return found
 
+    async def follower_count(self, open_id: str) -> int | None:
+        """The creator's followers (`/v2/user/info/`, scope `user.info.stats`); None when the
+        creator did not grant that scope (their videos are still collected)."""
+        try:
+            data = await self._call(open_id, USER_INFO_PATH, USER_FIELDS, None)
+        except ReauthorisationRequired as refused:
+            if refused.code == "scope_not_authorized":
+                return None
+            raise
+        user = data.get("user")
+        count = user.get("follower_count") if isinstance(user, dict) else None
+        return int(count) if isinstance(count, int) and count >= 0 else None
+
     # --- tokens -----------------------------------------------------------------------------
 
     async def _usable_tokens(self, open_id: str) -> CreatorTokens:
@@ -275,13 +290,15 @@ class DisplayApiClient:
     # --- calls ------------------------------------------------------------------------------
 
     async def _call(
-        self, open_id: str, path: str, fields: str, body: dict[str, Any]
+        self, open_id: str, path: str, fields: str, body: dict[str, Any] | None
     ) -> dict[str, Any]:
+        """POST with a JSON body, or GET when `body` is None."""
         tokens = await self._usable_tokens(open_id)
         refreshed_after_rejection = False
         while True:
             status, answer = await self._send(
                 path,
+                method="GET" if body is None else "POST",
                 params={"fields": fields},
                 json=body,
                 headers={"Authorization": f"Bearer {tokens.access_token}"},
@@ -305,6 +322,7 @@ class DisplayApiClient:
         self,
         path: str,
         *,
+        method: str = "POST",
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
         data: dict[str, str] | None = None,
@@ -317,7 +335,8 @@ class DisplayApiClient:
             retry_after: float | None = None
             self.stats.requests += 1
             try:
-                async with self._session.post(
+                async with self._session.request(
+                    method,
                     self._base_url + path,
                     params=params,
                     json=json,

@@ -46,6 +46,8 @@ class DisplayApi(Protocol):
 
     async def query_stats(self, open_id: str, video_ids: Sequence[str]) -> list[VideoStats]: ...
 
+    async def follower_count(self, open_id: str) -> int | None: ...
+
 
 class IngestApi(Protocol):
     async def register_video(self, request: ingest_pb2.RegisterVideoRequest) -> bool: ...
@@ -66,6 +68,7 @@ class _CreatorState:
     creator: Creator
     scheduler: PollScheduler
     ticks_to_list: int = 0
+    followers: int = 0  # the creator's reach, as ingest's RegisterVideo takes it
 
 
 @dataclass
@@ -258,6 +261,9 @@ class Collector:
     async def discover(self, state: _CreatorState) -> list[str]:
         """Read the creator's video list; returns the videos new to the collector."""
         open_id = state.creator.open_id
+        followers = await self.api.follower_count(open_id)
+        if followers is not None:
+            state.followers = followers
         listed = await self.api.list_videos(open_id)
         new = [v for v in listed if v.id not in self._owner]
         await self.repository.add_videos(
@@ -284,6 +290,7 @@ class Collector:
                     video_id=video_id,
                     skus=list(skus),
                     creator_id=creator.open_id,
+                    creator_followers=state.followers,
                     published_at=stamp(self._created[video_id]),
                     channel=creator.channel,  # type: ignore[arg-type]
                     seller_id=creator.seller_id,
