@@ -5,7 +5,9 @@ graceful stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import nats
 from nats.aio.client import Client as NATS
 from pulsestock.bus.codec import subject_for
 from pulsestock.bus.provision import DEAD_LETTERS, StreamSpec, ensure_stream, service_stream
-from pulsestock.config import ConfigError, ServiceSettings, redact
+from pulsestock.config import ConfigError, NatsSettings, ServiceSettings, redact
 from pulsestock.eventstore.events import NewEvent
 from pulsestock.eventstore.migrations import Migration, event_store_migrations, load_migrations
 from pulsestock.eventstore.store import EventStore, OutboxRoute, connect_pool
@@ -112,6 +114,59 @@ async def _relay_role(context: ServiceContext, stop: asyncio.Event) -> None:
     await relay.run(stop)
 
 
+class NatsRefused(nats.errors.Error):
+    """NATS turned the connection away for a reason retrying will not fix (credentials,
+    certificates): the service stops at start-up instead of retrying for ever."""
+
+
+def _refusal(error: BaseException) -> str | None:
+    if isinstance(error, nats.errors.AuthorizationError) or (
+        isinstance(error, nats.errors.Error) and "authorization violation" in str(error).lower()
+    ):
+        return "NATS refused the credentials (authorization violation)"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"NATS's TLS certificate was not accepted: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS with NATS failed: {error.reason or error.__class__.__name__}"
+    return None
+
+
+async def connect_nats(settings: ServiceSettings) -> NATS:
+    """Connect with the settings' credentials and TLS. While NATS is unreachable, keep trying
+    (it may be starting too); refused credentials or certificates fail at once, naming the
+    server (without its secrets). Errors are logged in one line, never with a traceback."""
+    nats_settings = settings.nats or NatsSettings(url=settings.nats_url)
+    where = redact(nats_settings.url)
+    nc = NATS()
+
+    async def on_error(error: Exception) -> None:
+        refusal = _refusal(error)
+        if refusal is not None and nc.is_connecting:
+            raise NatsRefused(f"{refusal} at {where}")
+        log.warning("nats error", server=where, error=refusal or _describe(error))
+
+    try:
+        await nc.connect(
+            nats_settings.url,
+            name=settings.service,
+            max_reconnect_attempts=-1,
+            error_cb=on_error,
+            **nats_settings.connect_options(),
+        )
+    except BaseException:
+        # Bounded: closing after a failed TLS handshake can wait for ever on the transport.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2)
+        raise
+    return nc
+
+
+def _describe(error: BaseException) -> str:
+    """One line for a log: the message, else the exception's name (nats-py raises some
+    without a message)."""
+    return str(error) or error.__class__.__name__
+
+
 async def run_service(
     definition: ServiceDefinition,
     settings: ServiceSettings,
@@ -124,11 +179,25 @@ async def run_service(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
-    server = GrpcServer(settings.grpc_host, settings.grpc_port)
-    pool = await connect_pool(
-        settings.database_url, settings.schema, application_name=settings.service
+    server = GrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        tls=settings.server_tls,
+        health_port=settings.health_port,
     )
-    nc = await nats.connect(settings.nats_url, name=settings.service, max_reconnect_attempts=-1)
+    try:
+        pool = await connect_pool(
+            settings.database_url, settings.schema, application_name=settings.service
+        )
+    except BaseException:
+        await server.stop()
+        raise
+    try:
+        nc = await connect_nats(settings)
+    except BaseException:
+        await pool.close()
+        await server.stop()
+        raise
     try:
         js = nc.jetstream()
         for spec in (service_stream(settings.service), DEAD_LETTERS, *definition.extra_streams):
@@ -146,7 +215,14 @@ async def run_service(
             await definition.prepare(context)
         server.add_services(lambda s: definition.register(s, context))
         await server.start()
-        log.info("serving", grpc=server.address, database=redact(settings.database_url))
+        log.info(
+            "serving",
+            grpc=server.address,
+            tls="off" if settings.server_tls is None else _tls_mode(settings),
+            health=server.health_address,
+            database=redact(settings.database_url),
+            nats=redact(settings.nats_url),
+        )
         tasks = [
             asyncio.create_task(role(context, stop), name=role_name(role))
             for role in selected_roles(definition, settings.roles)
@@ -169,6 +245,11 @@ async def run_service(
         await nc.drain() if nc.is_connected else await nc.close()
         await pool.close()
     log.info("stopped")
+
+
+def _tls_mode(settings: ServiceSettings) -> str:
+    tls = settings.server_tls
+    return "mutual" if tls is not None and tls.client_ca is not None else "on"
 
 
 def main(build: Callable[[], ServiceDefinition]) -> None:

@@ -1,4 +1,9 @@
-"""Client channels to peer services, with retries declared in the gRPC service config."""
+"""Client channels to peer services, with retries declared in the gRPC service config.
+
+`channel` is what services use to call their peers: TLS (mutual TLS with a client
+certificate) when PULSESTOCK_TLS_CA_FILE / PULSESTOCK_TLS_CLIENT_CERT_FILE say so (see
+pulsestock.config.ClientTls), else plaintext. `insecure_channel` is always plaintext (local
+tools and tests)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 from collections.abc import Sequence
 
 import grpc
+from pulsestock.config import ClientTls, Env
 
 DEFAULT_DEADLINE_S = 5.0
 
@@ -30,11 +36,37 @@ def retry_service_config(service_names: Sequence[str], max_attempts: int = 4) ->
     )
 
 
-def insecure_channel(target: str, service_names: Sequence[str] = ()) -> grpc.aio.Channel:
+def _options(service_names: Sequence[str]) -> list[tuple[str, int | str]]:
     options: list[tuple[str, int | str]] = [
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
     ]
     if service_names:
         options.append(("grpc.service_config", retry_service_config(service_names)))
-    return grpc.aio.insecure_channel(target, options=options)
+    return options
+
+
+def insecure_channel(target: str, service_names: Sequence[str] = ()) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=_options(service_names))
+
+
+def channel_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.root_certificates,
+        private_key=tls.private_key,
+        certificate_chain=tls.cert_chain,
+    )
+
+
+def channel(
+    target: str, service_names: Sequence[str] = (), tls: ClientTls | None = None
+) -> grpc.aio.Channel:
+    """A channel to a peer: over `tls`, else as the environment configures it (TLS when
+    PULSESTOCK_TLS_CA_FILE or a client certificate is set, plaintext otherwise)."""
+    tls = tls or ClientTls.from_env(Env())
+    if tls is None:
+        return insecure_channel(target, service_names)
+    options = _options(service_names)
+    if tls.server_name is not None:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options=options)

@@ -1,6 +1,10 @@
 """A grpc.aio server with the standard health service, reflection (v1 and v1alpha), the
 kit's interceptor, keepalive, and a graceful drain: health NOT_SERVING, stop accepting, finish
-in-flight calls."""
+in-flight calls.
+
+Plaintext unless given a ServerTls (TLS; mutual TLS when it names a client CA). A TLS server
+can also answer grpc.health.v1 alone on a plaintext port, for the kubelet's gRPC probes (they
+cannot speak TLS); nothing else is served there."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from pulsestock.config import ServerTls
 from pulsestock.grpckit.interceptors import ServerKitInterceptor
 from pulsestock.grpckit.reflection import enable_server_reflection
 
@@ -28,20 +33,28 @@ class GrpcServer:
         host: str,
         port: int,
         register: Callable[[grpc.aio.Server], Sequence[str]] | None = None,
+        *,
+        tls: ServerTls | None = None,
+        health_port: int | None = None,
     ) -> None:
-        """Binds the port at once (before the service opens its other connections, so that
-        none of their ephemeral ports can take it); servicers are added before `start`."""
+        """Binds the port(s) at once (before the service opens its other connections, so that
+        none of their ephemeral ports can take them); servicers are added before `start`."""
         self.server = grpc.aio.server(interceptors=[ServerKitInterceptor()], options=SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names: list[str] = []
         self.address = f"{host}:{port}"
-        try:
-            self.port = self.server.add_insecure_port(self.address)
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.address}: in use or not available")
+        self.tls = tls
+        credentials = None if tls is None else server_credentials(tls)
+        self.port = _bind(self.server, self.address, credentials)
+        self.health_server: grpc.aio.Server | None = None
+        self.health_address: str | None = None
+        self.health_port: int | None = None
+        if health_port is not None:
+            self.health_server = grpc.aio.server(options=SERVER_OPTIONS)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_address = f"{host}:{health_port}"
+            self.health_port = _bind(self.health_server, self.health_address, None)
         if register is not None:
             self.add_services(register)
 
@@ -52,9 +65,40 @@ class GrpcServer:
     async def start(self) -> None:
         enable_server_reflection([*self.service_names, health.SERVICE_NAME], self.server)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def drain(self, grace_seconds: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+
+    async def stop(self) -> None:
+        """Stop at once (tests, and a start that failed)."""
+        await self.server.stop(0)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+
+
+def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(tls.private_key, tls.cert_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=tls.client_ca is not None,
+    )
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: in use or not available")
+    return int(port)

@@ -42,8 +42,9 @@ log = get_logger(__name__)
 
 
 def _every(env: Env, names: tuple[str, ...]) -> list[str] | None:
-    """The values of all of `names`, or None when one is unset."""
-    values = [env.raw(name) for name in names]
+    """The values of all of `names` (each from NAME or the file NAME_FILE names), or None
+    when one is unset."""
+    values = [env.secret(name) for name in names]
     return [value for value in values if value] if all(values) else None
 
 
@@ -72,7 +73,7 @@ class ReconcileSettings:
             ),
         )
         shopify_url = env.url("SHOPIFY_API_URL", ("http", "https"))
-        shopify_token = env.raw("SHOPIFY_ACCESS_TOKEN")
+        shopify_token = env.secret("SHOPIFY_ACCESS_TOKEN")
         amazon_url = env.url("AMAZON_SP_API_URL", ("http", "https"))
         amazon = _every(
             env,
@@ -146,15 +147,15 @@ class IngestSettings:
     @classmethod
     def from_env(cls) -> IngestSettings:
         env = Env()
-        key, secret = env.raw("TIKTOK_SHOP_APP_KEY"), env.raw("TIKTOK_SHOP_APP_SECRET")
+        key, secret = env.raw("TIKTOK_SHOP_APP_KEY"), env.secret("TIKTOK_SHOP_APP_SECRET")
         reconcile = ReconcileSettings.from_env(env)
         tiktok = reconcile.tiktok_shop  # the same credentials serve the order detail lookup
         return cls(
             secrets=WebhookSecrets(
                 tiktok_app_key=key,
                 tiktok_app_secret=secret,
-                shopify_secret=env.raw("SHOPIFY_WEBHOOK_SECRET"),
-                amazon_token=env.raw("AMAZON_WEBHOOK_TOKEN"),
+                shopify_secret=env.secret("SHOPIFY_WEBHOOK_SECRET"),
+                amazon_token=env.secret("AMAZON_WEBHOOK_TOKEN"),
                 max_age={
                     source: timedelta(
                         seconds=env.integer(

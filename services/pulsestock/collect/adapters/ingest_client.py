@@ -9,7 +9,7 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from pulsestock.grpckit.client import insecure_channel
+from pulsestock.grpckit.client import channel as peer_channel
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -38,7 +38,7 @@ class IngestClient:
 
     def _stub(self) -> ingest_pb2_grpc.IngestServiceStub:
         if self._channel is None:
-            self._channel = insecure_channel(self.address, [SERVICE])
+            self._channel = peer_channel(self.address, [SERVICE])
         return ingest_pb2_grpc.IngestServiceStub(self._channel)
 
     async def register_video(self, request: ingest_pb2.RegisterVideoRequest) -> bool:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from pulsestock.grpckit.client import insecure_channel
+from pulsestock.grpckit.client import channel as peer_channel
 from pulsestock.v1 import forecast_pb2 as fpb
 from pulsestock.v1 import forecast_pb2_grpc
 
@@ -29,7 +29,7 @@ class ForecastClient:
 
     def _stub(self) -> forecast_pb2_grpc.ForecastServiceStub:
         if self._channel is None:
-            self._channel = insecure_channel(self.address, [SERVICE])
+            self._channel = peer_channel(self.address, [SERVICE])
         return forecast_pb2_grpc.ForecastServiceStub(self._channel)
 
     async def forecast(self, sku: str, horizon_hours: int) -> fpb.GetForecastResponse:

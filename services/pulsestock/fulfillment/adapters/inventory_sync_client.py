@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import grpc
-from pulsestock.grpckit.client import insecure_channel
+from pulsestock.grpckit.client import channel as peer_channel
 from pulsestock.v1 import inventory_sync_pb2 as inv
 from pulsestock.v1 import inventory_sync_pb2_grpc
 
@@ -41,7 +41,7 @@ class InventorySyncClient:
 
     def _stub(self) -> inventory_sync_pb2_grpc.InventorySyncServiceStub:
         if self._channel is None:
-            self._channel = insecure_channel(self.address, [SERVICE])
+            self._channel = peer_channel(self.address, [SERVICE])
         return inventory_sync_pb2_grpc.InventorySyncServiceStub(self._channel)
 
     async def receive(

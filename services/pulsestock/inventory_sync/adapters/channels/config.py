@@ -1,5 +1,6 @@
 """Which channels are connected, from environment variables. A channel whose base URL is
-unset is not synced; a channel with a URL must have all its credentials."""
+unset is not synced; a channel with a URL must have all its credentials. Each credential is
+read from NAME or from the file NAME_FILE names (a mounted Kubernetes secret)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from pulsestock.inventory_sync.adapters.channels.tiktok_shop import (
 
 
 def _required(env: Env, name: str) -> str:
-    value = env.raw(name)
+    value = env.secret(name)
     if value is None:
-        raise ConfigError(f"{name} is not set (required when its channel's API URL is set)")
+        raise ConfigError(
+            f"{name} (or {name}_FILE) is not set (required when its channel's API URL is set)"
+        )
     return value
 
 
