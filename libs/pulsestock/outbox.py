@@ -125,15 +125,30 @@ class OutboxRelay:
 
     async def _relay_until(self, stop: asyncio.Event, conn: asyncpg.Connection) -> None:
         async with Wakeup(self.dsn, notify_channel(self.schema, "outbox")) as wakeup:
+            failing = False
             while not stop.is_set():
                 try:
-                    if await self.relay_batch(conn):
-                        continue
+                    relayed = await self.relay_batch(conn)
+                except (TimeoutError, nats.errors.Error) as error:
+                    # NATS down or slow (caught before CONNECTION_LOST: TimeoutError is an
+                    # OSError). The rows stay; retry after a pause that new rows'
+                    # notifications do not cut short, so an outage under load is not a loop
+                    # of queries; logged once per outage.
+                    if not failing:
+                        log.warning("outbox relay cannot publish, retrying", error=repr(error))
+                    failing = True
+                    await _wait_or_stop(stop, self.poll_interval)
+                    continue
                 except CONNECTION_LOST:
                     raise
-                except (TimeoutError, asyncpg.PostgresError, nats.errors.Error) as error:
+                except asyncpg.PostgresError as error:
                     log.warning("outbox relay batch failed, retrying", error=repr(error))
-                await wakeup.wait(self.poll_interval)
+                    relayed = 0
+                if failing and relayed:
+                    log.info("outbox relay publishing again")
+                    failing = False
+                if not relayed:
+                    await wakeup.wait(self.poll_interval)
 
 
 def _publish_spans(messages: list[Outgoing]) -> list[trace.Span]:

@@ -21,10 +21,16 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 Outgoing = tuple[str, bytes, dict[str, str]]  # subject, payload, headers
+_CONNECTION_CHECK_S = 0.25  # how often a batch waiting for acks looks at the connection
 
 
 class PublishRejected(nats.errors.Error):
     """JetStream did not store a message (no stream for the subject, a limit, ...)."""
+
+
+class NotConnected(nats.errors.Error):
+    """The connection to NATS is down (or went down before every ack came): nothing is
+    buffered for later, the caller keeps its messages and tries again."""
 
 
 @dataclass
@@ -43,23 +49,45 @@ class BatchPublisher:
         self._subscription: Subscription | None = None
 
     async def publish(self, messages: Sequence[Outgoing], timeout_s: float) -> None:
-        """Publish all; return once JetStream has acknowledged each, or raise."""
+        """Publish all; return once JetStream has acknowledged each, or raise.
+
+        While the client is reconnecting nothing is published (nats-py would buffer it, and a
+        caller retrying every second would fill the buffer with copies); a batch whose
+        connection drops before all its acks came fails at once rather than at `timeout_s`
+        (the server that would have acked it may be gone; the caller re-publishes, and
+        JetStream drops what it had stored as duplicates of the same `Nats-Msg-Id`)."""
         if not messages:
             return
+        if not self.nc.is_connected:
+            raise NotConnected("not connected to NATS")
         if self._subscription is None:
             self._subscription = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
         reply = f"{self._prefix}.{next(self._numbers)}"
         batch = _Batch(len(messages), asyncio.get_running_loop().create_future())
         self._batches[reply] = batch
+        reconnects = self.nc.stats["reconnects"]
         try:
             for subject, data, headers in messages:
                 await self.nc.publish(subject, data, reply=reply, headers=headers)
-            await asyncio.wait_for(asyncio.shield(batch.done), timeout_s)
+            await self._acks(batch, timeout_s, reconnects)
         finally:
             # A late ack of an abandoned batch finds nothing and is dropped.
             self._batches.pop(reply, None)
         if batch.errors:
             raise PublishRejected(f"{len(batch.errors)} not stored, first: {batch.errors[0]}")
+
+    async def _acks(self, batch: _Batch, timeout_s: float, reconnects: int) -> None:
+        """Wait for the batch's acks; stop waiting once the connection has dropped."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(f"{batch.waiting} acks missing after {timeout_s}s")
+            done, _ = await asyncio.wait([batch.done], timeout=min(left, _CONNECTION_CHECK_S))
+            if done:
+                return
+            if not self.nc.is_connected or self.nc.stats["reconnects"] != reconnects:
+                raise NotConnected(f"NATS connection lost with {batch.waiting} acks outstanding")
 
     async def _on_ack(self, message: Msg) -> None:
         batch = self._batches.get(message.subject)

@@ -196,10 +196,13 @@ class EmbeddedPostgres:
         )
         return result.returncode == 0
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0, *, immediate: bool = False) -> None:
+        """A "fast" shutdown (SIGINT): roll back open transactions, checkpoint, exit. With
+        `immediate` (SIGQUIT) it exits without a checkpoint, as after a crash: the next start
+        recovers from the WAL. Either way `start` brings it back on the same port and data."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGINT)  # "fast" shutdown: roll back, then exit
+        self.process.send_signal(signal.SIGQUIT if immediate else signal.SIGINT)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -257,6 +260,14 @@ class EmbeddedNats:
             return port_open(self.port)
 
         wait_until(ready, timeout, f"nats-server on port {self.port}")
+
+    def kill(self) -> None:
+        """Stop it the hard way (SIGKILL), as a crashed or evicted server; `start` brings it
+        back on the same port with the same store."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.kill()
+        self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
