@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +61,15 @@ class SeedCreator:
 class CollectSettings:
     api_url: str
     client_key: str | None
-    client_secret: str | None
-    token_key: str | None
+    client_secret: str | None = field(repr=False)
+    token_key: str | None = field(repr=False)
     ingest_address: str
     collector: CollectorSettings
     seed_file: str | None
     files: tuple[str, ...]
     file_mapping: ColumnMapping
     file_poll_seconds: float
-    webhook_secret: str | None
+    webhook_secret: str | None = field(repr=False)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> CollectSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,9 +56,10 @@ class ReconcileSettings:
     interval_s: float
     overlap: timedelta
     lookback: timedelta
-    tiktok_shop: TikTokSearchConfig | None
-    shopify: ShopifyOrdersConfig | None
-    amazon: AmazonOrdersConfig | None
+    # The channel configurations carry credentials: kept out of repr (logs, errors).
+    tiktok_shop: TikTokSearchConfig | None = field(repr=False)
+    shopify: ShopifyOrdersConfig | None = field(repr=False)
+    amazon: AmazonOrdersConfig | None = field(repr=False)
 
     @classmethod
     def from_env(cls, env: Env) -> ReconcileSettings:
@@ -140,8 +141,8 @@ class ReconcileSettings:
 
 @dataclass(frozen=True)
 class IngestSettings:
-    secrets: WebhookSecrets
-    tiktok_orders: TikTokOrdersConfig | None
+    secrets: WebhookSecrets = field(repr=False)
+    tiktok_orders: TikTokOrdersConfig | None = field(repr=False)
     reconcile: ReconcileSettings
 
     @classmethod

@@ -4,7 +4,7 @@ read from NAME or from the file NAME_FILE names (a mounted Kubernetes secret).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pulsestock.config import ConfigError, Env
 from pulsestock.inventory_sync.adapters.channels.amazon import AmazonClient, AmazonConfig
@@ -27,9 +27,10 @@ def _required(env: Env, name: str) -> str:
 
 @dataclass(frozen=True)
 class ChannelConfigs:
-    tiktok_shop: TikTokShopConfig | None
-    shopify: ShopifyConfig | None
-    amazon: AmazonConfig | None
+    # They carry credentials: kept out of repr (logs, errors).
+    tiktok_shop: TikTokShopConfig | None = field(repr=False)
+    shopify: ShopifyConfig | None = field(repr=False)
+    amazon: AmazonConfig | None = field(repr=False)
 
     @classmethod
     def from_env(cls, env: Env) -> ChannelConfigs:
