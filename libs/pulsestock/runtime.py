@@ -138,12 +138,24 @@ async def connect_nats(settings: ServiceSettings) -> NATS:
     nats_settings = settings.nats or NatsSettings(url=settings.nats_url)
     where = redact(nats_settings.url)
     nc = NATS()
+    last_logged: list[str] = []  # the error last logged since the connection was last up
 
     async def on_error(error: Exception) -> None:
         refusal = _refusal(error)
         if refusal is not None and nc.is_connecting:
             raise NatsRefused(f"{refusal} at {where}")
-        log.warning("nats error", server=where, error=refusal or _describe(error))
+        message = refusal or _describe(error)
+        if last_logged != [message]:  # once per kind of failure, not once per retry
+            last_logged[:] = [message]
+            log.warning("nats error", server=where, error=message)
+
+    async def on_disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):  # not our own stop
+            log.warning("nats disconnected", server=where)
+
+    async def on_reconnected() -> None:
+        last_logged.clear()
+        log.info("nats reconnected", server=where)
 
     try:
         await nc.connect(
@@ -151,6 +163,8 @@ async def connect_nats(settings: ServiceSettings) -> NATS:
             name=settings.service,
             max_reconnect_attempts=-1,
             error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
             **nats_settings.connect_options(),
         )
     except BaseException:

