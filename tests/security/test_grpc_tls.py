@@ -210,3 +210,17 @@ def test_tls_settings_errors_name_the_variable_never_the_key(pki: Pki) -> None:
         ClientTls.from_env(Env({"PULSESTOCK_TLS_CLIENT_CERT_FILE": str(pki.client_cert)}))
     assert ServerTls.from_env(Env({})) is None
     assert ClientTls.from_env(Env({})) is None
+
+
+async def test_the_expected_server_name_can_be_overridden(tls_server: GrpcServer, pki: Pki) -> None:
+    """PULSESTOCK_TLS_SERVER_NAME: the name checked in the peer's certificate when the
+    address is not one of its names (e.g. a pod IP, or a port-forward)."""
+    address = f"127.0.0.1:{tls_server.port}"
+    cases = (("localhost", grpc.StatusCode.OK), ("ingest", grpc.StatusCode.UNAVAILABLE))
+    for name, expected in cases:
+        env = {"PULSESTOCK_TLS_CA_FILE": str(pki.ca), "PULSESTOCK_TLS_SERVER_NAME": name}
+        tls = ClientTls.from_env(Env(env))
+        assert tls is not None
+        assert tls.server_name == name
+        async with channel(address, tls=tls) as ch:
+            assert await health_code(ch) == expected
