@@ -208,6 +208,25 @@ class ServerTls:
     cert_chain: bytes
     private_key: bytes = field(repr=False)
     client_ca: bytes | None = None
+    # (variable, path) of the files read, to reload them when they change (a rotated
+    # certificate, e.g. by cert-manager); empty: given in memory, never reloaded.
+    files: tuple[tuple[str, str], ...] = ()
+
+    def files_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """What changes when a file is replaced (Kubernetes swaps a symlink; stat follows
+        it). Raises OSError when one is missing."""
+        stamps = []
+        for _, path in self.files:
+            stat = os.stat(path)
+            stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        return tuple(stamps)
+
+    def reload(self) -> ServerTls:
+        """The same files read again, checked as at start (ConfigError when not usable)."""
+        reloaded = ServerTls.from_env(Env(dict(self.files)))
+        if reloaded is None:
+            raise ConfigError("PULSESTOCK_TLS_CERT_FILE: nothing to reload")
+        return reloaded
 
     @classmethod
     def from_env(cls, env: Env) -> ServerTls | None:
@@ -230,7 +249,10 @@ class ServerTls:
         _check_key_pair(chain, key, "PULSESTOCK_TLS_CERT_FILE", "PULSESTOCK_TLS_KEY_FILE")
         if client_ca is not None:
             _check_certificates(client_ca, "PULSESTOCK_TLS_CLIENT_CA_FILE")
-        return cls(chain, key, client_ca)
+        names: tuple[str, ...] = ("PULSESTOCK_TLS_CERT_FILE", "PULSESTOCK_TLS_KEY_FILE")
+        if client_ca is not None:
+            names += ("PULSESTOCK_TLS_CLIENT_CA_FILE",)
+        return cls(chain, key, client_ca, tuple((name, env.raw(name) or "") for name in names))
 
 
 @dataclass(frozen=True)

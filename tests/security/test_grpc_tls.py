@@ -3,8 +3,11 @@ its own, then a whole service (ingest) called by a peer's client adapter (collec
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,10 +20,11 @@ from pulsestock.grpckit.client import channel, insecure_channel
 from pulsestock.grpckit.server import GrpcServer
 from pulsestock.v1 import ingest_pb2
 from pulsestock.v1.common_pb2 import Channel
+from structlog.testing import capture_logs
 
 from tests.helpers.infra import Infra
 from tests.security.conftest import environment, health_serving, service_running
-from tests.security.pki import Pki
+from tests.security.pki import Pki, make_pki
 
 
 def server_tls(pki: Pki, *, mutual: bool) -> ServerTls:
@@ -224,3 +228,42 @@ async def test_the_expected_server_name_can_be_overridden(tls_server: GrpcServer
         assert tls.server_name == name
         async with channel(address, tls=tls) as ch:
             assert await health_code(ch) == expected
+
+
+def replace_file(target: Path, source: Path) -> None:
+    """As Kubernetes updates a mounted secret: the new content appears at once."""
+    staged = target.with_suffix(".new")
+    shutil.copyfile(source, staged)
+    os.replace(staged, target)
+
+
+async def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path, pki: Pki) -> None:
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    cert, key = mounted / "tls.crt", mounted / "tls.key"
+    replace_file(cert, pki.server_cert)
+    replace_file(key, pki.server_key)
+    env = {"PULSESTOCK_TLS_CERT_FILE": str(cert), "PULSESTOCK_TLS_KEY_FILE": str(key)}
+    tls = ServerTls.from_env(Env(env))
+    assert tls is not None
+    server = GrpcServer("127.0.0.1", free_port(), tls=tls)
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+
+    async def answers_for(ca: Path) -> grpc.StatusCode:
+        async with channel(address, tls=client_tls(str(ca))) as ch:  # a new connection
+            return await health_code(ch)
+
+    try:
+        assert await answers_for(pki.ca) == grpc.StatusCode.OK
+        renewed = make_pki(tmp_path / "renewed")  # a certificate from another CA
+        # Half a rotation (the new certificate, the old key) is not taken: still the old one.
+        replace_file(cert, renewed.server_cert)
+        with capture_logs() as logs:
+            assert await answers_for(pki.ca) == grpc.StatusCode.OK
+        assert any("not reloaded" in entry["event"] for entry in logs)
+        replace_file(key, renewed.server_key)
+        assert await answers_for(renewed.ca) == grpc.StatusCode.OK
+        assert await answers_for(pki.ca) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop()

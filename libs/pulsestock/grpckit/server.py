@@ -9,12 +9,16 @@ cannot speak TLS); nothing else is served there."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from pulsestock.config import ServerTls
+from pulsestock.config import ConfigError, ServerTls
 from pulsestock.grpckit.interceptors import ServerKitInterceptor
 from pulsestock.grpckit.reflection import enable_server_reflection
+from pulsestock.telemetry import get_logger
+
+log = get_logger(__name__)
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -84,11 +88,63 @@ class GrpcServer:
 
 
 def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
-    return grpc.ssl_server_credentials(
-        [(tls.private_key, tls.cert_chain)],
-        root_certificates=tls.client_ca,
-        require_client_auth=tls.client_ca is not None,
+    """Static for certificates given in memory; for files, credentials that read them again
+    when they change (checked at each new connection's handshake: a rotated certificate is
+    served without a restart)."""
+    if not tls.files:
+        return grpc.ssl_server_credentials(
+            [(tls.private_key, tls.cert_chain)],
+            root_certificates=tls.client_ca,
+            require_client_auth=tls.client_ca is not None,
+        )
+    reloader = CertificateReloader(tls)
+    return grpc.dynamic_ssl_server_credentials(
+        _configuration(tls),
+        reloader.fetch,
+        require_client_authentication=tls.client_ca is not None,
     )
+
+
+def _configuration(tls: ServerTls) -> Any:
+    return grpc.ssl_server_certificate_configuration(
+        [(tls.private_key, tls.cert_chain)], root_certificates=tls.client_ca
+    )
+
+
+class CertificateReloader:
+    """gRPC calls `fetch` before each handshake: None keeps the current certificate, a new
+    configuration replaces it. A file replaced by one that does not check (a key that is not
+    the certificate's, half a rotation) keeps the current one and says so once."""
+
+    def __init__(self, tls: ServerTls) -> None:
+        self.tls = tls
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[tuple[int, int, int], ...] | None:
+        try:
+            return self.tls.files_stamp()
+        except OSError:
+            return None
+
+    def fetch(self) -> Any:
+        try:
+            stamp = self._stamp()
+            if stamp is None or stamp == self.stamp:
+                return None
+            self.stamp = stamp
+            try:
+                reloaded = self.tls.reload()
+            except ConfigError as error:
+                log.warning(
+                    "tls certificate not reloaded, serving the current one", error=str(error)
+                )
+                return None
+            self.tls = reloaded
+            log.info("tls certificate reloaded", files=[path for _, path in reloaded.files])
+            return _configuration(reloaded)
+        except Exception as error:  # never into gRPC's handshake
+            log.warning("tls certificate reload failed", error=repr(error))
+            return None
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
