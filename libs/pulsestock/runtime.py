@@ -139,10 +139,13 @@ async def connect_nats(settings: ServiceSettings) -> NATS:
     where = redact(nats_settings.url)
     nc = NATS()
     last_logged: list[str] = []  # the error last logged since the connection was last up
+    # Only the first connection fails fast: nats-py marks every handshake CONNECTING, its
+    # reconnections too, and raising there would end its reconnect loop for good.
+    starting = [True]
 
     async def on_error(error: Exception) -> None:
         refusal = _refusal(error)
-        if refusal is not None and nc.is_connecting:
+        if refusal is not None and starting[0]:
             raise NatsRefused(f"{refusal} at {where}")
         message = refusal or _describe(error)
         if last_logged != [message]:  # once per kind of failure, not once per retry
@@ -172,6 +175,7 @@ async def connect_nats(settings: ServiceSettings) -> NATS:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 2)
         raise
+    starting[0] = False
     return nc
 
 

@@ -17,10 +17,10 @@ from pulsestock.devstack.servers import _nats_server_binary, free_port, port_ope
 
 
 class ConfiguredNats:
-    def __init__(self, data_dir: Path, config: str) -> None:
+    def __init__(self, data_dir: Path, config: str, port: int | None = None) -> None:
         """`config` is the nats-server configuration after `listen` and `jetstream`."""
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 

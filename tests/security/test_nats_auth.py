@@ -16,8 +16,9 @@ import pytest
 from pulsestock.config import ConfigError, Env, NatsSettings, ServiceSettings
 from pulsestock.devstack.servers import free_port
 from pulsestock.runtime import NatsRefused, connect_nats
+from structlog.testing import capture_logs
 
-from tests.helpers.infra import Infra, unique_name
+from tests.helpers.infra import Infra, eventually, unique_name
 from tests.helpers.service import service_env
 from tests.security.conftest import service_running
 from tests.security.nats_server import ConfiguredNats, new_user_nkey, operator_mode
@@ -227,3 +228,42 @@ async def test_a_service_connects_with_a_creds_file_in_operator_mode(
             await connects({"NATS_URL": url})
     finally:
         server.stop()
+
+
+async def test_a_refusal_after_start_is_retried_until_nats_accepts_again(
+    password_nats: ConfiguredNats, tmp_path: Path
+) -> None:
+    """Only the first connection fails fast: once running, a server that refuses the
+    credentials for a while (a password being rotated) is retried, logged once."""
+    url = f"nats://{SERVICE_USER}:{PASSWORD}@127.0.0.1:{password_nats.port}"
+    with capture_logs() as logs:
+        nc = await connect_nats(settings_for({"NATS_URL": url}))
+        try:
+            password_nats.stop()
+            other = ConfiguredNats(
+                tmp_path / "nats-rotated",
+                f'authorization {{ users: [ {{ user: {SERVICE_USER}, password: "other-pw" }} ] }}',
+                port=password_nats.port,
+            )
+            other.start()
+            try:
+
+                async def refused() -> bool:
+                    return any("authorization violation" in str(e.get("error")) for e in logs)
+
+                await eventually(refused, within=20, what="the refusal to be logged")
+            finally:
+                other.stop()
+            password_nats.start()  # the same port, the service's password again
+
+            async def back() -> bool:
+                return nc.is_connected
+
+            await eventually(back, within=20, what="the reconnection")
+            await nc.jetstream().account_info()
+        finally:
+            await nc.close()
+    refusals = [e for e in logs if "authorization violation" in str(e.get("error"))]
+    assert len(refusals) == 1  # once per kind of failure, not once per attempt
+    assert any(e["event"] == "nats reconnected" for e in logs)
+    assert PASSWORD not in str(logs)
