@@ -64,10 +64,10 @@ PULSES_DETECTED = meter.create_counter(
     "pulsestock.pulses.detected", description="pulses signal detected"
 )
 FORECAST_REFITS = meter.create_counter(
-    "pulsestock.forecast.refits", description="forecasts fitted again for a SKU"
+    "pulsestock.forecasts.fitted", description="forecasts fitted again for a SKU"
 )
 SAMPLES_COLLECTED = meter.create_counter(
-    "pulsestock.collect.samples", description="video samples the collector pushed into ingest"
+    "pulsestock.samples.collected", description="video samples the collector pushed into ingest"
 )
 
 
