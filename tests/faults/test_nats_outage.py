@@ -110,7 +110,7 @@ async def test_commands_keep_succeeding_and_every_consumer_catches_up_after_nats
 
         await eventually(first_reserved, within=20, what="the first orders reserved")
 
-        stack.nats.kill()
+        await asyncio.to_thread(stack.nats.kill)
         outage_start = time.monotonic()
         health_during: list[tuple[str, str]] = []
 
@@ -128,7 +128,7 @@ async def test_commands_keep_succeeding_and_every_consumer_catches_up_after_nats
             (await health_of(stack.ingest.channel), await health_of(stack.inventory.channel))
         )
         depth_at_restart = await outbox_depth(stack.database_url, ingest_schema)
-        stack.nats.start()
+        await asyncio.to_thread(stack.nats.start)
         outage_end = time.monotonic()
 
         await eventually(

@@ -22,12 +22,28 @@ Handler = Callable[[Envelope], Awaitable[None]]
 log = get_logger(__name__)
 
 
+def dependency_down(error: BaseException) -> bool:
+    """The handler failed because the database is out of reach (restarting, failing over,
+    out of connections), not because of the message: every message would fail alike, and a
+    redelivery spent on each would dead-letter good messages a few seconds into an outage."""
+    # Imported here: the event store imports the bus's codec, so the bus cannot import it
+    # at the top.
+    from pulsestock.eventstore.store import CONNECTION_LOST
+
+    return isinstance(error, (*CONNECTION_LOST, asyncpg.TooManyConnectionsError))
+
+
 class PermanentFailure(Exception):
     """The message can never succeed (malformed, unknown type): dead-letter at once."""
 
 
 def backoff_delay(delivery: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     return float(min(cap_s, base_s * 2 ** (delivery - 1)))
+
+
+def hold_delay(attempt: int) -> float:
+    """Between tries of a message held while its dependency is down: 0.25 s doubling to 5 s."""
+    return backoff_delay(attempt, base_s=0.25, cap_s=5.0)
 
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[list[Exception | None]]]
@@ -49,12 +65,20 @@ class DurableConsumer:
         backoff: Callable[[int], float] = backoff_delay,
         concurrent: bool = False,
         batches_in_flight: int = 1,
+        hold: Callable[[int], float] = hold_delay,
     ) -> None:
         """Give `handler` (one message at a time; `concurrent` runs a fetched batch's
         messages at once) or `batch_handler` (the whole batch in one call, for work that
         groups well, e.g. commands into a group-commit writer). `batches_in_flight` > 1 lets
         the next batch be fetched while one is handled: only for work whose order does not
-        matter."""
+        matter.
+
+        A message whose handler fails because the database is out of reach
+        (`dependency_down`) is held and tried again in place, `hold(attempt)` apart, its
+        ack deadline extended each time, until it succeeds, fails otherwise, or the consumer
+        stops: it spends no delivery (nak + redelivery would dead-letter it after
+        `max_deliver` tries, seconds into a database restart), and the consumer fetches no
+        more than its `batches_in_flight` meanwhile."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler and batch_handler")
         self.nc = nc
@@ -66,8 +90,11 @@ class DurableConsumer:
         self.backoff = backoff
         self.concurrent = concurrent
         self.batches_in_flight = batches_in_flight
+        self.hold = hold
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         js = self.nc.jetstream()
         subscription = await js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
         in_flight: set[asyncio.Task[None]] = set()
@@ -122,13 +149,45 @@ class DurableConsumer:
         with continue_trace(
             f"{self.spec.durable} process", envelope.headers, trace.SpanKind.CONSUMER
         ):
-            try:
-                await self.handler(envelope)
-            except Exception as error:
-                trace.get_current_span().record_exception(error)
-                await self._settle(message, envelope, error)
-            else:
-                await message.ack()
+            attempt = 0
+            while True:
+                try:
+                    await self.handler(envelope)
+                except Exception as error:
+                    attempt += 1
+                    if await self._held([message], error, attempt):
+                        continue
+                    trace.get_current_span().record_exception(error)
+                    await self._settle(message, envelope, error)
+                else:
+                    await message.ack()
+                return
+
+    async def _held(self, messages: list[Msg], error: Exception, attempt: int) -> bool:
+        """When `error` says the database is out of reach: keep `messages` (their ack
+        deadline extended), wait, and say to try them again (False once stopping)."""
+        if not dependency_down(error) or self._stop.is_set():
+            return False
+        if attempt == 1:
+            log.warning(
+                "database out of reach, holding messages",
+                consumer=self.spec.durable,
+                messages=len(messages),
+                error=repr(error),
+            )
+        for message in messages:
+            with contextlib.suppress(nats.errors.Error):
+                await message.in_progress()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.hold(attempt))
+        return not self._stop.is_set()
+
+    async def _handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
+        assert self.batch_handler is not None
+        try:
+            return await self.batch_handler(envelopes)
+        except Exception as error:  # the whole batch failed: each message retries
+            return [error] * len(envelopes)
 
     async def process_batch(self, messages: list[Msg]) -> None:
         assert self.batch_handler is not None
@@ -147,10 +206,20 @@ class DurableConsumer:
             parsed.append((message, envelope, span))
         if not parsed:
             return
-        try:
-            results = await self.batch_handler([envelope for _, envelope, _ in parsed])
-        except Exception as error:  # the whole batch failed: each message retries
-            results = [error] * len(parsed)
+        results = await self._handle_batch([envelope for _, envelope, _ in parsed])
+        attempt = 0
+        while True:
+            down = [i for i, result in enumerate(results) if result and dependency_down(result)]
+            if not down:
+                break
+            attempt += 1
+            cause = results[down[0]]
+            assert cause is not None
+            if not await self._held([parsed[i][0] for i in down], cause, attempt):
+                break
+            retried = await self._handle_batch([parsed[i][1] for i in down])
+            for i, result in zip(down, retried, strict=True):
+                results[i] = result
         for (message, envelope, span), result in zip(parsed, results, strict=True):
             if span is None:
                 await self._settle(message, envelope, result)

@@ -65,8 +65,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run_as(user: str | None) -> dict[str, Any]:
-    return {"user": user, "group": user} if user else {}
+def _run_as(user: str | None, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The command and Popen arguments that run `argv` as `user` (None: as ourselves).
+
+    Through setpriv where there is one: Popen's own `user=` makes Python fork() rather than
+    spawn, and a fork in a process whose gRPC threads are busy (a test restarting PostgreSQL
+    under its services' load) can crash the child before it execs."""
+    if not user:
+        return argv, {}
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv, {"user": user, "group": user}
+    return [setpriv, f"--reuid={user}", f"--regid={user}", "--init-groups", *argv], {}
 
 
 class EmbeddedPostgres:
@@ -123,7 +133,8 @@ class EmbeddedPostgres:
         if self.user:
             self._prepare_root()
         if not (self.pgdata / "PG_VERSION").exists():
-            subprocess.run(
+            argv, as_user = _run_as(
+                self.user,
                 [
                     str(_pg_bin() / "initdb"),
                     "-D",
@@ -134,10 +145,8 @@ class EmbeddedPostgres:
                     "--encoding=UTF8",
                     "--no-instructions",
                 ],
-                check=True,
-                capture_output=True,
-                **_run_as(self.user),
             )
+            subprocess.run(argv, check=True, capture_output=True, **as_user)
         self._stop_orphan()
         settings = [
             "-c",
@@ -162,13 +171,16 @@ class EmbeddedPostgres:
                 "full_page_writes=off",
             ]
         log_file = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [str(_pg_bin() / "postgres"), "-D", str(self.pgdata), *settings],
+        argv, as_user = _run_as(
+            self.user, [str(_pg_bin() / "postgres"), "-D", str(self.pgdata), *settings]
+        )
+        self.process = subprocess.Popen(  # setpriv execs postgres: the same pid
+            argv,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             # Its own session: a terminal's Ctrl-C reaches the services first; we stop it last.
             start_new_session=True,
-            **_run_as(self.user),
+            **as_user,
         )
         try:
             wait_until(self._ready, timeout, f"PostgreSQL on port {self.port}")

@@ -11,6 +11,7 @@ append (group commit), not from parallel appends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -28,11 +29,19 @@ from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, 
 from pulsestock.telemetry import tracing_enabled
 
 # Errors that mean the connection is gone (not that a statement failed): take a new one.
+# A server shutting down first tells its sessions so (57P01 on a fast shutdown, 57P02 when a
+# crashed backend takes the others down) before it closes them: the connection is as good as
+# lost, and a writer that kept it would next fail with a confused protocol state instead.
 CONNECTION_LOST = (
     OSError,
     asyncpg.InterfaceError,
-    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    # A connection whose protocol is left mid-operation (its server went away between an
+    # error and the ready-for-query that should follow it): unusable, like a closed one.
+    asyncpg.InternalClientError,
 )
 
 OutboxRoute = Callable[[str, NewEvent], str | None]
@@ -372,32 +381,55 @@ class EventStore:
 
 class Wakeup:
     """LISTEN on a store channel; `wait` returns on a notification or after `timeout` (the
-    polling fallback, e.g. when a notification was lost with a dropped connection)."""
+    polling fallback, e.g. when a notification was lost with a dropped connection).
+
+    A listening connection the server dropped (a restart) is opened again by a later `wait`,
+    at most once per `timeout`, so the reader goes back from polling to being woken."""
 
     def __init__(self, dsn: str | None, channel: str) -> None:
         self._dsn = dsn
         self._channel = channel
         self._event = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
+        self._next_attempt = 0.0
 
     async def __aenter__(self) -> Wakeup:
-        if self._dsn is None:
-            return self
-        try:
-            self._conn = await asyncpg.connect(self._dsn)
-            await self._conn.add_listener(self._channel, self._notified)
-        except (OSError, asyncpg.PostgresError):
-            self._conn = None  # fall back to polling alone
+        await self._listen(again=False)
         return self
 
     async def __aexit__(self, *_: object) -> None:
         if self._conn is not None:
-            await self._conn.close()
+            with contextlib.suppress(*CONNECTION_LOST):
+                await self._conn.close()
+            self._conn = None
+
+    async def _listen(self, *, again: bool) -> None:
+        if self._dsn is None:
+            return
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return  # poll meanwhile
+        try:
+            await conn.add_listener(self._channel, self._notified)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            return
+        self._conn = conn
+        if again:  # notifications were missed while not listening: look once, at once
+            self._event.set()
 
     def _notified(self, *_: object) -> None:
         self._event.set()
 
     async def wait(self, seconds: float) -> bool:
+        if self._dsn is not None and (self._conn is None or self._conn.is_closed()):
+            now = asyncio.get_running_loop().time()
+            if now >= self._next_attempt:
+                self._next_attempt = now + seconds
+                self._conn = None
+                await self._listen(again=True)
         try:
             await asyncio.wait_for(self._event.wait(), seconds)
             return True

@@ -5,6 +5,7 @@ INTERNAL with a reference, never a traceback to the caller)."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -130,16 +131,28 @@ class _Call:
             yield
 
     def reference(self) -> str:
+        """What the caller quotes and the log line carries: the trace id, or (no trace being
+        recorded) an id of this failure's own."""
         context = trace.get_current_span().get_span_context()
-        return format(context.trace_id, "032x") if context.is_valid else "none"
+        return format(context.trace_id, "032x") if context.is_valid else uuid.uuid4().hex
 
     async def fail(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
         span = trace.get_current_span()
         reference = self.reference()
         status = status_for(error, reference)
         # A refusal the service chose (errors.Unavailable: "another replica owns this SKU") is
-        # in the access log with its code; only what nobody chose gets a traceback.
-        if not isinstance(error, errors.DomainError) and status.code in (
+        # in the access log with its code. The database being down is one line per call (an
+        # outage under load would otherwise log a traceback per call); only what nobody
+        # chose gets a traceback.
+        if isinstance(error, _DATABASE_DOWN):
+            span.record_exception(error)
+            log.warning(
+                "storage unavailable",
+                method=self.method,
+                reference=reference,
+                error=f"{error.__class__.__name__}: {error}".splitlines()[0],
+            )
+        elif not isinstance(error, errors.DomainError) and status.code in (
             grpc.StatusCode.INTERNAL,
             grpc.StatusCode.UNAVAILABLE,
         ):
