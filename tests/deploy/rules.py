@@ -264,7 +264,7 @@ def peer_addresses(objects: list[Obj], calls: Mapping[str, Mapping[str, int]]) -
                 if value is None:
                     found.append(f"{ident(obj)}: {var} is not set")
                     continue
-                host, _, given = value.rpartition(":")
+                host, _, given = value.removeprefix("dns:///").rpartition(":")
                 short = host.split(".")[0]
                 if given != str(port) or port not in services.get((namespace(obj), short), set()):
                     found.append(

@@ -16,6 +16,7 @@ import grpc
 import pytest
 from pulsestock.bus import partition_for
 from pulsestock.devstack.servers import free_port
+from pulsestock.grpckit.client import insecure_channel as kit_channel
 from pulsestock.v1 import inventory_sync_pb2 as pb
 from pulsestock.v1.common_pb2 import Channel, OrderLine
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub as Stub
@@ -74,6 +75,18 @@ async def test_two_replicas_split_the_partitions_and_one_takes_over(
                     )
 
                 await eventually(split_evenly, within=20, what="an even split of partitions")
+                # A client of the kit, given both replicas (as a headless Service's DNS would),
+                # gets every SKU written: a refusal by the non-owner is retried on the owner.
+                both = f"ipv4:{first.address},{second.address}"
+                async with kit_channel(both, ["pulsestock.v1.InventorySyncService"]) as spread:
+                    for sku in skus:
+                        reply = await Stub(spread).Receive(
+                            pb.ReceiveRequest(
+                                sku=sku, warehouse_id="W1", quantity=1, command_id=f"rr-{sku}"
+                            ),
+                            timeout=10,
+                        )
+                        assert reply.stream_version >= 1
             # The second replica has stopped: the first owns every partition again.
             only_first = [Stub(first.channel)]
 

@@ -17,9 +17,14 @@ DEFAULT_DEADLINE_S = 5.0
 
 
 def retry_service_config(service_names: Sequence[str], max_attempts: int = 4) -> str:
-    """Retry UNAVAILABLE with exponential backoff; the caller's deadline still bounds it."""
+    """Retry UNAVAILABLE with exponential backoff; the caller's deadline still bounds it.
+    Calls are spread over every address the target resolves to (`round_robin`), so behind a
+    headless Service (`dns:///inventory-sync:50054`) each call and each retry goes to the next
+    pod: a replica that answers UNAVAILABLE because another owns the SKU's partition is
+    followed by one that may own it, instead of the same pod again."""
     return json.dumps(
         {
+            "loadBalancingConfig": [{"round_robin": {}}],
             "methodConfig": [
                 {
                     "name": [{"service": name} for name in service_names],
