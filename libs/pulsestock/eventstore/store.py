@@ -82,14 +82,28 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+# How long opening a connection may take. asyncpg waits 60 s by default: a server whose
+# address drops packets (a dead node) would hold each call until its gRPC deadline; this
+# fails it as UNAVAILABLE instead. A refused or absent server fails at once either way.
+CONNECT_TIMEOUT_S = 5.0
+
+
 async def connect_pool(
-    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, application_name: str = ""
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    application_name: str = "",
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> asyncpg.Pool:
-    """A pool whose connections see the service's schema first."""
+    """A pool whose connections see the service's schema first. A connection the server
+    dropped (a restart) is replaced when next acquired."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        timeout=connect_timeout_s,
         init=_init_connection,
         server_settings={
             "search_path": schema,
@@ -407,7 +421,7 @@ class Wakeup:
         if self._dsn is None:
             return
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=5)
+            conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return  # poll meanwhile
         try:
