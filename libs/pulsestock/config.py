@@ -421,6 +421,7 @@ class ServiceSettings:
     grpc_host: str
     grpc_port: int
     http_port: int | None  # None: the service has no HTTP listener
+    metrics_port: int | None  # Prometheus /metrics; None: not served
     partitions: int
     log_level: str
     log_format: str
@@ -461,6 +462,7 @@ class ServiceSettings:
             http_port=None
             if default_http_port is None
             else env.port(f"{prefix}_HTTP_PORT", default_http_port),
+            metrics_port=_metrics_port(env, prefix),
             partitions=env.integer(
                 "PULSESTOCK_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=4096
             ),
@@ -487,3 +489,13 @@ def peer_address(env: Env, service: str, default_port: int) -> str:
     prefix = env_prefix(service)
     port = env.port(f"{prefix}_GRPC_PORT", default_port)
     return env.string(f"{prefix}_ADDR", f"127.0.0.1:{port}")
+
+
+def _metrics_port(env: Env, prefix: str) -> int | None:
+    """<SERVICE>_METRICS_PORT, else PULSESTOCK_METRICS_PORT (one port for every pod, as the
+    manifests set it); unset or 0: metrics are not served."""
+    raw = env.raw(f"{prefix}_METRICS_PORT") or env.raw("PULSESTOCK_METRICS_PORT")
+    if raw is None or raw == "0":
+        return None
+    own = f"{prefix}_METRICS_PORT"
+    return env.port(own if env.raw(own) else "PULSESTOCK_METRICS_PORT", 0)

@@ -24,6 +24,7 @@ from opentelemetry import trace
 from pulsestock.bus.codec import parse_header_block
 from pulsestock.bus.publisher import BatchPublisher, Outgoing
 from pulsestock.eventstore.store import CONNECTION_LOST, Wakeup, notify_channel
+from pulsestock.metrics import RELAY_PUBLISHED
 from pulsestock.telemetry import (
     extract_trace_context,
     get_logger,
@@ -71,6 +72,7 @@ class OutboxRelay:
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
         )
         self.published += len(rows)
+        RELAY_PUBLISHED.add(len(rows))
         return len(rows)
 
     async def publish(self, rows: list[Any]) -> None:

@@ -25,6 +25,7 @@ from pulsestock.eventstore.events import NewEvent
 from pulsestock.eventstore.migrations import Migration, event_store_migrations, load_migrations
 from pulsestock.eventstore.store import EventStore, OutboxRoute, connect_pool
 from pulsestock.grpckit.server import GrpcServer
+from pulsestock.metrics import InfrastructureGauges, serve_metrics
 from pulsestock.outbox import OutboxRelay
 from pulsestock.telemetry import configure_logging, configure_telemetry, get_logger
 
@@ -245,6 +246,8 @@ async def run_service(
             asyncio.create_task(role(context, stop), name=role_name(role))
             for role in selected_roles(definition, settings.roles)
         ]
+        if settings.metrics_port is not None:
+            tasks += _metrics_tasks(settings, settings.metrics_port, pool, nc, stop)
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -265,6 +268,18 @@ async def run_service(
     log.info("stopped")
 
 
+def _metrics_tasks(
+    settings: ServiceSettings, port: int, pool: asyncpg.Pool, nc: NATS, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """/metrics on `port`, and the gauges of this service's outbox and NATS consumers."""
+    prefix = settings.service.replace("-", "_") + "__"  # durables are <service>__<purpose>
+    gauges = InfrastructureGauges(pool, nc, consumer_prefix=prefix)
+    return [
+        asyncio.create_task(serve_metrics(settings.grpc_host, port, stop), name="metrics"),
+        asyncio.create_task(gauges.run(stop), name="metrics_gauges"),
+    ]
+
+
 def _tls_mode(settings: ServiceSettings) -> str:
     tls = settings.server_tls
     return "mutual" if tls is not None and tls.client_ca is not None else "on"
@@ -281,7 +296,9 @@ def main(build: Callable[[], ServiceDefinition]) -> None:
         print(f"{name}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.service, settings.log_level, settings.log_format)
-    configure_telemetry(settings.service, settings.otlp_endpoint)
+    configure_telemetry(
+        settings.service, settings.otlp_endpoint, prometheus=settings.metrics_port is not None
+    )
     try:
         asyncio.run(run_service(definition, settings))
     except (OSError, asyncpg.PostgresError, nats.errors.Error) as error:

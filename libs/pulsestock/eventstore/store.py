@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from pulsestock.bus.codec import cloudevent_headers, header_block
 from pulsestock.eventstore.events import NewEvent, RecordedEvent, StreamAppend, WrongExpectedVersion
+from pulsestock.metrics import EVENTS_APPENDED
 from pulsestock.telemetry import tracing_enabled
 
 # Errors that mean the connection is gone (not that a statement failed): take a new one.
@@ -220,17 +221,20 @@ class EventStore:
     ) -> list[int]:
         """Append to several streams atomically: all succeed or none (one transaction)."""
         if not tracing_enabled():
-            return await self._append_many(appends, conn)
-        with trace.get_tracer("pulsestock").start_as_current_span(
-            "eventstore append",
-            attributes={
-                "db.system.name": "postgresql",
-                "db.namespace": self.schema,
-                "pulsestock.streams": len(appends),
-                "pulsestock.events": sum(len(a.events) for a in appends),
-            },
-        ):
-            return await self._append_many(appends, conn)
+            versions = await self._append_many(appends, conn)
+        else:
+            with trace.get_tracer("pulsestock").start_as_current_span(
+                "eventstore append",
+                attributes={
+                    "db.system.name": "postgresql",
+                    "db.namespace": self.schema,
+                    "pulsestock.streams": len(appends),
+                    "pulsestock.events": sum(len(a.events) for a in appends),
+                },
+            ):
+                versions = await self._append_many(appends, conn)
+        _count_appended(appends)
+        return versions
 
     async def _append_many(
         self, appends: Sequence[StreamAppend], conn: asyncpg.Connection | None
@@ -451,3 +455,14 @@ class Wakeup:
             return False
         finally:
             self._event.clear()
+
+
+def _count_appended(appends: Sequence[StreamAppend]) -> None:
+    """pulsestock_events_appended_total by stream category (`sku-ABC` -> `sku`); appended in
+    the caller's transaction when it passed one, which may still roll back (rare: a count)."""
+    by_category: dict[str, int] = {}
+    for append in appends:
+        category = append.stream_id.split("-", 1)[0]
+        by_category[category] = by_category.get(category, 0) + len(append.events)
+    for category, count in by_category.items():
+        EVENTS_APPENDED.add(count, {"stream_category": category})

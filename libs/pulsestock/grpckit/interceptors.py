@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from pulsestock import errors
 from pulsestock.eventstore.store import CONNECTION_LOST
+from pulsestock.metrics import GRPC_SERVER_DURATION
 from pulsestock.telemetry import continue_trace, get_logger
 
 log = get_logger("pulsestock.grpc")
@@ -164,13 +165,10 @@ class _Call:
 
     def access_log(self, code: grpc.StatusCode) -> None:
         # Health probes arrive every few seconds per pod: keep them out of the info log.
+        seconds = time.perf_counter() - self.started
         emit = log.debug if self.method.startswith("/grpc.health.") else log.info
-        emit(
-            "rpc",
-            method=self.method,
-            code=code.name,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
-        )
+        emit("rpc", method=self.method, code=code.name, duration_ms=round(seconds * 1000, 3))
+        GRPC_SERVER_DURATION.record(seconds, {"rpc_method": self.method, "rpc_code": code.name})
 
 
 def _wrap_unary(behaviour: Any, method: str) -> Any:
