@@ -178,8 +178,10 @@ class DurableConsumer:
         for message in messages:
             with contextlib.suppress(nats.errors.Error):
                 await message.in_progress()
+        # Well inside the ack wait the progress note has just restarted.
+        pause = min(self.hold(attempt), self.spec.ack_wait_s / 2)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self.hold(attempt))
+            await asyncio.wait_for(self._stop.wait(), pause)
         return not self._stop.is_set()
 
     async def _handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
@@ -209,7 +211,11 @@ class DurableConsumer:
         results = await self._handle_batch([envelope for _, envelope, _ in parsed])
         attempt = 0
         while True:
-            down = [i for i, result in enumerate(results) if result and dependency_down(result)]
+            down = [
+                i
+                for i, result in enumerate(results)
+                if result is not None and dependency_down(result)
+            ]
             if not down:
                 break
             attempt += 1
