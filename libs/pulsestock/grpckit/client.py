@@ -36,7 +36,7 @@ def retry_service_config(service_names: Sequence[str], max_attempts: int = 4) ->
                         "retryableStatusCodes": ["UNAVAILABLE"],
                     },
                 }
-            ]
+            ],
         }
     )
 
