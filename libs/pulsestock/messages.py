@@ -31,6 +31,7 @@ def _import_all_event_modules() -> None:
     if _imported:
         return
     from pulsestock.v1 import (  # noqa: F401 - imported for their registrations
+        catalogue_events_pb2,
         collect_events_pb2,
         forecast_events_pb2,
         fulfillment_events_pb2,
