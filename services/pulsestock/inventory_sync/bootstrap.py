@@ -14,9 +14,11 @@ from pulsestock.bus import DurableConsumer, ensure_consumer, ensure_stream, serv
 from pulsestock.clock import utc_now
 from pulsestock.config import Env
 from pulsestock.eventstore import ProjectionRunner
+from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.leases import PartitionLeases
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository, outbox_route
+from pulsestock.inventory_sync.application.catalogue import CatalogueService
 from pulsestock.inventory_sync.application.channel_sync import (
     QUANTITY_CHANGES,
     ChannelSync,
@@ -27,6 +29,7 @@ from pulsestock.inventory_sync.application.read_model import InventoryReadModel
 from pulsestock.inventory_sync.application.warehouse_sites import WarehouseSites
 from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.ledger import OrderPolicy
+from pulsestock.inventory_sync.entrypoints.catalogue_api import CatalogueServicer
 from pulsestock.inventory_sync.entrypoints.consumers import (
     ORDERS,
     PULSES,
@@ -36,7 +39,12 @@ from pulsestock.inventory_sync.entrypoints.consumers import (
 )
 from pulsestock.inventory_sync.entrypoints.grpc_api import InventorySyncServicer
 from pulsestock.runtime import ServiceContext, ServiceDefinition
-from pulsestock.v1 import inventory_sync_pb2, inventory_sync_pb2_grpc
+from pulsestock.v1 import (
+    catalogue_pb2,
+    catalogue_pb2_grpc,
+    inventory_sync_pb2,
+    inventory_sync_pb2_grpc,
+)
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
@@ -147,7 +155,13 @@ class InventorySync:
         inventory_sync_pb2_grpc.add_InventorySyncServiceServicer_to_server(
             InventorySyncServicer(self.writer, context.store, self.read_model), server
         )
-        return [inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name]
+        catalogue_pb2_grpc.add_CatalogueServiceServicer_to_server(
+            CatalogueServicer(CatalogueService(CatalogueStore(context.store), utc_now)), server
+        )
+        return [
+            inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name,
+            catalogue_pb2.DESCRIPTOR.services_by_name["CatalogueService"].full_name,
+        ]
 
     async def run_writer(self, context: ServiceContext, stop: asyncio.Event) -> None:
         refresh = asyncio.create_task(self.sites.refresh(stop, self.settings.sites_refresh_seconds))
