@@ -7,7 +7,7 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent, RecordedEvent
-from pulsestock.inventory_sync.domain.sku import ledger_stream, sku_of_stream
+from pulsestock.inventory_sync.domain.sku import is_ledger_stream, ledger_stream, sku_of_stream
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 
 
@@ -163,6 +163,8 @@ async def apply_batch(
     fold = _BatchFold()
     versions: dict[str, int] = {}  # SKU -> the highest ledger version in the batch
     for event in events:
+        if not is_ledger_stream(event.stream_id):
+            continue  # the catalogue's stream, for one: not a SKU's stock
         fold.fold(event)
         sku = sku_of_stream(event.stream_id)
         versions[sku] = max(versions.get(sku, 0), event.stream_version)

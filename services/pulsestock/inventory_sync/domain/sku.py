@@ -24,6 +24,10 @@ def ledger_stream(sku: str) -> str:
     return f"{STREAM_CATEGORY}-{sku}"
 
 
+def is_ledger_stream(stream_id: str) -> bool:
+    return stream_id.startswith(f"{STREAM_CATEGORY}-")
+
+
 def sku_of_stream(stream_id: str) -> str:
     """`sku-ABC-1` -> `ABC-1`, the inverse of ledger_stream."""
     return stream_id.removeprefix(f"{STREAM_CATEGORY}-")
