@@ -46,9 +46,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 @dataclass(frozen=True)
 class WebhookSecrets:
     tiktok_app_key: str | None
-    tiktok_app_secret: str | None
-    shopify_secret: str | None
-    amazon_token: str | None
+    # Hidden from repr: a settings object printed in a log must not carry them.
+    tiktok_app_secret: str | None = field(repr=False)
+    shopify_secret: str | None = field(repr=False)
+    amazon_token: str | None = field(repr=False)
     max_age: dict[str, timedelta] = field(default_factory=lambda: dict(RETRY_HORIZONS))
     clock_skew: timedelta = CLOCK_SKEW
 

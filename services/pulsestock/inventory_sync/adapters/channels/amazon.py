@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -25,8 +25,8 @@ class AmazonConfig:
     base_url: str
     lwa_url: str
     client_id: str
-    client_secret: str
-    refresh_token: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     seller_id: str
     marketplace_id: str
     product_type: str = "PRODUCT"

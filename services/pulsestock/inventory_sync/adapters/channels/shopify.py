@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -44,7 +44,7 @@ query Level($id: ID!, $locationId: ID!) {
 @dataclass(frozen=True)
 class ShopifyConfig:
     base_url: str
-    access_token: str
+    access_token: str = field(repr=False)
     location_id: str
     points_per_second: float = 100.0
     bucket_points: float = 2000.0

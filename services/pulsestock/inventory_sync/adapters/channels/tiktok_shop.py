@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from pulsestock.channels.tiktok_shop import sign
@@ -24,8 +24,8 @@ SEARCH_PATH = "/product/202309/inventory/search"
 class TikTokShopConfig:
     base_url: str
     app_key: str
-    app_secret: str
-    access_token: str
+    app_secret: str = field(repr=False)
+    access_token: str = field(repr=False)
     shop_cipher: str
     warehouse_id: str
     rate_per_second: float = 50.0
