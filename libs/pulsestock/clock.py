@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestock.v1.common_pb2 import TimeRange
 
 Clock = Callable[[], datetime]
@@ -13,6 +14,13 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    """A datetime as the protos' Timestamp."""
+    value = Timestamp()
+    value.FromDatetime(moment)
+    return value
 
 
 def time_range(start: datetime, end: datetime) -> TimeRange:

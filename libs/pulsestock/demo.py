@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
+from pulsestock.clock import timestamp as stamp
 from pulsestock.config import Env, env_prefix
 from pulsestock.grpckit.client import insecure_channel
 from pulsestock.services import definition_of
@@ -118,12 +118,6 @@ class Pulse:
     @property
     def units(self) -> int:
         return sum(order.quantity for order in self.orders)
-
-
-def stamp(moment: datetime) -> Timestamp:
-    result = Timestamp()
-    result.FromDatetime(moment)
-    return result
 
 
 def fresh_sku(now: datetime) -> str:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -26,7 +25,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import Observation
 from pulsestock.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -89,41 +88,54 @@ def set_channel_backoff(channel: str, seconds: float) -> None:
     _readings.channel_backoff_s[channel] = seconds
 
 
-def _gauge(name: str, description: str, unit: str = "") -> None:
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        return list(_OBSERVERS[name]())
+def _gauge(
+    name: str, description: str, read: Callable[[], Iterable[Observation]], unit: str = ""
+) -> None:
+    meter.create_observable_gauge(
+        name, callbacks=[lambda _options: list(read())], unit=unit, description=description
+    )
 
-    meter.create_observable_gauge(name, callbacks=[observe], unit=unit, description=description)
+
+def _one(value: float | None) -> list[Observation]:
+    return [] if value is None else [Observation(value)]
 
 
-_OBSERVERS = {
-    "pulsestock.outbox.depth": lambda: (
-        [Observation(_readings.outbox_depth)] if _readings.outbox_depth is not None else []
-    ),
-    "pulsestock.outbox.oldest_age": lambda: (
-        [Observation(_readings.outbox_oldest_age_s)]
-        if _readings.outbox_oldest_age_s is not None
-        else []
-    ),
-    "pulsestock.consumer.pending": lambda: [
-        Observation(v, {"consumer": k}) for k, v in _readings.consumer_pending.items()
-    ],
-    "pulsestock.consumer.redelivered": lambda: [
-        Observation(v, {"consumer": k}) for k, v in _readings.consumer_redelivered.items()
-    ],
-    "pulsestock.dead_letters": lambda: [
-        Observation(v, {"consumer": k}) for k, v in _readings.dead_letters.items()
-    ],
-    "pulsestock.channel.backoff": lambda: [
-        Observation(v, {"channel": k}) for k, v in _readings.channel_backoff_s.items()
-    ],
-}
-_gauge("pulsestock.outbox.depth", "outbox rows not yet published")
-_gauge("pulsestock.outbox.oldest_age", "age of the oldest unpublished outbox row", unit="s")
-_gauge("pulsestock.consumer.pending", "messages a durable consumer has not received yet (lag)")
-_gauge("pulsestock.consumer.redelivered", "messages a durable consumer is redelivering")
-_gauge("pulsestock.dead_letters", "messages dead-lettered by a consumer (in DEAD_LETTERS)")
-_gauge("pulsestock.channel.backoff", "current backoff of a channel's pusher", unit="s")
+def _each(values: dict[str, int] | dict[str, float], label: str) -> list[Observation]:
+    return [Observation(v, {label: k}) for k, v in values.items()]
+
+
+_gauge(
+    "pulsestock.outbox.depth",
+    "outbox rows not yet published",
+    lambda: _one(_readings.outbox_depth),
+)
+_gauge(
+    "pulsestock.outbox.oldest_age",
+    "age of the oldest unpublished outbox row",
+    lambda: _one(_readings.outbox_oldest_age_s),
+    unit="s",
+)
+_gauge(
+    "pulsestock.consumer.pending",
+    "messages a durable consumer has not received yet (lag)",
+    lambda: _each(_readings.consumer_pending, "consumer"),
+)
+_gauge(
+    "pulsestock.consumer.redelivered",
+    "messages a durable consumer is redelivering",
+    lambda: _each(_readings.consumer_redelivered, "consumer"),
+)
+_gauge(
+    "pulsestock.dead_letters",
+    "messages dead-lettered by a consumer (in DEAD_LETTERS)",
+    lambda: _each(_readings.dead_letters, "consumer"),
+)
+_gauge(
+    "pulsestock.channel.backoff",
+    "current backoff of a channel's pusher",
+    lambda: _each(_readings.channel_backoff_s, "channel"),
+    unit="s",
+)
 
 
 @dataclass
@@ -168,9 +180,7 @@ class InfrastructureGauges:
         while not stop.is_set():
             try:
                 await self.read_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning("metrics read failed", error=repr(error))
-            except Exception as error:  # a NATS hiccup must not stop the service
+            except Exception as error:  # PostgreSQL or NATS away: the gauges keep their values
                 log.warning("metrics read failed", error=repr(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval_s)
@@ -195,15 +205,3 @@ async def serve_metrics(host: str, port: int, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
-
-
-class Stopwatch:
-    """`with Stopwatch() as watch: ...; watch.seconds`."""
-
-    def __enter__(self) -> Stopwatch:
-        self.started = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.seconds = time.perf_counter() - self.started

@@ -86,37 +86,36 @@ def configure_telemetry(
     recorded."""
     global _configured_service, _metrics_configured
     resource = Resource.create({"service.name": service, "service.namespace": "pulsestock"})
-    if prometheus and not otlp_endpoint and not _metrics_configured:
-        # Metrics only: spans stay unrecorded (their cost) unless traces are exported too.
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    tracing = bool(otlp_endpoint or force or span_exporter)
+    if tracing and _configured_service is None:
+        _configured_service = service
+        tracer_provider = TracerProvider(resource=resource)
+        if otlp_endpoint:
+            # Imported lazily: the OTLP exporter pulls in a gRPC client only when it is used.
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint))
+            )
+        if span_exporter is not None:
+            tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        trace.set_tracer_provider(tracer_provider)
+    # Metrics: for Prometheus alone spans stay unrecorded (their cost).
+    if (tracing or prometheus) and not _metrics_configured:
         _metrics_configured = True
-        metrics.set_meter_provider(
-            MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()])
-        )
-    if _configured_service is not None or not (otlp_endpoint or force or span_exporter):
-        return
-    _configured_service = service
-    tracer_provider = TracerProvider(resource=resource)
-    readers: list[MetricReader] = []
-    if prometheus and not _metrics_configured:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        readers: list[MetricReader] = []
+        if prometheus:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-        readers.append(PrometheusMetricReader())
-    if otlp_endpoint:
-        # Imported lazily: the OTLP exporter pulls in a gRPC client only when it is used.
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            readers.append(PrometheusMetricReader())
+        if otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter,
+            )
 
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint))
-        )
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint)))
-    if span_exporter is not None:
-        tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    trace.set_tracer_provider(tracer_provider)
-    if not _metrics_configured:
-        _metrics_configured = True
+            readers.append(
+                PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint))
+            )
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
 
 

@@ -13,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pulsestock.collect.adapters.ingest_client import IngestClient, stamp
+from pulsestock.clock import timestamp as stamp
+from pulsestock.collect.adapters.ingest_client import IngestClient
 from pulsestock.config import ClientTls, ConfigError, Env, ServerTls
 from pulsestock.devstack.servers import free_port
 from pulsestock.grpckit.client import channel, insecure_channel

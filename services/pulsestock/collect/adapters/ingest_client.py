@@ -3,12 +3,11 @@ PushLiveSamples), so validation and deduplication stay in ingest."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestock.grpckit.client import channel as peer_channel
 from pulsestock.v1 import ingest_events_pb2 as ev
 from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
@@ -16,12 +15,7 @@ from pulsestock.v1 import ingest_pb2, ingest_pb2_grpc
 SERVICE = "pulsestock.v1.IngestService"
 CALL_TIMEOUT_S = 10.0
 SAMPLES_PER_MESSAGE = 500
-
-
-def stamp(moment: datetime) -> Timestamp:
-    value = Timestamp()
-    value.FromDatetime(moment)
-    return value
+Sample = TypeVar("Sample", ev.VideoSampled, ev.LiveSampled)
 
 
 @dataclass(frozen=True)
@@ -47,16 +41,14 @@ class IngestClient:
 
     async def push_video_samples(self, samples: Sequence[ev.VideoSampled]) -> PushReport:
         async def requests() -> AsyncIterator[ingest_pb2.PushVideoSamplesRequest]:
-            for start in range(0, len(samples), SAMPLES_PER_MESSAGE):
-                chunk = samples[start : start + SAMPLES_PER_MESSAGE]
+            for chunk in _messages(samples):
                 yield ingest_pb2.PushVideoSamplesRequest(samples=chunk)
 
         return _report(await self._stub().PushVideoSamples(requests(), timeout=CALL_TIMEOUT_S))
 
     async def push_live_samples(self, samples: Sequence[ev.LiveSampled]) -> PushReport:
         async def requests() -> AsyncIterator[ingest_pb2.PushLiveSamplesRequest]:
-            for start in range(0, len(samples), SAMPLES_PER_MESSAGE):
-                chunk = samples[start : start + SAMPLES_PER_MESSAGE]
+            for chunk in _messages(samples):
                 yield ingest_pb2.PushLiveSamplesRequest(samples=chunk)
 
         return _report(await self._stub().PushLiveSamples(requests(), timeout=CALL_TIMEOUT_S))
@@ -65,6 +57,12 @@ class IngestClient:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+
+
+def _messages(samples: Sequence[Sample]) -> Iterator[Sequence[Sample]]:
+    """The samples in stream messages of at most SAMPLES_PER_MESSAGE."""
+    for start in range(0, len(samples), SAMPLES_PER_MESSAGE):
+        yield samples[start : start + SAMPLES_PER_MESSAGE]
 
 
 def _report(response: ingest_pb2.PushSamplesResponse) -> PushReport:

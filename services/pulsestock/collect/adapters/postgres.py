@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 from cryptography.fernet import Fernet, InvalidToken
+from pulsestock.clock import timestamp
 from pulsestock.collect.adapters.display_api import CreatorTokens
 from pulsestock.collect.domain.polling import VideoSample
 from pulsestock.collect.domain.videos import Registration
@@ -53,15 +54,6 @@ class FileOffset:
 CollectEvent = ev.CreatorConnected | ev.CreatorDisconnected | ev.VideoMapped
 
 
-def _stamp(message: CollectEvent, at: datetime) -> None:
-    field = {
-        "CreatorConnected": "connected_at",
-        "CreatorDisconnected": "disconnected_at",
-        "VideoMapped": "mapped_at",
-    }[message.DESCRIPTOR.name]
-    getattr(message, field).FromDatetime(at.astimezone(UTC))
-
-
 def _samples_json(samples: Sequence[VideoSample]) -> str:
     """[[unix_s, views, likes, shares], ...]."""
     return json.dumps([[s.at, s.views, s.likes, s.shares] for s in samples])
@@ -89,8 +81,8 @@ class CollectRepository:
             default_skus=sorted(set(default_skus)),
             seller_id=seller_id,
             channel=Channel.ValueType(channel),
+            connected_at=timestamp(now),
         )
-        _stamp(event, now)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO creators (open_id, default_skus, seller_id, channel, grant_sealed,"
@@ -110,8 +102,9 @@ class CollectRepository:
 
     async def disconnect_creator(self, open_id: str, reason: str, now: datetime) -> bool:
         """Mark the creator's grant as gone (once); False when it already was."""
-        event = ev.CreatorDisconnected(open_id=open_id, reason=reason)
-        _stamp(event, now)
+        event = ev.CreatorDisconnected(
+            open_id=open_id, reason=reason, disconnected_at=timestamp(now)
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             changed = await conn.fetchval(
                 "UPDATE creators SET needs_reauthorisation = true, reason = $2, updated_at = $3"
@@ -177,8 +170,7 @@ class CollectRepository:
 
     async def map_video(self, video_id: str, skus: Sequence[str], now: datetime) -> bool:
         wanted = sorted(set(skus))
-        event = ev.VideoMapped(video_id=video_id, skus=wanted)
-        _stamp(event, now)
+        event = ev.VideoMapped(video_id=video_id, skus=wanted, mapped_at=timestamp(now))
         async with self.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval(
                 "SELECT skus FROM video_skus WHERE video_id = $1 FOR UPDATE", video_id

@@ -23,13 +23,14 @@ from typing import Protocol
 import aiohttp
 import asyncpg
 import grpc
+from pulsestock.clock import timestamp as stamp
 from pulsestock.collect.adapters.display_api import (
     DisplayApiError,
     ReauthorisationRequired,
     Video,
     VideoStats,
 )
-from pulsestock.collect.adapters.ingest_client import PushReport, stamp
+from pulsestock.collect.adapters.ingest_client import PushReport
 from pulsestock.collect.adapters.postgres import CollectRepository, Creator
 from pulsestock.collect.domain.polling import PollingPolicy, PollScheduler, VideoSample
 from pulsestock.collect.domain.videos import effective_skus
@@ -107,6 +108,9 @@ class Collector:
     def minutes_per_tick(self) -> float:
         return self.settings.tick_seconds / 60
 
+    def _now(self) -> float:
+        return self._ticks(self.clock().timestamp())
+
     def _ticks(self, unix_seconds: float) -> float:
         return unix_seconds / self.settings.tick_seconds
 
@@ -114,7 +118,7 @@ class Collector:
 
     async def load(self) -> None:
         """Creators, mappings and checkpoints from the tables (start, or a creator change)."""
-        now = self._ticks(self.clock().timestamp())
+        now = self._now()
         self._mapped = await self.repository.mappings()
         for creator in await self.repository.creators():
             state = self._creators.get(creator.open_id)
@@ -164,10 +168,10 @@ class Collector:
         self._mapped[video_id] = sorted(set(skus))
         owner = self._creators.get(self._owner.get(video_id, ""))
         if owner is not None:
-            self._follow(owner, video_id, self._ticks(self.clock().timestamp()))
+            self._follow(owner, video_id, self._now())
 
     def pulse_started(self, pulse_id: str, video_ids: Sequence[str]) -> None:
-        now = self._ticks(self.clock().timestamp())
+        now = self._now()
         ours = {v for v in video_ids if v in self._owner}
         self._pulses[pulse_id] = ours
         for video_id in ours:
@@ -176,7 +180,7 @@ class Collector:
             log.info("pulse: polling its videos every tick", pulse_id=pulse_id, videos=sorted(ours))
 
     def pulse_ended(self, pulse_id: str) -> None:
-        now = self._ticks(self.clock().timestamp())
+        now = self._now()
         for video_id in self._pulses.pop(pulse_id, set()):
             still = any(video_id in videos for videos in self._pulses.values())
             self._set_pulse(video_id, still, now)
@@ -269,7 +273,7 @@ class Collector:
         await self.repository.add_videos(
             open_id, [(v.id, datetime.fromtimestamp(v.create_time, UTC), v.title) for v in new]
         )
-        now = self._ticks(self.clock().timestamp())
+        now = self._now()
         for video in new:
             self._owner[video.id] = open_id
             self._created[video.id] = datetime.fromtimestamp(video.create_time, UTC)
@@ -301,7 +305,7 @@ class Collector:
 
     async def _poll(self, state: _CreatorState, report: TickReport) -> None:
         open_id = state.creator.open_id
-        batches = state.scheduler.plan(self._ticks(self.clock().timestamp()))
+        batches = state.scheduler.plan(self._now())
         stats: list[VideoStats] = []
         for batch in batches:
             report.calls += 1

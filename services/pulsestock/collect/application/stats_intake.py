@@ -30,7 +30,8 @@ from typing import Protocol
 
 import grpc
 from pulsestock.clock import Clock, utc_now
-from pulsestock.collect.adapters.ingest_client import PushReport, stamp
+from pulsestock.clock import timestamp as stamp
+from pulsestock.collect.adapters.ingest_client import PushReport
 from pulsestock.collect.domain.file_source import LiveSample, ParseResult, RowError, VideoSample
 from pulsestock.collect.domain.videos import Registration
 from pulsestock.v1 import ingest_events_pb2 as ev

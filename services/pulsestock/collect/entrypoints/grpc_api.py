@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
-from pulsestock.collect.adapters.ingest_client import stamp
+from pulsestock.clock import timestamp as stamp
 from pulsestock.collect.application.commands import CollectCommands
 from pulsestock.v1 import collect_pb2 as pb
 from pulsestock.v1 import collect_pb2_grpc

@@ -7,19 +7,13 @@ from datetime import datetime, timedelta
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
+from pulsestock.clock import timestamp as _stamp
 from pulsestock.grpckit.client import channel as peer_channel
 from pulsestock.v1 import forecast_pb2 as fpb
 from pulsestock.v1 import forecast_pb2_grpc
 
 SERVICE = "pulsestock.v1.ForecastService"
 CALL_TIMEOUT_S = 10.0
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class ForecastClient:

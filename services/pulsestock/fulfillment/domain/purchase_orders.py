@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from pulsestock.clock import timestamp as _stamp
 from pulsestock.errors import FieldViolation, InvalidArgument, PreconditionFailed
 from pulsestock.fulfillment.domain.order_lines import check_lines, summed
 from pulsestock.ids import ID_RULE, valid_id
@@ -46,12 +47,6 @@ def receive_command_id(purchase_order_id: str, receipt_id: str, sku: str) -> str
     a redelivery or a restart between recording the receipt and the call all send the same
     key, so the stock goes up once."""
     return f"po:{purchase_order_id}:receipt:{receipt_id}:{sku}"
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _time(stamp: Timestamp) -> datetime:
