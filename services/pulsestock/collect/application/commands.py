@@ -100,17 +100,16 @@ class CollectCommands:
         views = []
         for video in await self.repository.videos(open_id or None):
             scheduler = self.collector.scheduler_of(video.open_id)
-            followed = scheduler is not None and scheduler.follows(video.video_id)
+            interval, rising = 0.0, False  # not polled: no SKU, or the creator is gone
+            if scheduler is not None and scheduler.follows(video.video_id):
+                interval = scheduler.interval_of(video.video_id) * self.collector.minutes_per_tick
+                rising = scheduler.is_rising(video.video_id)
             views.append(
                 VideoView(
                     video,
                     self.collector.skus_of(video.video_id),
-                    scheduler.interval_of(video.video_id) * self.collector.minutes_per_tick
-                    if scheduler is not None and followed
-                    else 0.0,
-                    scheduler.is_rising(video.video_id)
-                    if scheduler is not None and followed
-                    else False,
+                    interval,
+                    rising,
                     self.collector.pulse_active(video.video_id),
                 )
             )
