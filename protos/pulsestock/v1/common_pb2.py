@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apulsestock/v1/common.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x03Sku\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"D\n\tWarehouse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x1b\n\x13\x66ulfilled_by_tiktok\x18\x03 \x01(\x08\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"T\n\tOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12(\n\nunit_price\x18\x03 \x01(\x0b\x32\x14.pulsestock.v1.Money\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x08Quantile\x12\t\n\x01q\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01*d\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANNEL_TIKTOK_SHOP\x10\x01\x12\x13\n\x0f\x43HANNEL_SHOPIFY\x10\x02\x12\x12\n\x0e\x43HANNEL_AMAZON\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apulsestock/v1/common.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x03Sku\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"D\n\tWarehouse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x1b\n\x13\x66ulfilled_by_tiktok\x18\x03 \x01(\x08\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"h\n\tOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12(\n\nunit_price\x18\x03 \x01(\x0b\x32\x14.pulsestock.v1.Money\x12\x12\n\nlisting_id\x18\x04 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x08Quantile\x12\t\n\x01q\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01*d\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANNEL_TIKTOK_SHOP\x10\x01\x12\x13\n\x0f\x43HANNEL_SHOPIFY\x10\x02\x12\x12\n\x0e\x43HANNEL_AMAZON\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pulsestock.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=452
-  _globals['_CHANNEL']._serialized_end=552
+  _globals['_CHANNEL']._serialized_start=472
+  _globals['_CHANNEL']._serialized_end=572
   _globals['_SKU']._serialized_start=78
   _globals['_SKU']._serialized_end=97
   _globals['_WAREHOUSE']._serialized_start=99
@@ -41,9 +41,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MONEY']._serialized_start=169
   _globals['_MONEY']._serialized_end=229
   _globals['_ORDERLINE']._serialized_start=231
-  _globals['_ORDERLINE']._serialized_end=315
-  _globals['_TIMERANGE']._serialized_start=317
-  _globals['_TIMERANGE']._serialized_end=412
-  _globals['_QUANTILE']._serialized_start=414
-  _globals['_QUANTILE']._serialized_end=450
+  _globals['_ORDERLINE']._serialized_end=335
+  _globals['_TIMERANGE']._serialized_start=337
+  _globals['_TIMERANGE']._serialized_end=432
+  _globals['_QUANTILE']._serialized_start=434
+  _globals['_QUANTILE']._serialized_end=470
 # @@protoc_insertion_point(module_scope)

@@ -120,8 +120,18 @@ class OrderLine(_message.Message):
     SKU_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    LISTING_ID_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
+    """The seller's SKU as the channel reports it (TikTok Shop seller_sku, Shopify line item
+    sku, Amazon SellerSKU); by the naming convention, our stock item. Empty when the
+    channel's line has none.
+    """
     quantity: _builtins.int
+    listing_id: _builtins.str
+    """The channel's id of what was sold, which the catalogue resolves to stock items:
+    TikTok Shop sku_id, Shopify variant_id, Amazon SellerSKU. Empty when the channel gave
+    none (then only the naming convention can place the line).
+    """
     @_builtins.property
     def unit_price(self) -> Global___Money: ...
     def __init__(
@@ -130,10 +140,11 @@ class OrderLine(_message.Message):
         sku: _builtins.str = ...,
         quantity: _builtins.int = ...,
         unit_price: Global___Money | None = ...,
+        listing_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "sku", b"sku", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listing_id", b"listing_id", "quantity", b"quantity", "sku", b"sku", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -166,11 +166,14 @@ class OrderPlaced(_message.Message):
     PLACED_AT_FIELD_NUMBER: _builtins.int
     BUYER_REGION_FIELD_NUMBER: _builtins.int
     AWAITING_PAYMENT_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_ID_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     buyer_region: _builtins.str
     awaiting_payment: _builtins.bool
     """The channel has not been paid yet (e.g. TikTok Shop UNPAID): the hold may expire."""
+    marketplace_id: _builtins.str
+    """Amazon: the marketplace the order was placed in (a listing is a seller SKU in one)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
     @_builtins.property
@@ -184,10 +187,11 @@ class OrderPlaced(_message.Message):
         placed_at: _timestamp_pb2.Timestamp | None = ...,
         buyer_region: _builtins.str = ...,
         awaiting_payment: _builtins.bool = ...,
+        marketplace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_payment", b"awaiting_payment", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "placed_at", b"placed_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_payment", b"awaiting_payment", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "marketplace_id", b"marketplace_id", "placed_at", b"placed_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,6 +244,7 @@ class OrderChanged(_message.Message):
     CHANNEL_STATUS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     PLACED_AT_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_ID_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     revision: _builtins.int
@@ -249,6 +254,8 @@ class OrderChanged(_message.Message):
     """The buyer asked to cancel and the seller has not answered: the stock stays held."""
     channel_status: _builtins.str
     """The channel's own status word at the latest update (for people, not for rules)."""
+    marketplace_id: _builtins.str
+    """Amazon: the marketplace the order was placed in."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLineState]: ...
     @_builtins.property
@@ -269,10 +276,11 @@ class OrderChanged(_message.Message):
         channel_status: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         placed_at: _timestamp_pb2.Timestamp | None = ...,
+        marketplace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "channel", b"channel", "channel_order_id", b"channel_order_id", "channel_status", b"channel_status", "lines", b"lines", "payment", b"payment", "placed_at", b"placed_at", "revision", b"revision", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "channel", b"channel", "channel_order_id", b"channel_order_id", "channel_status", b"channel_status", "lines", b"lines", "marketplace_id", b"marketplace_id", "payment", b"payment", "placed_at", b"placed_at", "revision", b"revision", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -287,11 +295,14 @@ class OrderLineState(_message.Message):
     CANCELLED_FIELD_NUMBER: _builtins.int
     SHIPPED_FIELD_NUMBER: _builtins.int
     RETURNED_FIELD_NUMBER: _builtins.int
+    LISTING_ID_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     ordered: _builtins.int
     cancelled: _builtins.int
     shipped: _builtins.int
     returned: _builtins.int
+    listing_id: _builtins.str
+    """The channel's id of the listing sold (see OrderLine.listing_id)."""
     def __init__(
         self,
         *,
@@ -300,10 +311,11 @@ class OrderLineState(_message.Message):
         cancelled: _builtins.int = ...,
         shipped: _builtins.int = ...,
         returned: _builtins.int = ...,
+        listing_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "ordered", b"ordered", "returned", b"returned", "shipped", b"shipped", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "listing_id", b"listing_id", "ordered", b"ordered", "returned", b"returned", "shipped", b"shipped", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
