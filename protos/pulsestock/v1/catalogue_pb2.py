@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from pulsestock.v1 import catalogue_events_pb2 as pulsestock_dot_v1_dot_catalogue__events__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from pulsestock.v1 import common_pb2 as pulsestock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpulsestock/v1/catalogue.proto\x12\rpulsestock.v1\x1a$pulsestock/v1/catalogue_events.proto\x1a\x1apulsestock/v1/common.proto\"v\n\x14\x43reateListingRequest\x12&\n\x03ids\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingIds\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\"v\n\x14UpdateListingRequest\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\">\n\x14RetireListingRequest\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\"Z\n\x10\x44\x65\x66ineKitRequest\x12\x0e\n\x06kit_id\x18\x01 \x01(\t\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\"\"\n\x10RetireKitRequest\x12\x0e\n\x06kit_id\x18\x01 \x01(\t\"F\n\x18\x43\x61talogueCommandResponse\x12\x19\n\x11\x63\x61talogue_version\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\xa4\x02\n\x10\x43\x61talogueListing\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\x12&\n\x03ids\x18\x02 \x01(\x0b\x32\x19.pulsestock.v1.ListingIds\x12\x36\n\x0b\x63omposition\x18\x03 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\x12\x0f\n\x07retired\x18\x04 \x01(\x08\x12\x44\n\x0bstock_units\x18\x05 \x03(\x0b\x32/.pulsestock.v1.CatalogueListing.StockUnitsEntry\x1a\x31\n\x0fStockUnitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"W\n\x13ListListingsRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x17\n\x0finclude_retired\x18\x02 \x01(\x08\"d\n\x14ListListingsResponse\x12\x31\n\x08listings\x18\x01 \x03(\x0b\x32\x1f.pulsestock.v1.CatalogueListing\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x03\"g\n\x0c\x43\x61talogueKit\x12\x0e\n\x06kit_id\x18\x01 \x01(\t\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\x12\x0f\n\x07retired\x18\x03 \x01(\x08\"*\n\x0fListKitsRequest\x12\x17\n\x0finclude_retired\x18\x01 \x01(\x08\"X\n\x10ListKitsResponse\x12)\n\x04kits\x18\x01 \x03(\x0b\x32\x1b.pulsestock.v1.CatalogueKit\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x03\"o\n\x1bGetListingQuantitiesRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.pulsestock.v1.ListingKey\"F\n\x15\x43omponentAvailability\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"\x85\x01\n\x0fListingQuantity\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x38\n\ncomponents\x18\x03 \x03(\x0b\x32$.pulsestock.v1.ComponentAvailability\"m\n\x1cGetListingQuantitiesResponse\x12\x32\n\nquantities\x18\x01 \x03(\x0b\x32\x1e.pulsestock.v1.ListingQuantity\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x03\x32\xf4\x05\n\x10\x43\x61talogueService\x12]\n\rCreateListing\x12#.pulsestock.v1.CreateListingRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12]\n\rUpdateListing\x12#.pulsestock.v1.UpdateListingRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12]\n\rRetireListing\x12#.pulsestock.v1.RetireListingRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12U\n\tDefineKit\x12\x1f.pulsestock.v1.DefineKitRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12U\n\tRetireKit\x12\x1f.pulsestock.v1.RetireKitRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12W\n\x0cListListings\x12\".pulsestock.v1.ListListingsRequest\x1a#.pulsestock.v1.ListListingsResponse\x12K\n\x08ListKits\x12\x1e.pulsestock.v1.ListKitsRequest\x1a\x1f.pulsestock.v1.ListKitsResponse\x12o\n\x14GetListingQuantities\x12*.pulsestock.v1.GetListingQuantitiesRequest\x1a+.pulsestock.v1.GetListingQuantitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpulsestock/v1/catalogue.proto\x12\rpulsestock.v1\x1a$pulsestock/v1/catalogue_events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1apulsestock/v1/common.proto\"v\n\x14\x43reateListingRequest\x12&\n\x03ids\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingIds\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\"v\n\x14UpdateListingRequest\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\">\n\x14RetireListingRequest\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\"Z\n\x10\x44\x65\x66ineKitRequest\x12\x0e\n\x06kit_id\x18\x01 \x01(\t\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\"\"\n\x10RetireKitRequest\x12\x0e\n\x06kit_id\x18\x01 \x01(\t\"F\n\x18\x43\x61talogueCommandResponse\x12\x19\n\x11\x63\x61talogue_version\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\xa4\x02\n\x10\x43\x61talogueListing\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\x12&\n\x03ids\x18\x02 \x01(\x0b\x32\x19.pulsestock.v1.ListingIds\x12\x36\n\x0b\x63omposition\x18\x03 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\x12\x0f\n\x07retired\x18\x04 \x01(\x08\x12\x44\n\x0bstock_units\x18\x05 \x03(\x0b\x32/.pulsestock.v1.CatalogueListing.StockUnitsEntry\x1a\x31\n\x0fStockUnitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"W\n\x13ListListingsRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x17\n\x0finclude_retired\x18\x02 \x01(\x08\"d\n\x14ListListingsResponse\x12\x31\n\x08listings\x18\x01 \x03(\x0b\x32\x1f.pulsestock.v1.CatalogueListing\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x03\"g\n\x0c\x43\x61talogueKit\x12\x0e\n\x06kit_id\x18\x01 \x01(\t\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\x12\x0f\n\x07retired\x18\x03 \x01(\x08\"*\n\x0fListKitsRequest\x12\x17\n\x0finclude_retired\x18\x01 \x01(\x08\"X\n\x10ListKitsResponse\x12)\n\x04kits\x18\x01 \x03(\x0b\x32\x1b.pulsestock.v1.CatalogueKit\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x03\"o\n\x1bGetListingQuantitiesRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.pulsestock.v1.ListingKey\"F\n\x15\x43omponentAvailability\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"\x85\x01\n\x0fListingQuantity\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingKey\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x38\n\ncomponents\x18\x03 \x03(\x0b\x32$.pulsestock.v1.ComponentAvailability\"m\n\x1cGetListingQuantitiesResponse\x12\x32\n\nquantities\x18\x01 \x03(\x0b\x32\x1e.pulsestock.v1.ListingQuantity\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x03\"\xc6\x01\n\x15ImportListingsRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x44\n\x08\x62\x61rcodes\x18\x02 \x03(\x0b\x32\x32.pulsestock.v1.ImportListingsRequest.BarcodesEntry\x12\r\n\x05\x61pply\x18\x03 \x01(\x08\x1a/\n\rBarcodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x0e\x43hannelListing\x12&\n\x03ids\x18\x01 \x01(\x0b\x32\x19.pulsestock.v1.ListingIds\x12\x12\n\nseller_sku\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61rcode\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\"\xac\x01\n\x0eImportProposal\x12.\n\x07listing\x18\x01 \x01(\x0b\x32\x1d.pulsestock.v1.ChannelListing\x12\x36\n\x0b\x63omposition\x18\x02 \x03(\x0b\x32!.pulsestock.v1.CatalogueComponent\x12\x12\n\nmatched_by\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"R\n\x10UnmatchedListing\x12.\n\x07listing\x18\x01 \x01(\x0b\x32\x1d.pulsestock.v1.ChannelListing\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xcf\x01\n\x16ImportListingsResponse\x12/\n\x08proposed\x18\x01 \x03(\x0b\x32\x1d.pulsestock.v1.ImportProposal\x12\x35\n\x0e\x61lready_mapped\x18\x02 \x03(\x0b\x32\x1d.pulsestock.v1.ChannelListing\x12\x32\n\tunmatched\x18\x03 \x03(\x0b\x32\x1f.pulsestock.v1.UnmatchedListing\x12\x19\n\x11\x63\x61talogue_version\x18\x04 \x01(\x03\"o\n\x1bListUnresolvedOrdersRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x18\n\x10include_resolved\x18\x03 \x01(\x08\"1\n\x0eUnresolvedLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x12\n\nlisting_id\x18\x02 \x01(\t\"\xbd\x02\n\x0fUnresolvedOrder\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.pulsestock.v1.Channel\x12\x18\n\x10\x63hannel_order_id\x18\x02 \x01(\t\x12\x16\n\x0emarketplace_id\x18\x03 \x01(\t\x12,\n\x05lines\x18\x04 \x03(\x0b\x32\x1d.pulsestock.v1.UnresolvedLine\x12.\n\nfirst_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcancelled\x18\x07 \x01(\x08\x12/\n\x0bresolved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x1cListUnresolvedOrdersResponse\x12.\n\x06orders\x18\x01 \x03(\x0b\x32\x1e.pulsestock.v1.UnresolvedOrder2\xc4\x07\n\x10\x43\x61talogueService\x12]\n\rCreateListing\x12#.pulsestock.v1.CreateListingRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12]\n\rUpdateListing\x12#.pulsestock.v1.UpdateListingRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12]\n\rRetireListing\x12#.pulsestock.v1.RetireListingRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12U\n\tDefineKit\x12\x1f.pulsestock.v1.DefineKitRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12U\n\tRetireKit\x12\x1f.pulsestock.v1.RetireKitRequest\x1a\'.pulsestock.v1.CatalogueCommandResponse\x12W\n\x0cListListings\x12\".pulsestock.v1.ListListingsRequest\x1a#.pulsestock.v1.ListListingsResponse\x12K\n\x08ListKits\x12\x1e.pulsestock.v1.ListKitsRequest\x1a\x1f.pulsestock.v1.ListKitsResponse\x12o\n\x14GetListingQuantities\x12*.pulsestock.v1.GetListingQuantitiesRequest\x1a+.pulsestock.v1.GetListingQuantitiesResponse\x12]\n\x0eImportListings\x12$.pulsestock.v1.ImportListingsRequest\x1a%.pulsestock.v1.ImportListingsResponse\x12o\n\x14ListUnresolvedOrders\x12*.pulsestock.v1.ListUnresolvedOrdersRequest\x1a+.pulsestock.v1.ListUnresolvedOrdersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,40 +36,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CATALOGUELISTING_STOCKUNITSENTRY']._loaded_options = None
   _globals['_CATALOGUELISTING_STOCKUNITSENTRY']._serialized_options = b'8\001'
-  _globals['_CREATELISTINGREQUEST']._serialized_start=114
-  _globals['_CREATELISTINGREQUEST']._serialized_end=232
-  _globals['_UPDATELISTINGREQUEST']._serialized_start=234
-  _globals['_UPDATELISTINGREQUEST']._serialized_end=352
-  _globals['_RETIRELISTINGREQUEST']._serialized_start=354
-  _globals['_RETIRELISTINGREQUEST']._serialized_end=416
-  _globals['_DEFINEKITREQUEST']._serialized_start=418
-  _globals['_DEFINEKITREQUEST']._serialized_end=508
-  _globals['_RETIREKITREQUEST']._serialized_start=510
-  _globals['_RETIREKITREQUEST']._serialized_end=544
-  _globals['_CATALOGUECOMMANDRESPONSE']._serialized_start=546
-  _globals['_CATALOGUECOMMANDRESPONSE']._serialized_end=616
-  _globals['_CATALOGUELISTING']._serialized_start=619
-  _globals['_CATALOGUELISTING']._serialized_end=911
-  _globals['_CATALOGUELISTING_STOCKUNITSENTRY']._serialized_start=862
-  _globals['_CATALOGUELISTING_STOCKUNITSENTRY']._serialized_end=911
-  _globals['_LISTLISTINGSREQUEST']._serialized_start=913
-  _globals['_LISTLISTINGSREQUEST']._serialized_end=1000
-  _globals['_LISTLISTINGSRESPONSE']._serialized_start=1002
-  _globals['_LISTLISTINGSRESPONSE']._serialized_end=1102
-  _globals['_CATALOGUEKIT']._serialized_start=1104
-  _globals['_CATALOGUEKIT']._serialized_end=1207
-  _globals['_LISTKITSREQUEST']._serialized_start=1209
-  _globals['_LISTKITSREQUEST']._serialized_end=1251
-  _globals['_LISTKITSRESPONSE']._serialized_start=1253
-  _globals['_LISTKITSRESPONSE']._serialized_end=1341
-  _globals['_GETLISTINGQUANTITIESREQUEST']._serialized_start=1343
-  _globals['_GETLISTINGQUANTITIESREQUEST']._serialized_end=1454
-  _globals['_COMPONENTAVAILABILITY']._serialized_start=1456
-  _globals['_COMPONENTAVAILABILITY']._serialized_end=1526
-  _globals['_LISTINGQUANTITY']._serialized_start=1529
-  _globals['_LISTINGQUANTITY']._serialized_end=1662
-  _globals['_GETLISTINGQUANTITIESRESPONSE']._serialized_start=1664
-  _globals['_GETLISTINGQUANTITIESRESPONSE']._serialized_end=1773
-  _globals['_CATALOGUESERVICE']._serialized_start=1776
-  _globals['_CATALOGUESERVICE']._serialized_end=2532
+  _globals['_IMPORTLISTINGSREQUEST_BARCODESENTRY']._loaded_options = None
+  _globals['_IMPORTLISTINGSREQUEST_BARCODESENTRY']._serialized_options = b'8\001'
+  _globals['_CREATELISTINGREQUEST']._serialized_start=147
+  _globals['_CREATELISTINGREQUEST']._serialized_end=265
+  _globals['_UPDATELISTINGREQUEST']._serialized_start=267
+  _globals['_UPDATELISTINGREQUEST']._serialized_end=385
+  _globals['_RETIRELISTINGREQUEST']._serialized_start=387
+  _globals['_RETIRELISTINGREQUEST']._serialized_end=449
+  _globals['_DEFINEKITREQUEST']._serialized_start=451
+  _globals['_DEFINEKITREQUEST']._serialized_end=541
+  _globals['_RETIREKITREQUEST']._serialized_start=543
+  _globals['_RETIREKITREQUEST']._serialized_end=577
+  _globals['_CATALOGUECOMMANDRESPONSE']._serialized_start=579
+  _globals['_CATALOGUECOMMANDRESPONSE']._serialized_end=649
+  _globals['_CATALOGUELISTING']._serialized_start=652
+  _globals['_CATALOGUELISTING']._serialized_end=944
+  _globals['_CATALOGUELISTING_STOCKUNITSENTRY']._serialized_start=895
+  _globals['_CATALOGUELISTING_STOCKUNITSENTRY']._serialized_end=944
+  _globals['_LISTLISTINGSREQUEST']._serialized_start=946
+  _globals['_LISTLISTINGSREQUEST']._serialized_end=1033
+  _globals['_LISTLISTINGSRESPONSE']._serialized_start=1035
+  _globals['_LISTLISTINGSRESPONSE']._serialized_end=1135
+  _globals['_CATALOGUEKIT']._serialized_start=1137
+  _globals['_CATALOGUEKIT']._serialized_end=1240
+  _globals['_LISTKITSREQUEST']._serialized_start=1242
+  _globals['_LISTKITSREQUEST']._serialized_end=1284
+  _globals['_LISTKITSRESPONSE']._serialized_start=1286
+  _globals['_LISTKITSRESPONSE']._serialized_end=1374
+  _globals['_GETLISTINGQUANTITIESREQUEST']._serialized_start=1376
+  _globals['_GETLISTINGQUANTITIESREQUEST']._serialized_end=1487
+  _globals['_COMPONENTAVAILABILITY']._serialized_start=1489
+  _globals['_COMPONENTAVAILABILITY']._serialized_end=1559
+  _globals['_LISTINGQUANTITY']._serialized_start=1562
+  _globals['_LISTINGQUANTITY']._serialized_end=1695
+  _globals['_GETLISTINGQUANTITIESRESPONSE']._serialized_start=1697
+  _globals['_GETLISTINGQUANTITIESRESPONSE']._serialized_end=1806
+  _globals['_IMPORTLISTINGSREQUEST']._serialized_start=1809
+  _globals['_IMPORTLISTINGSREQUEST']._serialized_end=2007
+  _globals['_IMPORTLISTINGSREQUEST_BARCODESENTRY']._serialized_start=1960
+  _globals['_IMPORTLISTINGSREQUEST_BARCODESENTRY']._serialized_end=2007
+  _globals['_CHANNELLISTING']._serialized_start=2009
+  _globals['_CHANNELLISTING']._serialized_end=2117
+  _globals['_IMPORTPROPOSAL']._serialized_start=2120
+  _globals['_IMPORTPROPOSAL']._serialized_end=2292
+  _globals['_UNMATCHEDLISTING']._serialized_start=2294
+  _globals['_UNMATCHEDLISTING']._serialized_end=2376
+  _globals['_IMPORTLISTINGSRESPONSE']._serialized_start=2379
+  _globals['_IMPORTLISTINGSRESPONSE']._serialized_end=2586
+  _globals['_LISTUNRESOLVEDORDERSREQUEST']._serialized_start=2588
+  _globals['_LISTUNRESOLVEDORDERSREQUEST']._serialized_end=2699
+  _globals['_UNRESOLVEDLINE']._serialized_start=2701
+  _globals['_UNRESOLVEDLINE']._serialized_end=2750
+  _globals['_UNRESOLVEDORDER']._serialized_start=2753
+  _globals['_UNRESOLVEDORDER']._serialized_end=3070
+  _globals['_LISTUNRESOLVEDORDERSRESPONSE']._serialized_start=3072
+  _globals['_LISTUNRESOLVEDORDERSRESPONSE']._serialized_end=3150
+  _globals['_CATALOGUESERVICE']._serialized_start=3153
+  _globals['_CATALOGUESERVICE']._serialized_end=4117
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from pulsestock.v1 import catalogue_events_pb2 as _catalogue_events_pb2
 from pulsestock.v1 import common_pb2 as _common_pb2
@@ -429,3 +430,293 @@ class GetListingQuantitiesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetListingQuantitiesResponse: _TypeAlias = GetListingQuantitiesResponse  # noqa: Y015
+
+@_typing.final
+class ImportListingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class BarcodesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    BARCODES_FIELD_NUMBER: _builtins.int
+    APPLY_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    apply: _builtins.bool
+    """Create the proposed listings; false: only propose."""
+    @_builtins.property
+    def barcodes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The seller's barcodes (GTIN / EAN / UPC) -> stock item SKU, to match listings by barcode."""
+
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        barcodes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        apply: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply", b"apply", "barcodes", b"barcodes", "channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportListingsRequest: _TypeAlias = ImportListingsRequest  # noqa: Y015
+
+@_typing.final
+class ChannelListing(_message.Message):
+    """A listing as the channel lists it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    SELLER_SKU_FIELD_NUMBER: _builtins.int
+    BARCODE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    seller_sku: _builtins.str
+    barcode: _builtins.str
+    title: _builtins.str
+    @_builtins.property
+    def ids(self) -> _catalogue_events_pb2.ListingIds: ...
+    def __init__(
+        self,
+        *,
+        ids: _catalogue_events_pb2.ListingIds | None = ...,
+        seller_sku: _builtins.str = ...,
+        barcode: _builtins.str = ...,
+        title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["barcode", b"barcode", "ids", b"ids", "seller_sku", b"seller_sku", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelListing: _TypeAlias = ChannelListing  # noqa: Y015
+
+@_typing.final
+class ImportProposal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LISTING_FIELD_NUMBER: _builtins.int
+    COMPOSITION_FIELD_NUMBER: _builtins.int
+    MATCHED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    matched_by: _builtins.str
+    """What matched: "seller_sku" or "barcode"."""
+    created: _builtins.bool
+    """With apply: the listing was created by this call."""
+    error: _builtins.str
+    """With apply: why it could not be created (e.g. its id was mapped meanwhile)."""
+    @_builtins.property
+    def listing(self) -> Global___ChannelListing: ...
+    @_builtins.property
+    def composition(self) -> _containers.RepeatedCompositeFieldContainer[_catalogue_events_pb2.CatalogueComponent]: ...
+    def __init__(
+        self,
+        *,
+        listing: Global___ChannelListing | None = ...,
+        composition: _abc.Iterable[_catalogue_events_pb2.CatalogueComponent] | None = ...,
+        matched_by: _builtins.str = ...,
+        created: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["listing", b"listing"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["composition", b"composition", "created", b"created", "error", b"error", "listing", b"listing", "matched_by", b"matched_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportProposal: _TypeAlias = ImportProposal  # noqa: Y015
+
+@_typing.final
+class UnmatchedListing(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LISTING_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def listing(self) -> Global___ChannelListing: ...
+    def __init__(
+        self,
+        *,
+        listing: Global___ChannelListing | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["listing", b"listing"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listing", b"listing", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmatchedListing: _TypeAlias = UnmatchedListing  # noqa: Y015
+
+@_typing.final
+class ImportListingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSED_FIELD_NUMBER: _builtins.int
+    ALREADY_MAPPED_FIELD_NUMBER: _builtins.int
+    UNMATCHED_FIELD_NUMBER: _builtins.int
+    CATALOGUE_VERSION_FIELD_NUMBER: _builtins.int
+    catalogue_version: _builtins.int
+    @_builtins.property
+    def proposed(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportProposal]: ...
+    @_builtins.property
+    def already_mapped(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelListing]:
+        """Listings the catalogue already maps (left as they are)."""
+
+    @_builtins.property
+    def unmatched(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnmatchedListing]: ...
+    def __init__(
+        self,
+        *,
+        proposed: _abc.Iterable[Global___ImportProposal] | None = ...,
+        already_mapped: _abc.Iterable[Global___ChannelListing] | None = ...,
+        unmatched: _abc.Iterable[Global___UnmatchedListing] | None = ...,
+        catalogue_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_mapped", b"already_mapped", "catalogue_version", b"catalogue_version", "proposed", b"proposed", "unmatched", b"unmatched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportListingsResponse: _TypeAlias = ImportListingsResponse  # noqa: Y015
+
+@_typing.final
+class ListUnresolvedOrdersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESOLVED_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    """CHANNEL_UNSPECIFIED: every channel."""
+    limit: _builtins.int
+    """At most this many (default and maximum 1000)."""
+    include_resolved: _builtins.bool
+    """Also the ones resolved since (their listing was mapped and the order reserved)."""
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        limit: _builtins.int = ...,
+        include_resolved: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "include_resolved", b"include_resolved", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUnresolvedOrdersRequest: _TypeAlias = ListUnresolvedOrdersRequest  # noqa: Y015
+
+@_typing.final
+class UnresolvedLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    LISTING_ID_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """The seller SKU and the channel's listing id the line carried."""
+    listing_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        listing_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listing_id", b"listing_id", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnresolvedLine: _TypeAlias = UnresolvedLine  # noqa: Y015
+
+@_typing.final
+class UnresolvedOrder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    channel_order_id: _builtins.str
+    marketplace_id: _builtins.str
+    cancelled: _builtins.bool
+    """The channel cancelled it meanwhile."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnresolvedLine]: ...
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset while unresolved."""
+
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        channel_order_id: _builtins.str = ...,
+        marketplace_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___UnresolvedLine] | None = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        cancelled: _builtins.bool = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "channel", b"channel", "channel_order_id", b"channel_order_id", "first_seen", b"first_seen", "last_seen", b"last_seen", "lines", b"lines", "marketplace_id", b"marketplace_id", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnresolvedOrder: _TypeAlias = UnresolvedOrder  # noqa: Y015
+
+@_typing.final
+class ListUnresolvedOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnresolvedOrder]: ...
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___UnresolvedOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUnresolvedOrdersResponse: _TypeAlias = ListUnresolvedOrdersResponse  # noqa: Y015

@@ -82,6 +82,16 @@ class CatalogueServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_catalogue__pb2.GetListingQuantitiesRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_catalogue__pb2.GetListingQuantitiesResponse.FromString,
                 _registered_method=True)
+        self.ImportListings = channel.unary_unary(
+                '/pulsestock.v1.CatalogueService/ImportListings',
+                request_serializer=pulsestock_dot_v1_dot_catalogue__pb2.ImportListingsRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_catalogue__pb2.ImportListingsResponse.FromString,
+                _registered_method=True)
+        self.ListUnresolvedOrders = channel.unary_unary(
+                '/pulsestock.v1.CatalogueService/ListUnresolvedOrders',
+                request_serializer=pulsestock_dot_v1_dot_catalogue__pb2.ListUnresolvedOrdersRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_catalogue__pb2.ListUnresolvedOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogueServiceServicer:
@@ -150,6 +160,25 @@ class CatalogueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportListings(self, request, context):
+        """Read the listings a shop already has on a channel (through the channel's API) and
+        propose a mapping for each whose seller SKU or barcode names exactly one stock item;
+        the rest are reported with the reason, never guessed (multi-packs and bundles are mapped
+        by hand with CreateListing). With `apply`, the proposals are created as CreateListing
+        would. UNAVAILABLE when the channel is not connected or does not answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUnresolvedOrders(self, request, context):
+        """Channel orders the catalogue could not resolve (a listing unknown on a mapped channel):
+        recorded, not reserved, until someone maps the listing. Most recently seen first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +221,16 @@ def add_CatalogueServiceServicer_to_server(servicer, server):
                     servicer.GetListingQuantities,
                     request_deserializer=pulsestock_dot_v1_dot_catalogue__pb2.GetListingQuantitiesRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_catalogue__pb2.GetListingQuantitiesResponse.SerializeToString,
+            ),
+            'ImportListings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportListings,
+                    request_deserializer=pulsestock_dot_v1_dot_catalogue__pb2.ImportListingsRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_catalogue__pb2.ImportListingsResponse.SerializeToString,
+            ),
+            'ListUnresolvedOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUnresolvedOrders,
+                    request_deserializer=pulsestock_dot_v1_dot_catalogue__pb2.ListUnresolvedOrdersRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_catalogue__pb2.ListUnresolvedOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -418,6 +457,60 @@ class CatalogueService:
             '/pulsestock.v1.CatalogueService/GetListingQuantities',
             pulsestock_dot_v1_dot_catalogue__pb2.GetListingQuantitiesRequest.SerializeToString,
             pulsestock_dot_v1_dot_catalogue__pb2.GetListingQuantitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportListings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.CatalogueService/ImportListings',
+            pulsestock_dot_v1_dot_catalogue__pb2.ImportListingsRequest.SerializeToString,
+            pulsestock_dot_v1_dot_catalogue__pb2.ImportListingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUnresolvedOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.CatalogueService/ListUnresolvedOrders',
+            pulsestock_dot_v1_dot_catalogue__pb2.ListUnresolvedOrdersRequest.SerializeToString,
+            pulsestock_dot_v1_dot_catalogue__pb2.ListUnresolvedOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,17 @@ class CatalogueServiceStub:
     """What each listing could sell now: min over its stock items of floor(available / units),
     from the ledger's read model (all warehouses).
     """
+    ImportListings: _grpc.UnaryUnaryMultiCallable[_catalogue_pb2.ImportListingsRequest, _catalogue_pb2.ImportListingsResponse]
+    """Read the listings a shop already has on a channel (through the channel's API) and
+    propose a mapping for each whose seller SKU or barcode names exactly one stock item;
+    the rest are reported with the reason, never guessed (multi-packs and bundles are mapped
+    by hand with CreateListing). With `apply`, the proposals are created as CreateListing
+    would. UNAVAILABLE when the channel is not connected or does not answer.
+    """
+    ListUnresolvedOrders: _grpc.UnaryUnaryMultiCallable[_catalogue_pb2.ListUnresolvedOrdersRequest, _catalogue_pb2.ListUnresolvedOrdersResponse]
+    """Channel orders the catalogue could not resolve (a listing unknown on a mapped channel):
+    recorded, not reserved, until someone maps the listing. Most recently seen first.
+    """
 
 @_typing.type_check_only
 class CatalogueServiceAsyncStub(CatalogueServiceStub):
@@ -86,6 +97,17 @@ class CatalogueServiceAsyncStub(CatalogueServiceStub):
     GetListingQuantities: _aio.UnaryUnaryMultiCallable[_catalogue_pb2.GetListingQuantitiesRequest, _catalogue_pb2.GetListingQuantitiesResponse]  # type: ignore[assignment]
     """What each listing could sell now: min over its stock items of floor(available / units),
     from the ledger's read model (all warehouses).
+    """
+    ImportListings: _aio.UnaryUnaryMultiCallable[_catalogue_pb2.ImportListingsRequest, _catalogue_pb2.ImportListingsResponse]  # type: ignore[assignment]
+    """Read the listings a shop already has on a channel (through the channel's API) and
+    propose a mapping for each whose seller SKU or barcode names exactly one stock item;
+    the rest are reported with the reason, never guessed (multi-packs and bundles are mapped
+    by hand with CreateListing). With `apply`, the proposals are created as CreateListing
+    would. UNAVAILABLE when the channel is not connected or does not answer.
+    """
+    ListUnresolvedOrders: _aio.UnaryUnaryMultiCallable[_catalogue_pb2.ListUnresolvedOrdersRequest, _catalogue_pb2.ListUnresolvedOrdersResponse]  # type: ignore[assignment]
+    """Channel orders the catalogue could not resolve (a listing unknown on a mapped channel):
+    recorded, not reserved, until someone maps the listing. Most recently seen first.
     """
 
 class CatalogueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -161,6 +183,29 @@ class CatalogueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_catalogue_pb2.GetListingQuantitiesResponse, _abc.Awaitable[_catalogue_pb2.GetListingQuantitiesResponse]]:
         """What each listing could sell now: min over its stock items of floor(available / units),
         from the ledger's read model (all warehouses).
+        """
+
+    @_abc_1.abstractmethod
+    def ImportListings(
+        self,
+        request: _catalogue_pb2.ImportListingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalogue_pb2.ImportListingsResponse, _abc.Awaitable[_catalogue_pb2.ImportListingsResponse]]:
+        """Read the listings a shop already has on a channel (through the channel's API) and
+        propose a mapping for each whose seller SKU or barcode names exactly one stock item;
+        the rest are reported with the reason, never guessed (multi-packs and bundles are mapped
+        by hand with CreateListing). With `apply`, the proposals are created as CreateListing
+        would. UNAVAILABLE when the channel is not connected or does not answer.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUnresolvedOrders(
+        self,
+        request: _catalogue_pb2.ListUnresolvedOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalogue_pb2.ListUnresolvedOrdersResponse, _abc.Awaitable[_catalogue_pb2.ListUnresolvedOrdersResponse]]:
+        """Channel orders the catalogue could not resolve (a listing unknown on a mapped channel):
+        recorded, not reserved, until someone maps the listing. Most recently seen first.
         """
 
 def add_CatalogueServiceServicer_to_server(servicer: CatalogueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -322,6 +322,8 @@ class Catalogue:
     # derived: each active listing's stock units, and the active listings of each stock item
     stock_units_of: dict[ListingKey, dict[str, int]] = field(default_factory=dict)
     listings_of_sku: dict[str, set[ListingKey]] = field(default_factory=dict)
+    # channels with a listing ever mapped: their SKUs no longer follow the naming convention
+    channels_mapped: set[int] = field(default_factory=set)
 
     @classmethod
     def from_events(cls, events: list[CatalogueEvent]) -> Catalogue:
@@ -337,6 +339,30 @@ class Catalogue:
         (the caller records and reports the order, never guesses)."""
         listing = self.listings.get(key)
         return listing if listing is not None and not listing.retired else None
+
+    def maps_channel(self, channel: int) -> bool:
+        """Whether this channel's listings come from the catalogue. A channel with no
+        listing ever mapped keeps the naming convention (a SKU is its own listing), so a shop
+        without an imported catalogue, like the demo's, works as before; once one listing is
+        mapped, only mapped listings are synced and only they resolve orders."""
+        return channel in self.channels_mapped
+
+    def resolve_line(
+        self, channel: int, marketplace_id: str, sku: str, listing_id: str
+    ) -> dict[str, int] | None:
+        """Stock units one unit of an order line takes, or None when the catalogue cannot
+        say (an unknown or retired listing on a mapped channel, or a line naming nothing):
+        such an order is recorded and reported, never guessed. `sku` is the seller SKU the
+        channel reported, our stock item only by the naming convention."""
+        if listing_id:
+            amazon = channel == Channel.CHANNEL_AMAZON
+            key = ListingKey(channel, listing_id, marketplace_id if amazon else "")
+            units = self.stock_units_of.get(key)
+            if units is not None:
+                return dict(units)
+        if self.maps_channel(channel) or not sku:
+            return None
+        return {sku: 1}
 
     def stock_units(self, key: ListingKey) -> dict[str, int]:
         if key not in self.stock_units_of:
@@ -461,6 +487,7 @@ class Catalogue:
         self.version += 1
         if isinstance(event, ListingCreated):
             self.listings[event.ids.key] = Listing(event.ids, event.composition)
+            self.channels_mapped.add(event.ids.key.channel)
             self._index(event.ids.key)
         elif isinstance(event, ListingCompositionChanged):
             old = self.listings[event.key]

@@ -7,15 +7,20 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pulsestock.inventory_sync.adapters.channels.base import (
     ChannelError,
+    ChannelTarget,
     RateLimiter,
     failure_for_status,
+    not_this_channel,
     transport_failure,
 )
+from pulsestock.inventory_sync.domain.catalogue import AmazonIds
 from pulsestock.v1.common_pb2 import Channel
+from yarl import URL
 
 LISTINGS_PATH = "/listings/2021-08-01/items/{seller_id}/{sku}"
 
@@ -68,8 +73,22 @@ class AmazonClient:
         self._token_expires = time.monotonic() + float(payload.get("expires_in", 3600))
         return self._token
 
-    async def _call(self, method: str, sku: str, **kwargs: Any) -> tuple[int, str]:
-        url = self.config.base_url + LISTINGS_PATH.format(seller_id=self.config.seller_id, sku=sku)
+    def listing(self, target: ChannelTarget) -> AmazonIds:
+        """Without a catalogue listing, the SKU is the seller SKU in the configured
+        marketplace."""
+        if isinstance(target, str):
+            return AmazonIds(target, self.config.marketplace_id)
+        if isinstance(target, AmazonIds):
+            return target
+        raise not_this_channel(target, "Amazon")
+
+    async def _call(self, method: str, seller_sku: str, **kwargs: Any) -> tuple[int, str]:
+        # A seller SKU is free text ("Mug 2-Pack/blue"): one path segment, percent-encoded.
+        url = URL(
+            self.config.base_url
+            + LISTINGS_PATH.format(seller_id=self.config.seller_id, sku=quote(seller_sku, safe="")),
+            encoded=True,
+        )
         for attempt in range(2):
             token = await self._access_token(refresh=attempt > 0)
             await self.limiter.acquire()
@@ -87,11 +106,12 @@ class AmazonClient:
                 raise transport_failure(error) from error
         raise ChannelError("Amazon refused the refreshed token", retryable=True)
 
-    async def set_quantity(self, sku: str, quantity: int) -> None:
+    async def set_quantity(self, target: ChannelTarget, quantity: int) -> None:
+        listing = self.listing(target)
         status, text = await self._call(
             "PATCH",
-            sku,
-            params={"marketplaceIds": self.config.marketplace_id},
+            listing.seller_sku,
+            params={"marketplaceIds": listing.marketplace_id},
             json={
                 "productType": self.config.product_type,
                 "patches": [
@@ -104,19 +124,20 @@ class AmazonClient:
             },
         )
         if status == 404:
-            raise ChannelError(f"Amazon has no listing for {sku}", retryable=False)
+            raise ChannelError(f"Amazon has no listing {listing.seller_sku!r}", retryable=False)
         result = json.loads(text)
         if result.get("status") != "ACCEPTED":
             raise ChannelError(
                 f"Amazon {result.get('status')}: {result.get('issues')}", retryable=False
             )
 
-    async def get_quantity(self, sku: str) -> int | None:
+    async def get_quantity(self, target: ChannelTarget) -> int | None:
+        listing = self.listing(target)
         status, text = await self._call(
             "GET",
-            sku,
+            listing.seller_sku,
             params={
-                "marketplaceIds": self.config.marketplace_id,
+                "marketplaceIds": listing.marketplace_id,
                 "includedData": "fulfillmentAvailability",
             },
         )

@@ -7,6 +7,7 @@ import time
 from typing import Protocol
 
 import aiohttp
+from pulsestock.inventory_sync.domain.catalogue import ChannelIds
 
 
 class ChannelError(Exception):
@@ -19,13 +20,20 @@ class ChannelError(Exception):
         self.retry_after = retry_after
 
 
+# What a quantity is pushed to: a catalogue listing's channel ids, or a SKU under the naming
+# convention (`p-<sku>`/`s-<sku>` on TikTok Shop, `gid://shopify/InventoryItem/<sku>`, the SKU
+# as the Amazon seller SKU), which shops without an imported catalogue (the fakes, the demo)
+# use.
+ChannelTarget = str | ChannelIds
+
+
 class ChannelClient(Protocol):
     @property
     def channel(self) -> int: ...
 
-    async def set_quantity(self, sku: str, quantity: int) -> None: ...
+    async def set_quantity(self, target: ChannelTarget, quantity: int) -> None: ...
 
-    async def get_quantity(self, sku: str) -> int | None: ...
+    async def get_quantity(self, target: ChannelTarget) -> int | None: ...
 
     async def close(self) -> None: ...
 
@@ -76,6 +84,10 @@ def failure_for_status(response: aiohttp.ClientResponse, text: str) -> ChannelEr
     return ChannelError(
         f"HTTP {status}: {text[:300]}", retryable=retryable, retry_after=retry_after_of(response)
     )
+
+
+def not_this_channel(target: ChannelTarget, channel: str) -> ChannelError:
+    return ChannelError(f"{target} are not {channel} ids", retryable=False)
 
 
 def transport_failure(error: Exception) -> ChannelError:

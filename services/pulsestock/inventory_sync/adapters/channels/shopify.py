@@ -7,14 +7,18 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pulsestock.inventory_sync.adapters.channels.base import (
     ChannelError,
+    ChannelTarget,
     RateLimiter,
     failure_for_status,
+    not_this_channel,
     transport_failure,
 )
+from pulsestock.inventory_sync.domain.catalogue import ShopifyIds
 from pulsestock.v1.common_pb2 import Channel
 
 API_VERSION = "2026-07"
@@ -59,10 +63,14 @@ class ShopifyClient:
         self.limiter = RateLimiter.under(config.points_per_second, config.bucket_points)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
 
-    @staticmethod
-    def inventory_item_id(sku: str) -> str:
-        # Until a catalogue import maps SKUs to inventory items, one convention (the fake's).
-        return f"gid://shopify/InventoryItem/{sku}"
+    def inventory_level(self, target: ChannelTarget) -> tuple[str, str]:
+        """(inventory item GID, location GID) the quantity is set on. Without a catalogue
+        listing, a SKU's inventory item follows one convention (the fake's)."""
+        if isinstance(target, str):
+            return f"gid://shopify/InventoryItem/{target}", self.config.location_id
+        if isinstance(target, ShopifyIds):
+            return target.inventory_item_gid, target.location_gid
+        raise not_this_channel(target, "Shopify")
 
     async def _graphql(self, query: str, variables: dict[str, Any], cost: int) -> dict[str, Any]:
         await self.limiter.acquire(cost)
@@ -92,18 +100,19 @@ class ShopifyClient:
             self.limiter.tokens = min(self.limiter.tokens, float(throttle["currentlyAvailable"]))
         return payload.get("data") or {}
 
-    async def set_quantity(self, sku: str, quantity: int) -> None:
+    async def set_quantity(self, target: ChannelTarget, quantity: int) -> None:
+        item, location = self.inventory_level(target)
         data = await self._graphql(
             SET_QUANTITIES % uuid.uuid4(),
             {
                 "input": {
                     "name": "available",
                     "reason": "correction",
-                    "referenceDocumentUri": f"pulsestock://inventory-sync/{sku}",
+                    "referenceDocumentUri": f"pulsestock://inventory-sync/{quote(str(target))}",
                     "quantities": [
                         {
-                            "inventoryItemId": self.inventory_item_id(sku),
-                            "locationId": self.config.location_id,
+                            "inventoryItemId": item,
+                            "locationId": location,
                             "quantity": quantity,
                             # The ledger is the truth: set the absolute quantity, no CAS.
                             "changeFromQuantity": None,
@@ -117,11 +126,10 @@ class ShopifyClient:
         if result.get("userErrors"):
             raise ChannelError(f"Shopify userErrors: {result['userErrors']}", retryable=False)
 
-    async def get_quantity(self, sku: str) -> int | None:
+    async def get_quantity(self, target: ChannelTarget) -> int | None:
+        item_id, location = self.inventory_level(target)
         data = await self._graphql(
-            INVENTORY_LEVEL,
-            {"id": self.inventory_item_id(sku), "locationId": self.config.location_id},
-            QUERY_COST,
+            INVENTORY_LEVEL, {"id": item_id, "locationId": location}, QUERY_COST
         )
         item = data.get("inventoryItem")
         if not item or not item.get("inventoryLevel"):

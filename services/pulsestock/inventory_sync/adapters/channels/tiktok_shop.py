@@ -10,10 +10,13 @@ import aiohttp
 from pulsestock.channels.tiktok_shop import sign
 from pulsestock.inventory_sync.adapters.channels.base import (
     ChannelError,
+    ChannelTarget,
     RateLimiter,
     failure_for_status,
+    not_this_channel,
     transport_failure,
 )
+from pulsestock.inventory_sync.domain.catalogue import TikTokShopIds
 from pulsestock.v1.common_pb2 import Channel
 
 UPDATE_PATH = "/product/202309/products/{product_id}/inventory/update"
@@ -40,8 +43,7 @@ class TikTokShopClient:
         self.limiter = RateLimiter.under(config.rate_per_second, config.rate_per_second)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
 
-    # The seller's catalogue maps our SKU to TikTok product and SKU ids; until a catalogue
-    # import exists, the ids follow one convention (the fake's).
+    # Without a catalogue listing, a SKU's TikTok ids follow one convention (the fake's).
     @staticmethod
     def product_id(sku: str) -> str:
         return f"p-{sku}"
@@ -81,16 +83,24 @@ class TikTokShopClient:
             )
         return payload
 
-    async def set_quantity(self, sku: str, quantity: int) -> None:
+    def ids(self, target: ChannelTarget) -> TikTokShopIds:
+        if isinstance(target, str):
+            return TikTokShopIds(
+                self.product_id(target), self.sku_id(target), self.config.warehouse_id
+            )
+        if isinstance(target, TikTokShopIds):
+            return target
+        raise not_this_channel(target, "TikTok Shop")
+
+    async def set_quantity(self, target: ChannelTarget, quantity: int) -> None:
+        ids = self.ids(target)
         payload = await self._call(
-            UPDATE_PATH.format(product_id=self.product_id(sku)),
+            UPDATE_PATH.format(product_id=ids.product_id),
             {
                 "skus": [
                     {
-                        "id": self.sku_id(sku),
-                        "inventory": [
-                            {"warehouse_id": self.config.warehouse_id, "quantity": quantity}
-                        ],
+                        "id": ids.sku_id,
+                        "inventory": [{"warehouse_id": ids.warehouse_id, "quantity": quantity}],
                     }
                 ]
             },
@@ -100,15 +110,16 @@ class TikTokShopClient:
         if errors:
             raise ChannelError(f"TikTok refused the SKU: {errors}", retryable=False)
 
-    async def get_quantity(self, sku: str) -> int | None:
-        payload = await self._call(SEARCH_PATH, {"sku_ids": [self.sku_id(sku)]})
+    async def get_quantity(self, target: ChannelTarget) -> int | None:
+        ids = self.ids(target)
+        payload = await self._call(SEARCH_PATH, {"sku_ids": [ids.sku_id]})
         data = payload.get("data")
         inventory = data.get("inventory", []) if isinstance(data, dict) else []
         for product in inventory:
             for item in product.get("skus", []):
-                if item.get("id") == self.sku_id(sku):
+                if item.get("id") == ids.sku_id:
                     for warehouse in item.get("warehouse_inventory", []):
-                        if warehouse.get("warehouse_id") == self.config.warehouse_id:
+                        if warehouse.get("warehouse_id") == ids.warehouse_id:
                             return int(warehouse["available_quantity"])
         return None
 
