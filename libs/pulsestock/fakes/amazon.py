@@ -1,7 +1,14 @@
 """Amazon SP-API Listings Items (2021-08-01) `patchListingsItem` with
-`fulfillment_availability`, `getListingsItem`, Orders v0 `getOrders` (LastUpdatedAfter,
-MaxResultsPerPage, NextToken) and `getOrderItems`, each within its own usage plan, and the
-Login with Amazon token endpoint."""
+`fulfillment_availability`, `getListingsItem`, `searchListingsItems` (the seller's listings in
+one marketplace, pages of up to 20, at most 1,000 results paged through per search), Orders v0
+`getOrders` (LastUpdatedAfter, MaxResultsPerPage, NextToken) and `getOrderItems`, each within
+its own usage plan, and the Login with Amazon token endpoint.
+
+Two kinds of listing live here. Catalogue listings (`add_listing`) have free-text seller SKUs,
+ASINs and titles, may be listed in several marketplaces, and keep a quantity per marketplace.
+Any other seller SKU is our SKU itself (the naming convention), in the fake's marketplace.
+Listings Items identifiers carry only the ASIN: a barcode shows only in the listing's
+`attributes` (`externally_assigned_product_identifier`), when the seller gave one."""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import json
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +29,33 @@ LISTINGS_PATH = "/listings/2021-08-01/items/{seller_id}/{sku}"
 TOKEN_PATH = "/auth/o2/token"
 ORDERS_PATH = "/orders/v0/orders"
 ORDER_ITEMS_PATH = "/orders/v0/orders/{order_id}/orderItems"
+SEARCH_PATH = "/listings/2021-08-01/items/{seller_id}"
+SEARCH_MAX_PAGE_SIZE = 20
+SEARCH_MAX_RESULTS = 1000  # "the maximum number of items that can be paged through"
+SEARCH_DATASETS = {
+    "summaries",
+    "attributes",
+    "issues",
+    "offers",
+    "fulfillmentAvailability",
+    "procurement",
+    "relationships",
+    "productTypes",
+}
+
+
+@dataclass
+class ListingOffer:
+    """A catalogue listing in one marketplace."""
+
+    asin: str
+    item_name: str
+    barcode: str
+    status: tuple[str, ...]
+    product_type: str
+    created: str
+    updated: str
+    quantity: int | None = None
 
 
 def amazon_now() -> str:
@@ -45,6 +80,8 @@ class FakeAmazon(FakeChannel):
         orders_burst: float = 20.0,
         items_rate: float = 0.5,
         items_burst: float = 30.0,
+        search_rate: float = 5.0,
+        search_burst: float = 5.0,
     ) -> None:
         super().__init__()
         self.client_id, self.client_secret, self.refresh_token = (
@@ -61,6 +98,43 @@ class FakeAmazon(FakeChannel):
         self.items_limit = TokenBucket(items_rate, items_burst)
         self.orders: dict[str, dict[str, Any]] = {}  # AmazonOrderId -> getOrders' Order
         self.order_items: dict[str, list[dict[str, Any]]] = {}  # -> getOrderItems' items
+        # The catalogue: seller SKU -> marketplace id -> the listing there.
+        self.listings: dict[str, dict[str, ListingOffer]] = {}
+        self.marketplace_ids = {marketplace_id}
+        # searchListingsItems' own usage plan: 5 requests/s, burst 5.
+        self.search_limit = TokenBucket(search_rate, search_burst)
+        self._asins = 0
+
+    def add_listing(
+        self,
+        seller_sku: str,
+        item_name: str,
+        *,
+        marketplace_id: str | None = None,
+        asin: str | None = None,
+        barcode: str = "",
+        status: tuple[str, ...] = ("BUYABLE", "DISCOVERABLE"),
+        product_type: str = "PRODUCT",
+        quantity: int | None = None,
+        created: str | None = None,
+    ) -> str:
+        """A listing of the seller's catalogue (free-text seller SKU) in a marketplace
+        (default: the fake's); returns its ASIN."""
+        marketplace = marketplace_id or self.marketplace_id
+        self.marketplace_ids.add(marketplace)
+        if asin is None:
+            self._asins += 1
+            asin = f"B0{self._asins:08d}"
+        now = created or amazon_now()
+        self.listings.setdefault(seller_sku, {})[marketplace] = ListingOffer(
+            asin, item_name, barcode, status, product_type, now, now, quantity
+        )
+        return asin
+
+    def quantity_of_listing(self, seller_sku: str, marketplace_id: str) -> int | None:
+        """A catalogue listing's DEFAULT (merchant-fulfilled) quantity in a marketplace."""
+        offer = self.listings.get(seller_sku, {}).get(marketplace_id)
+        return offer.quantity if offer else None
 
     def add_order(
         self,
@@ -124,6 +198,7 @@ class FakeAmazon(FakeChannel):
         app.router.add_post(TOKEN_PATH, self.token)
         app.router.add_patch(LISTINGS_PATH, self.patch)
         app.router.add_get(LISTINGS_PATH, self.get)
+        app.router.add_get(SEARCH_PATH, self.search)
         app.router.add_get(ORDERS_PATH, self.get_orders)
         app.router.add_get(ORDER_ITEMS_PATH, self.get_order_items)
 
@@ -162,15 +237,17 @@ class FakeAmazon(FakeChannel):
             }
         )
 
-    def _refuse(self, request: web.Request) -> web.Response | None:
+    def _refuse(
+        self, request: web.Request, limit: TokenBucket | None = None
+    ) -> web.Response | None:
         token = request.headers.get("x-amz-access-token", "")
         if self.tokens.get(token, 0.0) < time.monotonic():
             return _errors(403, "Unauthorized", "Access to requested resource is denied.")
         if request.match_info["seller_id"] != self.seller_id:
             return _errors(403, "Unauthorized", "Access to requested resource is denied.")
-        if request.query.get("marketplaceIds") != self.marketplace_id:
+        if request.query.get("marketplaceIds") not in self.marketplace_ids:
             return _errors(400, "InvalidInput", "marketplaceIds is required")
-        if not self.limit.take():
+        if not (limit or self.limit).take():
             return _errors(
                 429, "QuotaExceeded", "You exceeded your quota for the requested resource."
             )
@@ -205,23 +282,154 @@ class FakeAmazon(FakeChannel):
                     ],
                 }
             )
-        self.quantities[sku] = quantity
+        offer = self._offer(request)
+        if offer is not None:
+            offer.quantity = quantity
+            offer.updated = amazon_now()
+        elif sku in self.listings or request.query["marketplaceIds"] != self.marketplace_id:
+            return _errors(404, "NotFound", f"SKU {sku} not found in this marketplace")
+        else:
+            self.quantities[sku] = quantity
         return web.json_response(
             {"sku": sku, "status": "ACCEPTED", "submissionId": submission, "issues": []}
         )
+
+    def _offer(self, request: web.Request) -> ListingOffer | None:
+        marketplaces = self.listings.get(request.match_info["sku"], {})
+        return marketplaces.get(request.query.get("marketplaceIds", ""))
 
     async def get(self, request: web.Request) -> web.Response:
         if (refusal := self._refuse(request)) is not None:
             return refusal
         sku = request.match_info["sku"]
-        if sku not in self.quantities:
+        included = request.query.get("includedData", "summaries").split(",")
+        offer = self._offer(request)
+        if offer is not None:
+            return web.json_response(_item(sku, request.query["marketplaceIds"], offer, included))
+        if (
+            sku in self.listings
+            or sku not in self.quantities
+            or request.query["marketplaceIds"] != self.marketplace_id
+        ):
             return _errors(404, "NotFound", f"SKU {sku} not found")
         body: dict[str, Any] = {"sku": sku}
-        if "fulfillmentAvailability" in request.query.get("includedData", ""):
+        if "fulfillmentAvailability" in included:
             body["fulfillmentAvailability"] = [
                 {"fulfillmentChannelCode": "DEFAULT", "quantity": self.quantities[sku]}
             ]
         return web.json_response(body)
+
+    async def search(self, request: web.Request) -> web.Response:
+        """searchListingsItems over the catalogue listings of one marketplace: `pageSize`
+        (1-20, default 10), `pageToken`, `includedData` (default summaries), `sortBy`
+        (lastUpdatedDate default, or createdDate), `sortOrder` (DESC default), `createdAfter`.
+        `numberOfResults` counts every match; only the first 1,000 can be paged through."""
+        if (refusal := self._refuse(request, self.search_limit)) is not None:
+            return refusal
+        query = request.query
+        marketplace = query["marketplaceIds"]
+        try:
+            if "pageToken" in query:
+                cursor = json.loads(base64.b64decode(query["pageToken"]))
+                if not isinstance(cursor, dict):
+                    raise ValueError("pageToken")
+            else:
+                included = query.get("includedData", "summaries").split(",")
+                if not set(included) <= SEARCH_DATASETS:
+                    raise ValueError("includedData")
+                size = int(query.get("pageSize", "10"))
+                if not 1 <= size <= SEARCH_MAX_PAGE_SIZE:
+                    raise ValueError("pageSize")
+                sort_by = query.get("sortBy", "lastUpdatedDate")
+                if sort_by not in ("lastUpdatedDate", "createdDate"):
+                    raise ValueError("sortBy")
+                if query.get("sortOrder", "DESC") not in ("ASC", "DESC"):
+                    raise ValueError("sortOrder")
+                created_after = query.get("createdAfter")
+                if created_after:
+                    _amazon_time(created_after)
+                cursor = {
+                    "included": included,
+                    "size": size,
+                    "sortBy": sort_by,
+                    "desc": query.get("sortOrder", "DESC") == "DESC",
+                    "createdAfter": created_after,
+                    "offset": 0,
+                }
+            size, offset = int(cursor["size"]), int(cursor["offset"])
+            since = _amazon_time(cursor["createdAfter"]) if cursor["createdAfter"] else None
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            return _errors(400, "InvalidInput", "Invalid input")
+        attribute = "created" if cursor["sortBy"] == "createdDate" else "updated"
+        found = sorted(
+            (
+                (sku, offers[marketplace])
+                for sku, offers in self.listings.items()
+                if marketplace in offers
+                and (since is None or _amazon_time(offers[marketplace].created) >= since)
+            ),
+            key=lambda found: (getattr(found[1], attribute), found[0]),
+            reverse=bool(cursor["desc"]),
+        )
+        reachable = found[:SEARCH_MAX_RESULTS]
+        body: dict[str, Any] = {
+            "numberOfResults": len(found),
+            "items": [
+                _item(sku, marketplace, offer, cursor["included"])
+                for sku, offer in reachable[offset : offset + size]
+            ],
+        }
+        pagination = {}
+        if offset + size < len(reachable):
+            pagination["nextToken"] = _orders_cursor({**cursor, "offset": offset + size})
+        if offset > 0:
+            pagination["previousToken"] = _orders_cursor(
+                {**cursor, "offset": max(0, offset - size)}
+            )
+        if pagination:
+            body["pagination"] = pagination
+        return web.json_response(
+            body, headers={"x-amzn-RateLimit-Limit": f"{self.search_limit.rate:g}"}
+        )
+
+
+def _item(sku: str, marketplace: str, offer: ListingOffer, included: list[str]) -> dict[str, Any]:
+    """A listings item as getListingsItem and searchListingsItems show it."""
+    item: dict[str, Any] = {"sku": sku}
+    if "summaries" in included:
+        item["summaries"] = [
+            {
+                "marketplaceId": marketplace,
+                "asin": offer.asin,
+                "productType": offer.product_type,
+                "conditionType": "new_new",
+                "status": list(offer.status),
+                "itemName": offer.item_name,
+                "createdDate": offer.created,
+                "lastUpdatedDate": offer.updated,
+            }
+        ]
+    if "attributes" in included:
+        attributes: dict[str, Any] = {
+            "item_name": [
+                {"value": offer.item_name, "language_tag": "en_US", "marketplace_id": marketplace}
+            ]
+        }
+        if offer.barcode:
+            kind = {12: "upc", 13: "ean"}.get(len(offer.barcode), "gtin")
+            attributes["externally_assigned_product_identifier"] = [
+                {"type": kind, "value": offer.barcode, "marketplace_id": marketplace}
+            ]
+        item["attributes"] = attributes
+    if "fulfillmentAvailability" in included:
+        item["fulfillmentAvailability"] = (
+            [{"fulfillmentChannelCode": "DEFAULT", "quantity": offer.quantity}]
+            if offer.quantity is not None
+            else []
+        )
+    if "issues" in included:
+        item["issues"] = []
+    return item
 
 
 def _orders_cursor(value: dict[str, Any]) -> str:

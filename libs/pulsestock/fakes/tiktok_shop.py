@@ -1,14 +1,25 @@
 """TikTok Shop Partner API (v202309): signed stock update and inventory search, order detail
-and order search (by update time, in pages of `page_size` with a `next_page_token`)."""
+and order search (by update time, in pages of `page_size` with a `next_page_token`), and the
+shop's catalogue: product search (`POST /product/202309/products/search`, pages of up to 100
+with a `next_page_token`) and product detail (`GET /product/202309/products/{product_id}`,
+which alone shows a SKU's barcode, `identifier_code`).
+
+Two kinds of SKU live here. Catalogue products (`add_product`) have ids like a real shop's
+(19-digit product and SKU ids, SKUs in one or more warehouses) and are updated and read by
+those ids. Any other product id follows the naming convention `p-<sku>` / `s-<sku>` of shops
+without an imported catalogue (the demo, most tests)."""
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +29,48 @@ UPDATE_PATH = "/product/202309/products/{product_id}/inventory/update"
 SEARCH_PATH = "/product/202309/inventory/search"
 ORDERS_PATH = "/order/202309/orders"
 ORDER_SEARCH_PATH = "/order/202309/orders/search"
+PRODUCT_SEARCH_PATH = "/product/202309/products/search"
+PRODUCT_DETAIL_PATH = "/product/202309/products/{product_id}"
+
+# Error codes of the catalogue paths (TikTok's own codes for these cases are *unverified*).
+PRODUCT_NOT_FOUND = 12052048
+SKU_NOT_IN_PRODUCT = 12052009
+UNKNOWN_WAREHOUSE = 12052230
+
+
+@dataclass(frozen=True)
+class ShopSku:
+    """A SKU of a catalogue product: the seller's SKU text, an optional barcode (GTIN / EAN /
+    UPC, by length), the warehouses it is stocked in (default: the fake's warehouse) and the
+    quantity each starts with."""
+
+    seller_sku: str
+    barcode: str = ""
+    warehouse_ids: tuple[str, ...] = ()
+    quantity: int = 0
+
+
+@dataclass(frozen=True)
+class AddedProduct:
+    product_id: str
+    sku_ids: tuple[str, ...]
+
+
+def _barcode_type(code: str) -> str:
+    return {12: "UPC", 13: "EAN"}.get(len(code), "GTIN")
+
+
+def _page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    offset = int(json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))))
+    if offset < 0:
+        raise ValueError(token)
+    return offset
 
 
 def tiktok_signature(app_secret: str, path: str, query: dict[str, str], body: bytes) -> str:
@@ -47,6 +100,69 @@ class FakeTikTokShop(FakeChannel):
         self.limit = TokenBucket(rate_per_second, rate_per_second)
         self.stock: dict[str, int] = {}  # by TikTok SKU id
         self.orders: dict[str, dict[str, object]] = {}  # order id -> order detail
+        # The catalogue: product id -> the product as the detail endpoint shows it.
+        self.products: dict[str, dict[str, Any]] = {}
+        self._product_of_sku: dict[str, str] = {}
+        self._next_id = 1729_4000_0000_0000_000  # 19 digits, like TikTok's ids
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return str(self._next_id)
+
+    def add_product(
+        self,
+        title: str,
+        skus: Sequence[str | ShopSku],
+        status: str = "ACTIVATE",
+        create_time: int | None = None,
+    ) -> AddedProduct:
+        """A product of the shop's catalogue, with TikTok-like ids; returns them."""
+        now = int(time.time()) if create_time is None else create_time
+        product_id = self._new_id()
+        entries = []
+        for given in skus:
+            sku = ShopSku(given) if isinstance(given, str) else given
+            entry: dict[str, Any] = {
+                "id": self._new_id(),
+                "seller_sku": sku.seller_sku,
+                "price": {"currency": "USD", "sale_price": "9.99", "tax_exclusive_price": "9.99"},
+                "inventory": [
+                    {"warehouse_id": warehouse, "quantity": sku.quantity}
+                    for warehouse in sku.warehouse_ids or (self.warehouse_id,)
+                ],
+            }
+            if sku.barcode:
+                entry["identifier_code"] = {
+                    "code": sku.barcode,
+                    "type": _barcode_type(sku.barcode),
+                }
+            entries.append(entry)
+            self._product_of_sku[entry["id"]] = product_id
+        self.products[product_id] = {
+            "id": product_id,
+            "title": title,
+            "status": status,
+            "create_time": now,
+            "update_time": now,
+            "sales_regions": ["US"],
+            "skus": entries,
+        }
+        return AddedProduct(product_id, tuple(entry["id"] for entry in entries))
+
+    def _catalogue_sku(self, product_id: str, sku_id: str) -> dict[str, Any] | None:
+        product = self.products.get(product_id)
+        for entry in product["skus"] if product else ():
+            if entry["id"] == sku_id:
+                return entry  # type: ignore[no-any-return]
+        return None
+
+    def quantity_of_listing(self, product_id: str, sku_id: str, warehouse_id: str) -> int | None:
+        """A catalogue SKU's quantity in one warehouse; None when it is not stocked there."""
+        entry = self._catalogue_sku(product_id, sku_id)
+        for inventory in entry["inventory"] if entry else ():
+            if inventory["warehouse_id"] == warehouse_id:
+                return int(inventory["quantity"])
+        return None
 
     def add_order(
         self,
@@ -110,6 +226,8 @@ class FakeTikTokShop(FakeChannel):
         app.router.add_post(SEARCH_PATH, self.search)
         app.router.add_get(ORDERS_PATH, self.order_detail)
         app.router.add_post(ORDER_SEARCH_PATH, self.order_search)
+        app.router.add_post(PRODUCT_SEARCH_PATH, self.product_search)
+        app.router.add_get(PRODUCT_DETAIL_PATH, self.product_detail)
 
     def _error(self, status: int, code: int, message: str) -> web.Response:
         return web.json_response(
@@ -138,34 +256,47 @@ class FakeTikTokShop(FakeChannel):
     async def update(self, request: web.Request) -> web.Response:
         if (refusal := await self._authenticate(request)) is not None:
             return refusal
+        product_id = request.match_info["product_id"]
+        product = self.products.get(product_id)
+        if product is None and not product_id.startswith("p-"):
+            return self._error(200, PRODUCT_NOT_FOUND, f"Product {product_id} does not exist")
         try:
             body = json.loads(await request.read())
             skus = body["skus"]
             errors = []
             for item in skus:
+
+                def refuse(code: int, message: str, sku_id: str = item["id"]) -> None:
+                    errors.append({"code": code, "message": message, "detail": {"sku_id": sku_id}})
+
+                entry = self._catalogue_sku(product_id, item["id"]) if product else None
+                if product is not None and entry is None:
+                    refuse(SKU_NOT_IN_PRODUCT, "SKU does not belong to the product")
+                    continue
                 for inventory in item["inventory"]:
                     quantity = int(inventory["quantity"])
                     if not 0 <= quantity <= 99999:
-                        errors.append(
-                            {
-                                "code": 12052049,
-                                "message": "quantity out of range",
-                                "detail": {"sku_id": item["id"]},
-                            }
-                        )
+                        refuse(12052049, "quantity out of range")
                         continue
-                    if inventory["warehouse_id"] != self.warehouse_id:
-                        errors.append(
-                            {
-                                "code": 12052230,
-                                "message": "unknown warehouse",
-                                "detail": {"sku_id": item["id"]},
-                            }
-                        )
+                    if entry is None:  # the naming convention: one warehouse, the fake's
+                        if inventory["warehouse_id"] != self.warehouse_id:
+                            refuse(UNKNOWN_WAREHOUSE, "unknown warehouse")
+                            continue
+                        self.stock[item["id"]] = quantity
                         continue
-                    self.stock[item["id"]] = quantity
+                    stocked = [
+                        level
+                        for level in entry["inventory"]
+                        if level["warehouse_id"] == inventory["warehouse_id"]
+                    ]
+                    if not stocked:
+                        refuse(UNKNOWN_WAREHOUSE, "the SKU is not stocked in this warehouse")
+                        continue
+                    stocked[0]["quantity"] = quantity
         except (KeyError, TypeError, ValueError, json.JSONDecodeError):
             return self._error(400, 40006, "Invalid request body")
+        if product is not None:
+            product["update_time"] = int(time.time())
         return web.json_response(
             {
                 "code": 0,
@@ -179,8 +310,10 @@ class FakeTikTokShop(FakeChannel):
         if (refusal := await self._authenticate(request)) is not None:
             return refusal
         try:
-            sku_ids = json.loads(await request.read())["sku_ids"]
-        except (KeyError, TypeError, json.JSONDecodeError):
+            body = json.loads(await request.read())
+            sku_ids = list(body.get("sku_ids") or [])
+            product_ids = list(body.get("product_ids") or [])
+        except (AttributeError, TypeError, json.JSONDecodeError):
             return self._error(400, 40006, "Invalid request body")
         inventory = [
             {
@@ -202,12 +335,100 @@ class FakeTikTokShop(FakeChannel):
             for sku_id in sku_ids
             if sku_id in self.stock
         ]
+        wanted = {self._product_of_sku[s] for s in sku_ids if s in self._product_of_sku}
+        for product_id in sorted(wanted | {p for p in product_ids if p in self.products}):
+            skus = [
+                {
+                    "id": entry["id"],
+                    "total_available_quantity": sum(i["quantity"] for i in entry["inventory"]),
+                    "warehouse_inventory": [
+                        {
+                            "warehouse_id": level["warehouse_id"],
+                            "available_quantity": level["quantity"],
+                            "committed_quantity": 0,
+                        }
+                        for level in entry["inventory"]
+                    ],
+                }
+                for entry in self.products[product_id]["skus"]
+                if product_id in product_ids or entry["id"] in sku_ids
+            ]
+            inventory.append({"product_id": product_id, "skus": skus})
         return web.json_response(
             {
                 "code": 0,
                 "message": "Success",
                 "request_id": uuid.uuid4().hex,
                 "data": {"inventory": inventory},
+            }
+        )
+
+    async def product_search(self, request: web.Request) -> web.Response:
+        """The catalogue in pages: `page_size` (1-100) is required, `page_token` continues;
+        the body may filter by `status` and `seller_skus`. Deleted products are left out
+        unless asked for. A product's summary has no barcodes (only its detail has)."""
+        if (refusal := await self._authenticate(request)) is not None:
+            return refusal
+        try:
+            page_size = int(request.query["page_size"])
+            if not 1 <= page_size <= 100:
+                raise ValueError(page_size)
+            offset = _page_offset(request.query.get("page_token", ""))
+            raw = await request.read()
+            body: dict[str, Any] = json.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                raise TypeError("body")
+            status = body.get("status")
+            seller_skus = set(body.get("seller_skus") or ())
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            return self._error(400, 36009003, "Invalid request parameters")
+
+        def wanted(product: dict[str, Any]) -> bool:
+            if (status is None and product["status"] == "DELETED") or (
+                status is not None and product["status"] != status
+            ):
+                return False
+            return not seller_skus or any(s["seller_sku"] in seller_skus for s in product["skus"])
+
+        found = [p for _, p in sorted(self.products.items()) if wanted(p)]
+        page = [
+            {
+                **{k: v for k, v in product.items() if k != "skus"},
+                "skus": [
+                    {k: v for k, v in entry.items() if k != "identifier_code"}
+                    for entry in product["skus"]
+                ],
+            }
+            for product in found[offset : offset + page_size]
+        ]
+        more = offset + page_size < len(found)
+        return web.json_response(
+            {
+                "code": 0,
+                "message": "Success",
+                "request_id": uuid.uuid4().hex,
+                "data": {
+                    "products": copy.deepcopy(page),
+                    "next_page_token": _page_token(offset + page_size) if more else "",
+                    "total_count": len(found),
+                },
+            }
+        )
+
+    async def product_detail(self, request: web.Request) -> web.Response:
+        if (refusal := await self._authenticate(request)) is not None:
+            return refusal
+        product = self.products.get(request.match_info["product_id"])
+        if product is None:
+            return self._error(
+                200, PRODUCT_NOT_FOUND, f"Product {request.match_info['product_id']} does not exist"
+            )
+        return web.json_response(
+            {
+                "code": 0,
+                "message": "Success",
+                "request_id": uuid.uuid4().hex,
+                "data": copy.deepcopy(product),
             }
         )
 
