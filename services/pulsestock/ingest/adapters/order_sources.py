@@ -194,7 +194,12 @@ class TikTokSearchConfig:
 
 def tiktok_order(order: Mapping[str, Any]) -> tuple[datetime, OrderFacts]:
     updated_at = datetime.fromtimestamp(int(order["update_time"]), UTC)
-    facts = orders.tiktok_status(str(order["status"]), updated_at, orders.tiktok_lines(order))
+    facts = orders.tiktok_status(
+        str(order["status"]),
+        updated_at,
+        orders.tiktok_lines(order),
+        orders.tiktok_listing_ids(order),
+    )
     return updated_at, facts
 
 
@@ -386,6 +391,7 @@ def amazon_order(order: Mapping[str, Any], items: list[Mapping[str, Any]]) -> Or
         "AmazonOrderId": order["AmazonOrderId"],
         "OrderChangeTrigger": {"TimeOfOrderChange": order["LastUpdateDate"]},
         "Summary": {
+            "MarketplaceId": order.get("MarketplaceId"),
             "OrderStatus": order["OrderStatus"],
             "PurchaseDate": order.get("PurchaseDate"),
             "OrderItems": summary_items,

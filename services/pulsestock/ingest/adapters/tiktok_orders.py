@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from pulsestock.channels.tiktok_shop import sign
-from pulsestock.ingest.domain.orders import LineFacts, tiktok_lines
 
 ORDERS_PATH = "/order/202309/orders"
 
@@ -33,8 +34,9 @@ class TikTokOrders:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
 
-    async def lines(self, order_id: str) -> dict[str, LineFacts]:
-        """Units ordered and cancelled per seller SKU, from the order's line items."""
+    async def detail(self, order_id: str) -> Mapping[str, Any]:
+        """The order as the detail API shows it: its line items (domain `tiktok_lines` and
+        `tiktok_listing_ids` read them)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
@@ -59,7 +61,8 @@ class TikTokOrders:
             raise TikTokOrderLookupFailed(f"HTTP {response.status}: {payload.get('message')}")
         for order in payload.get("data", {}).get("orders", []):
             if order.get("id") == order_id:
-                return tiktok_lines(order)
+                found: Mapping[str, Any] = order
+                return found
         raise TikTokOrderLookupFailed(f"order {order_id} not found")
 
     async def close(self) -> None:

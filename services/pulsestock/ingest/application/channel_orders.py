@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pulsestock.bus.codec import subject_for
 from pulsestock.eventstore import EventStore, NewEvent
-from pulsestock.ingest.application.ingestion import SERVICE, event_id
+from pulsestock.ingest.application.ingestion import SERVICE, event_id, order_partition_key
 from pulsestock.ingest.domain.orders import OrderFacts, facts_from_json, facts_to_json
 from pulsestock.v1 import ingest_events_pb2 as ev
 
@@ -32,17 +32,19 @@ def order_changed(channel: int, order_id: str, facts: OrderFacts, revision: int)
         revision=revision,
         lines=[
             ev.OrderLineState(
-                sku=sku,
+                sku=facts.sku_of(key),
                 ordered=line.ordered,
                 cancelled=line.cancelled,
                 shipped=line.shipped,
                 returned=line.returned,
+                listing_id=facts.listing_ids.get(key, ""),
             )
-            for sku, line in facts.lines.items()
+            for key, line in facts.lines.items()
         ],
         payment=int(facts.payment),  # type: ignore[arg-type]  # same numbering as Payment
         cancel_requested=facts.cancel_requested,
         channel_status=facts.status.value if facts.status else "",
+        marketplace_id=facts.marketplace_id,
     )
     if facts.updated_at is not None:
         message.updated_at.FromDatetime(facts.updated_at)
@@ -129,9 +131,9 @@ class ChannelOrders:
                     message,
                     event_id=event_id("order_changed", str(channel), order_id, str(revision)),
                 )
-                # Keyed by the order's first SKU, as OrderPlaced is: the partition that owns
-                # that SKU's ledger sees every change of the order in order.
-                key = message.lines[0].sku
+                # Keyed as OrderPlaced is (by the order's first SKU, else its first listing
+                # id): the partition that owns that SKU's ledger sees every change in order.
+                key = order_partition_key((line.sku, line.listing_id) for line in message.lines)
                 await self.store.enqueue_messages(
                     [(subject_for(SERVICE, event.type, key, self.partitions), event, order_id)],
                     conn=conn,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Generic, TypeVar
@@ -22,6 +22,7 @@ from pulsestock.errors import InvalidArgument, Validator
 from pulsestock.eventstore import EventStore, NewEvent
 from pulsestock.group_commit import GroupCommit
 from pulsestock.ids import ID_RULE, valid_id
+from pulsestock.ingest.domain.orders import LISTING_ID_RULE, valid_listing_id
 from pulsestock.ingest.domain.samples import (
     MAX_SAMPLES_PER_MESSAGE,
     AnySample,
@@ -46,6 +47,18 @@ Sample = TypeVar("Sample", ev.VideoSampled, ev.LiveSampled)
 def event_id(*parts: str) -> uuid.UUID:
     """The same fact always gets the same id (and so the same Nats-Msg-Id)."""
     return uuid.uuid5(EVENT_IDS, "|".join(parts))
+
+
+def order_partition_key(lines: Iterable[tuple[str, str]]) -> str:
+    """An order's events are keyed by its first line's SKU (the partition that owns that
+    SKU's ledger sees them in order); lines that came with only a listing id are passed
+    over, and an order none of whose lines has a SKU is keyed by its first listing id.
+    `lines` are (sku, listing_id) pairs."""
+    pairs = list(lines)
+    return next(
+        (sku for sku, _ in pairs if sku),
+        next((listing_id for _, listing_id in pairs if listing_id), ""),
+    )
 
 
 @dataclass
@@ -409,12 +422,29 @@ class Ingestion:
         v.check(valid_id(order.channel_order_id), "order.channel_order_id", "malformed order id")
         v.check(0 < len(order.lines) <= 100, "order.lines", "must hold 1 to 100 lines")
         for index, line in enumerate(order.lines):
-            v.check(valid_id(line.sku), f"order.lines[{index}].sku", "malformed SKU")
+            if v.check(
+                bool(line.sku or line.listing_id),
+                f"order.lines[{index}].sku",
+                "a line needs a sku or a listing_id",
+            ):
+                v.check(
+                    not line.sku or valid_id(line.sku), f"order.lines[{index}].sku", "malformed SKU"
+                )
+            v.check(
+                not line.listing_id or valid_listing_id(line.listing_id),
+                f"order.lines[{index}].listing_id",
+                f"{LISTING_ID_RULE} (or empty)",
+            )
             v.check(
                 0 < line.quantity <= 100_000,
                 f"order.lines[{index}].quantity",
                 "must be 1 to 100000",
             )
+        v.check(
+            not order.marketplace_id or valid_id(order.marketplace_id),
+            "order.marketplace_id",
+            f"{ID_RULE} (or empty)",
+        )
         v.raise_if_invalid()
         return await self.publish_order(order)
 
@@ -436,7 +466,9 @@ class Ingestion:
                 [
                     self._message(
                         message,
-                        key=message.lines[0].sku,
+                        key=order_partition_key(
+                            (line.sku, line.listing_id) for line in message.lines
+                        ),
                         subject_of=message.channel_order_id,
                         identity=identity,
                     )

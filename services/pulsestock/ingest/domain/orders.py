@@ -9,6 +9,12 @@ notifications ends in the same facts; each channel's shape is mapped onto them h
 
 Every notification is a snapshot of one true history, so the effective view (`lines`) of a
 later join never takes back a unit the view of an earlier one shipped or cancelled.
+
+A line is keyed by the seller's SKU (by the naming convention, our stock item) and remembers
+the channel's listing id (TikTok Shop sku_id, Shopify variant_id, Amazon SellerSKU), which the
+catalogue resolves. A line with a listing id but no seller SKU is keyed by its listing's
+reserved key (`#<listing id>`: none of our SKUs holds a '#', see pulsestock.ids) and goes out
+with an empty SKU; a line with neither cannot be placed and is left out.
 """
 
 from __future__ import annotations
@@ -70,6 +76,49 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+# --- the channel's listing ids ------------------------------------------------------------------
+
+LISTING_KEY_PREFIX = "#"  # never in a SKU (pulsestock.ids.ID_PATTERN)
+MAX_LISTING_ID = 64
+LISTING_ID_RULE = f"must be 1-{MAX_LISTING_ID} printable characters"
+
+
+def valid_listing_id(text: str) -> bool:
+    return 0 < len(text) <= MAX_LISTING_ID and text.isprintable()
+
+
+def channel_id(value: object) -> str:
+    """A channel's id (a JSON string or number) as text; '' when absent or unusable (then
+    the line is placed by its seller SKU alone, as before listing ids were kept)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    text = str(value)
+    return text if valid_listing_id(text) else ""
+
+
+def line_key(seller_sku: str, listing_id: str) -> str | None:
+    """A line's key: its seller SKU; without one, its listing's reserved key; else none."""
+    if seller_sku:
+        return seller_sku
+    if listing_id:
+        return LISTING_KEY_PREFIX + listing_id
+    return None
+
+
+def _remember(listing_ids: dict[str, str], key: str, listing_id: str) -> None:
+    """One listing id per line key; two for one key (a seller SKU reused across listings)
+    keep the larger, so the choice does not depend on the order they were seen in."""
+    if listing_id:
+        listing_ids[key] = max(listing_ids.get(key, listing_id), listing_id)
+
+
+def _join_listing_ids(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, str]:
+    joined = dict(a)
+    for key, listing_id in b.items():
+        _remember(joined, key, listing_id)
+    return joined
+
+
 @dataclass(frozen=True)
 class OrderFacts:
     lines_seen: Mapping[str, LineFacts] = field(default_factory=dict)
@@ -81,6 +130,11 @@ class OrderFacts:
     status: Stamped | None = None  # the channel's own status word
     placed_at: datetime | None = None
     updated_at: datetime | None = None
+    # Each line key's listing id on the channel (a line without one is absent).
+    listing_ids: Mapping[str, str] = field(default_factory=dict)
+    # Amazon: the marketplace the order was placed in ('' when unknown); never changes, so
+    # the join keeps the larger of two only to stay deterministic.
+    marketplace_id: str = ""
 
     def join(self, other: OrderFacts) -> OrderFacts:
         lines = dict(self.lines_seen)
@@ -95,7 +149,14 @@ class OrderFacts:
             status=_join_stamped(self.status, other.status),
             placed_at=_earliest(self.placed_at, other.placed_at),
             updated_at=_latest(self.updated_at, other.updated_at),
+            listing_ids=_join_listing_ids(self.listing_ids, other.listing_ids),
+            marketplace_id=max(self.marketplace_id, other.marketplace_id),
         )
+
+    def sku_of(self, key: str) -> str:
+        """The seller SKU a line key stands for: '' for the reserved key of a listing."""
+        listing_id = self.listing_ids.get(key, "")
+        return "" if listing_id and key == LISTING_KEY_PREFIX + listing_id else key
 
     @property
     def lines(self) -> dict[str, LineFacts]:
@@ -143,9 +204,13 @@ TIKTOK_STATUSES = {"UNPAID", "CANCELLED"} | TIKTOK_PAID | TIKTOK_SHIPPED
 
 
 def tiktok_status(
-    status: str, updated_at: datetime, lines: Mapping[str, LineFacts] | None
+    status: str,
+    updated_at: datetime,
+    lines: Mapping[str, LineFacts] | None,
+    listing_ids: Mapping[str, str] | None = None,
 ) -> OrderFacts:
-    """TikTok Shop type 1 (order status change); `lines` from the order detail API."""
+    """TikTok Shop type 1 (order status change); `lines` and `listing_ids` from the order
+    detail API (`tiktok_lines`, `tiktok_listing_ids`)."""
     if status not in TIKTOK_STATUSES:
         raise MalformedOrder(f"unknown order_status {status!r}")
     payment = (
@@ -162,6 +227,7 @@ def tiktok_status(
         shipped_whole=status in TIKTOK_SHIPPED,
         status=Stamped(updated_at, status),
         updated_at=updated_at,
+        listing_ids=dict(listing_ids or {}),
     )
 
 
@@ -183,19 +249,34 @@ def tiktok_cancellation(data: Mapping[str, Any], updated_at: datetime) -> OrderF
     return OrderFacts(cancel_request=Stamped(updated_at, answer), updated_at=updated_at)
 
 
+def _tiktok_item(item: Mapping[str, Any]) -> tuple[str | None, str]:
+    listing_id = channel_id(item.get("sku_id"))
+    return line_key(str(item.get("seller_sku") or ""), listing_id), listing_id
+
+
 def tiktok_lines(order: Mapping[str, Any]) -> dict[str, LineFacts]:
     """TikTok's order detail lists one line item per unit (no quantity field)."""
     lines: dict[str, LineFacts] = {}
     for item in order.get("line_items", []):
-        sku = str(item.get("seller_sku") or "")
-        if not sku:
+        key, _ = _tiktok_item(item)
+        if key is None:
             continue
-        before = lines.get(sku, LineFacts())
+        before = lines.get(key, LineFacts())
         cancelled = str(item.get("display_status", "")) == "CANCELLED" or bool(
             item.get("is_cancelled", False)
         )
-        lines[sku] = LineFacts(before.ordered + 1, before.cancelled + int(cancelled))
+        lines[key] = LineFacts(before.ordered + 1, before.cancelled + int(cancelled))
     return lines
+
+
+def tiktok_listing_ids(order: Mapping[str, Any]) -> dict[str, str]:
+    """Each line key's TikTok Shop `sku_id`, from the same order detail as `tiktok_lines`."""
+    listing_ids: dict[str, str] = {}
+    for item in order.get("line_items", []):
+        key, listing_id = _tiktok_item(item)
+        if key is not None:
+            _remember(listing_ids, key, listing_id)
+    return listing_ids
 
 
 SHOPIFY_TOPICS = {
@@ -229,17 +310,28 @@ def shopify_time(text: object, what: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _shopify_refund_lines(refunds: Iterable[Mapping[str, Any]]) -> dict[str, LineFacts]:
+def _shopify_key(item: Mapping[str, Any], listing_ids: dict[str, str]) -> str | None:
+    """A Shopify line item's key (its `sku`, else its `variant_id`), its variant remembered."""
+    listing_id = channel_id(item.get("variant_id"))
+    key = line_key(str(item.get("sku") or ""), listing_id)
+    if key is not None:
+        _remember(listing_ids, key, listing_id)
+    return key
+
+
+def _shopify_refund_lines(
+    refunds: Iterable[Mapping[str, Any]], listing_ids: dict[str, str]
+) -> dict[str, LineFacts]:
     """Refund lines: 'return' brings shipped units back, 'cancel' takes unshipped ones off."""
     lines: dict[str, LineFacts] = {}
     for refund in refunds:
         for item in refund.get("refund_line_items", []):
-            sku = str((item.get("line_item") or {}).get("sku") or "")
-            if not sku:
+            key = _shopify_key(item.get("line_item") or {}, listing_ids)
+            if key is None:
                 continue
             quantity, kind = int(item.get("quantity", 0)), item.get("restock_type")
-            before = lines.get(sku, LineFacts())
-            lines[sku] = LineFacts(
+            before = lines.get(key, LineFacts())
+            lines[key] = LineFacts(
                 cancelled=before.cancelled + (quantity if kind == "cancel" else 0),
                 returned=before.returned + (quantity if kind == "return" else 0),
             )
@@ -248,8 +340,10 @@ def _shopify_refund_lines(refunds: Iterable[Mapping[str, Any]]) -> dict[str, Lin
 
 def shopify_order(topic: str, body: Mapping[str, Any], triggered_at: datetime) -> OrderFacts:
     """An `orders/*` body is the Order resource; `refunds/create` is the Refund resource."""
+    listing_ids: dict[str, str] = {}
     if topic == "refunds/create":
-        return OrderFacts(lines_seen=_shopify_refund_lines([body]), updated_at=triggered_at)
+        refunded = _shopify_refund_lines([body], listing_ids)
+        return OrderFacts(lines_seen=refunded, updated_at=triggered_at, listing_ids=listing_ids)
     try:
         updated_at = shopify_time(body.get("updated_at") or triggered_at.isoformat(), "updated_at")
         placed_at = (
@@ -257,22 +351,22 @@ def shopify_order(topic: str, body: Mapping[str, Any], triggered_at: datetime) -
         )
         counts: dict[str, list[int]] = {}
         for item in body.get("line_items", []):
-            sku = str(item.get("sku") or "")
-            if not sku:
+            key = _shopify_key(item, listing_ids)
+            if key is None:
                 continue
             quantity = int(item.get("quantity", 0))
             current = int(item.get("current_quantity", quantity))  # after edits / removals
-            entry = counts.setdefault(sku, [0, 0, 0])
+            entry = counts.setdefault(key, [0, 0, 0])
             entry[0] += quantity
             entry[1] += quantity - current
         for fulfillment in body.get("fulfillments", []):
             if fulfillment.get("status") != "success":
                 continue
             for item in fulfillment.get("line_items", []):
-                sku = str(item.get("sku") or "")
-                if sku in counts:
-                    counts[sku][2] += int(item.get("quantity", 0))
-        refunds = _shopify_refund_lines(body.get("refunds", []))
+                key = _shopify_key(item, listing_ids)
+                if key in counts:
+                    counts[key][2] += int(item.get("quantity", 0))
+        refunds = _shopify_refund_lines(body.get("refunds", []), listing_ids)
     except (TypeError, ValueError, KeyError) as error:
         raise MalformedOrder(f"malformed order: {error}") from error
     lines = {
@@ -291,6 +385,7 @@ def shopify_order(topic: str, body: Mapping[str, Any], triggered_at: datetime) -
         status=Stamped(updated_at, topic),
         placed_at=placed_at,
         updated_at=updated_at,
+        listing_ids={key: listing_ids[key] for key in lines if key in listing_ids},
     )
 
 
@@ -310,7 +405,8 @@ def amazon_time(text: object, what: str) -> datetime:
 
 def amazon_order_change(change: Mapping[str, Any], event_time: datetime) -> OrderFacts:
     """The `OrderChangeNotification` of an ORDER_CHANGE: its Summary is the order as it
-    stands (OrderStatus, and per item Quantity and QuantityShipped)."""
+    stands (MarketplaceId, OrderStatus, and per item SellerSKU, Quantity, QuantityShipped).
+    On Amazon the listing is the seller SKU within the marketplace."""
     try:
         summary = change["Summary"]
         status = str(summary["OrderStatus"])
@@ -319,9 +415,11 @@ def amazon_order_change(change: Mapping[str, Any], event_time: datetime) -> Orde
         updated_at = amazon_time(changed_at, "TimeOfOrderChange") if changed_at else event_time
         purchased = summary.get("PurchaseDate")
         lines: dict[str, LineFacts] = {}
+        listing_ids: dict[str, str] = {}
         requested: bool | None = None
         for item in summary.get("OrderItems", []):
             sku = str(item["SellerSKU"])
+            _remember(listing_ids, sku, channel_id(item["SellerSKU"]))
             before = lines.get(sku, LineFacts())
             lines[sku] = LineFacts(
                 before.ordered + int(item["Quantity"]),
@@ -349,6 +447,8 @@ def amazon_order_change(change: Mapping[str, Any], event_time: datetime) -> Orde
         status=Stamped(updated_at, status),
         placed_at=amazon_time(purchased, "PurchaseDate") if purchased else None,
         updated_at=updated_at,
+        listing_ids=listing_ids,
+        marketplace_id=channel_id(summary.get("MarketplaceId")),
     )
 
 
@@ -371,6 +471,8 @@ def facts_to_json(facts: OrderFacts) -> dict[str, Any]:
         "status": stamped(facts.status),
         "placed_at": facts.placed_at.isoformat() if facts.placed_at else None,
         "updated_at": facts.updated_at.isoformat() if facts.updated_at else None,
+        "listing_ids": dict(sorted(facts.listing_ids.items())),
+        "marketplace_id": facts.marketplace_id,
     }
 
 
@@ -390,4 +492,7 @@ def facts_from_json(data: Mapping[str, Any]) -> OrderFacts:
         status=stamped(data["status"]),
         placed_at=moment(data["placed_at"]),
         updated_at=moment(data["updated_at"]),
+        # Facts stored before listing ids were kept have neither.
+        listing_ids=dict(data.get("listing_ids") or {}),
+        marketplace_id=str(data.get("marketplace_id") or ""),
     )

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -155,13 +155,16 @@ class Webhooks:
             seen = orders.tiktok_cancellation(data, updated_at)
         else:
             status = str(data.get("order_status", ""))
-            lines = await self._tiktok_lines(order_id, needed=status != "CANCELLED")
-            seen = orders.tiktok_status(status, updated_at, lines)
+            detail = await self._tiktok_detail(order_id, needed=status != "CANCELLED")
+            seen = orders.tiktok_status(
+                status,
+                updated_at,
+                None if detail is None else orders.tiktok_lines(detail),
+                None if detail is None else orders.tiktok_listing_ids(detail),
+            )
         return await self.orders.observe(Channel.CHANNEL_TIKTOK_SHOP, order_id, seen, delivery)
 
-    async def _tiktok_lines(
-        self, order_id: str, *, needed: bool
-    ) -> dict[str, orders.LineFacts] | None:
+    async def _tiktok_detail(self, order_id: str, *, needed: bool) -> Mapping[str, Any] | None:
         """The status notification carries no lines: the order detail API has them. A
         cancellation can be recorded without them; anything else waits for TikTok's retry."""
         if self.tiktok_orders is None:
@@ -169,7 +172,7 @@ class Webhooks:
                 raise Refused(503, "TikTok Shop order lookups are not configured")
             return None
         try:
-            return await self.tiktok_orders.lines(order_id)
+            return await self.tiktok_orders.detail(order_id)
         except TikTokOrderLookupFailed as error:  # nothing recorded: TikTok's retry may work
             if needed:
                 raise Refused(503, f"order detail unavailable: {error}") from error
