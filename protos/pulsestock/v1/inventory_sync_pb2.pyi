@@ -276,6 +276,7 @@ class GetSyncStateRequest(_message.Message):
     SKU_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     sku: _builtins.str
+    """The listings drawing on this stock item (empty: all)."""
     def __init__(
         self,
         *,
@@ -292,6 +293,8 @@ Global___GetSyncStateRequest: _TypeAlias = GetSyncStateRequest  # noqa: Y015
 
 @_typing.final
 class ChannelSyncState(_message.Message):
+    """What one channel listing has been told and has confirmed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANNEL_FIELD_NUMBER: _builtins.int
@@ -304,18 +307,31 @@ class ChannelSyncState(_message.Message):
     DEAD_LETTERED_FIELD_NUMBER: _builtins.int
     LAST_CONFIRMED_AT_FIELD_NUMBER: _builtins.int
     LAST_RECONCILED_AT_FIELD_NUMBER: _builtins.int
+    LISTING_FIELD_NUMBER: _builtins.int
+    SKUS_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     sku: _builtins.str
+    """On a channel without a catalogue, the SKU whose own listing this is (naming convention);
+    for a catalogue listing, the SKU asked for in the request, if any.
+    """
     desired_quantity: _builtins.int
     last_sent_quantity: _builtins.int
     last_confirmed_quantity: _builtins.int
     consecutive_failures: _builtins.int
     last_error: _builtins.str
     dead_lettered: _builtins.bool
+    listing: _builtins.str
+    """The catalogue listing's key (`tiktok_shop:<sku_id>`, `shopify:<variant_id>`,
+    `amazon:<seller SKU>@<marketplace>`), or the SKU on a channel without a catalogue.
+    """
     @_builtins.property
     def last_confirmed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_reconciled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The stock items its quantity draws on."""
+
     def __init__(
         self,
         *,
@@ -329,10 +345,12 @@ class ChannelSyncState(_message.Message):
         dead_lettered: _builtins.bool = ...,
         last_confirmed_at: _timestamp_pb2.Timestamp | None = ...,
         last_reconciled_at: _timestamp_pb2.Timestamp | None = ...,
+        listing: _builtins.str = ...,
+        skus: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_confirmed_at", b"last_confirmed_at", "last_reconciled_at", b"last_reconciled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "consecutive_failures", b"consecutive_failures", "dead_lettered", b"dead_lettered", "desired_quantity", b"desired_quantity", "last_confirmed_at", b"last_confirmed_at", "last_confirmed_quantity", b"last_confirmed_quantity", "last_error", b"last_error", "last_reconciled_at", b"last_reconciled_at", "last_sent_quantity", b"last_sent_quantity", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "consecutive_failures", b"consecutive_failures", "dead_lettered", b"dead_lettered", "desired_quantity", b"desired_quantity", "last_confirmed_at", b"last_confirmed_at", "last_confirmed_quantity", b"last_confirmed_quantity", "last_error", b"last_error", "last_reconciled_at", b"last_reconciled_at", "last_sent_quantity", b"last_sent_quantity", "listing", b"listing", "sku", b"sku", "skus", b"skus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

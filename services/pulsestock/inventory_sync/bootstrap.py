@@ -18,6 +18,7 @@ from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.leases import PartitionLeases
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository, outbox_route
+from pulsestock.inventory_sync.adapters.unresolved_orders import UnresolvedOrders
 from pulsestock.inventory_sync.application.catalogue import CatalogueService
 from pulsestock.inventory_sync.application.channel_sync import (
     QUANTITY_CHANGES,
@@ -143,7 +144,12 @@ class InventorySync:
             dsn=settings.database_url,
         )
         self.sync = ChannelSync(
-            context.pool, context.nc, self.settings.channels.clients(), utc_now, self.settings.sync
+            context.pool,
+            context.nc,
+            self.settings.channels.clients(),
+            utc_now,
+            self.settings.sync,
+            catalogue=CatalogueStore(context.store),
         )
         js = context.nc.jetstream()
         for consumed in ("ingest", "signal", "fulfillment"):
@@ -156,7 +162,11 @@ class InventorySync:
             InventorySyncServicer(self.writer, context.store, self.read_model), server
         )
         catalogue_pb2_grpc.add_CatalogueServiceServicer_to_server(
-            CatalogueServicer(CatalogueService(CatalogueStore(context.store), utc_now)), server
+            CatalogueServicer(
+                CatalogueService(CatalogueStore(context.store), utc_now),
+                UnresolvedOrders(context.pool),
+            ),
+            server,
         )
         return [
             inventory_sync_pb2.DESCRIPTOR.services_by_name["InventorySyncService"].full_name,
@@ -184,10 +194,21 @@ class InventorySync:
         )
 
     async def run_orders(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        orders = OrderEvents(self.writer, self.repository, self.settings.orders)
-        await DurableConsumer(
-            context.nc, ORDERS, batch_handler=orders.handle_batch, batches_in_flight=2
-        ).run(stop)
+        orders = OrderEvents(
+            self.writer,
+            self.repository,
+            self.settings.orders,
+            CatalogueStore(context.store),
+            UnresolvedOrders(context.pool),
+        )
+        redrive = asyncio.create_task(orders.follow_catalogue(stop))
+        try:
+            await DurableConsumer(
+                context.nc, ORDERS, batch_handler=orders.handle_batch, batches_in_flight=2
+            ).run(stop)
+        finally:
+            redrive.cancel()
+            await asyncio.gather(redrive, return_exceptions=True)
 
     async def run_pulses(self, context: ServiceContext, stop: asyncio.Event) -> None:
         await DurableConsumer(context.nc, PULSES, PulseEvents(self.writer).handle).run(stop)
@@ -197,9 +218,13 @@ class InventorySync:
         await DurableConsumer(context.nc, WAREHOUSES, self.sites.handle).run(stop)
 
     async def run_channel_sync(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        """Intake, then a pusher and a reconciler per connected channel."""
+        """The catalogue, then intake, and a pusher and a reconciler per connected channel."""
+        await self.sync.refresh_catalogue()  # before any intake: which channels are mapped
         intake = DurableConsumer(context.nc, QUANTITY_CHANGES, self.sync.intake, concurrent=True)
-        tasks = [asyncio.create_task(intake.run(stop))]
+        tasks = [
+            asyncio.create_task(intake.run(stop)),
+            asyncio.create_task(self.sync.follow_catalogue(stop)),
+        ]
         for channel in self.sync.clients:
             tasks.append(asyncio.create_task(self.sync.run_pusher(channel, stop)))
             tasks.append(asyncio.create_task(self.sync.run_reconciler(channel, stop)))

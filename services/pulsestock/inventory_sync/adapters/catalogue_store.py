@@ -5,6 +5,7 @@ ledger has received)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -88,6 +89,25 @@ def ids_from_proto(message: cev.ListingIds) -> ChannelIds | None:
     if which == "amazon":
         return AmazonIds(message.amazon.seller_sku, message.amazon.marketplace_id)
     return None
+
+
+def ids_to_json(ids: ChannelIds) -> dict[str, str]:
+    """The channel ids as plain JSON (the channel sync state keeps what it pushes to)."""
+    if isinstance(ids, TikTokShopIds):
+        return {"channel": "tiktok_shop", **dataclasses.asdict(ids)}
+    if isinstance(ids, ShopifyIds):
+        return {"channel": "shopify", **dataclasses.asdict(ids)}
+    return {"channel": "amazon", **dataclasses.asdict(ids)}
+
+
+def ids_from_json(data: dict[str, str]) -> ChannelIds:
+    fields = {k: v for k, v in data.items() if k != "channel"}
+    kind: dict[str, type[ChannelIds]] = {
+        "tiktok_shop": TikTokShopIds,
+        "shopify": ShopifyIds,
+        "amazon": AmazonIds,
+    }
+    return kind[data["channel"]](**fields)
 
 
 def key_to_proto(key: ListingKey) -> cev.ListingKey:

@@ -1,7 +1,10 @@
-"""Channel sync: every channel shows the quantity the ledger projects for it.
+"""Channel sync: every channel listing shows the quantity the ledger projects for it.
 
 Intake (a JetStream consumer of ChannelQuantityChanged) keeps only the latest quantity per
-(channel, SKU) — coalescing, so a burst of changes becomes one call. A pusher per channel
+(channel, SKU) — coalescing, so a burst of changes becomes one call. On a channel whose
+listings come from the catalogue, a SKU's change recomputes every listing that draws on it
+(a multi-pack of N shows floor(level / N), a bundle the minimum over its components); on a
+channel without one, a SKU is its own listing (the naming convention). A pusher per channel
 sends what differs from what the channel last confirmed, within the channel's rate limit,
 retrying 429/5xx/timeouts with exponential backoff and full jitter (or the channel's
 Retry-After), and dead-letters a SKU after repeated failure. A reconciler per channel reads
@@ -32,7 +35,22 @@ from pulsestock.bus import (
     service_stream,
 )
 from pulsestock.clock import Clock
-from pulsestock.inventory_sync.adapters.channels.base import ChannelClient, ChannelError
+from pulsestock.inventory_sync.adapters.catalogue_store import (
+    CatalogueStore,
+    ids_from_json,
+    ids_to_json,
+)
+from pulsestock.inventory_sync.adapters.channels.base import (
+    ChannelClient,
+    ChannelError,
+    ChannelTarget,
+)
+from pulsestock.inventory_sync.domain.catalogue import (
+    Catalogue,
+    ChannelIds,
+    ListingKey,
+    listing_quantity,
+)
 from pulsestock.metrics import (
     CHANNEL_CALLS,
     CHANNEL_DRIFT,
@@ -45,7 +63,8 @@ from pulsestock.v1.common_pb2 import Channel
 
 log = get_logger(__name__)
 
-MAX_REMEMBERED_CAUSES = 50_000  # (channel, SKU)s whose change waits for a push, traced
+MAX_REMEMBERED_CAUSES = 50_000  # (channel, listing)s whose change waits for a push, traced
+CATALOGUE_POLL_S = 0.5  # how soon a catalogue change reaches the channels
 
 QUANTITY_CHANGES = ConsumerSpec(
     stream=service_stream("inventory-sync").name,
@@ -66,10 +85,39 @@ class SyncPolicy:
 
 @dataclass(frozen=True)
 class _Due:
-    sku: str
+    listing: str
+    target: ChannelTarget
     desired: int
     position: int
     failures: int
+
+
+def _target(listing: str, ids: dict[str, str] | None) -> ChannelTarget:
+    """A catalogue listing's channel ids, or the SKU itself (the naming convention). The
+    pool decodes jsonb (pulsestock.eventstore's connection setup)."""
+    return listing if ids is None else ids_from_json(ids)
+
+
+# Intake on a channel without a catalogue: the SKU's level, and its own listing's row.
+_CONVENTION_INTAKE = (
+    "WITH level AS ("
+    " INSERT INTO channel_sku_levels AS l (channel, sku, quantity, position)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (channel, sku) DO UPDATE"
+    " SET quantity = excluded.quantity, position = excluded.position"
+    " WHERE l.position < excluded.position)"
+    " INSERT INTO channel_sync_state AS s"
+    " (channel, listing, skus, desired_quantity, desired_position)"
+    " VALUES ($1, $2, ARRAY[$2], $3, $4) ON CONFLICT (channel, listing) DO UPDATE SET"
+    " desired_quantity = excluded.desired_quantity,"
+    " desired_position = excluded.desired_position,"
+    # A new quantity revives a dead-lettered listing; a backoff in progress stays.
+    " dead_lettered = false,"
+    " consecutive_failures ="
+    "   CASE WHEN s.dead_lettered THEN 0 ELSE s.consecutive_failures END,"
+    " next_attempt_at ="
+    "   CASE WHEN s.dead_lettered THEN '-infinity' ELSE s.next_attempt_at END"
+    " WHERE s.desired_position < excluded.desired_position"
+)
 
 
 class ChannelSync:
@@ -80,15 +128,20 @@ class ChannelSync:
         clients: dict[int, ChannelClient],
         clock: Clock,
         policy: SyncPolicy = SyncPolicy(),
+        catalogue: CatalogueStore | None = None,
     ) -> None:
         self.pool = pool
         self.nc = nc
         self.clients = clients
         self.clock = clock
         self.policy = policy
+        self.catalogue_store = catalogue
+        # What the channels are synced by: refreshed by follow_catalogue, read without I/O.
+        self.catalogue = Catalogue()
+        self._synced: dict[ListingKey, tuple[ChannelIds, dict[str, int] | None]] = {}
         self._wake = {channel: asyncio.Event() for channel in clients}
         self._paused_until: dict[int, datetime] = {}
-        # (channel, SKU) -> (sequence, span) of the newest change taken in, when traced.
+        # (channel, listing) -> (position, span) of the newest change taken in, when traced.
         self._causes: dict[tuple[int, str], tuple[int, SpanContext]] = {}
 
     # --- intake ---------------------------------------------------------------------------
@@ -97,46 +150,169 @@ class ChannelSync:
         message = envelope.decode()
         if not isinstance(message, ev.ChannelQuantityChanged):
             raise PermanentFailure(f"unexpected {envelope.type}")
-        if message.channel not in self.clients:
+        channel = message.channel
+        if channel not in self.clients:
             return  # this channel is not connected
-        await self.pool.execute(
-            "INSERT INTO channel_sync_state AS s (channel, sku, desired_quantity, desired_position)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (channel, sku) DO UPDATE SET"
-            " desired_quantity = excluded.desired_quantity,"
-            " desired_position = excluded.desired_position,"
-            # A new quantity revives a dead-lettered SKU; a backoff in progress stays.
-            " dead_lettered = false,"
-            " consecutive_failures ="
-            "   CASE WHEN s.dead_lettered THEN 0 ELSE s.consecutive_failures END,"
-            " next_attempt_at ="
-            "   CASE WHEN s.dead_lettered THEN '-infinity' ELSE s.next_attempt_at END"
-            " WHERE s.desired_position < excluded.desired_position",
-            message.channel,
-            message.sku,
-            message.quantity,
-            message.sequence,
-        )
-        self._remember_cause(message.channel, message.sku, message.sequence)
-        self._wake[message.channel].set()
+        catalogue = self.catalogue
+        if not catalogue.maps_channel(channel):
+            await self.pool.execute(
+                _CONVENTION_INTAKE, channel, message.sku, message.quantity, message.sequence
+            )
+            self._remember_cause(channel, message.sku, message.sequence)
+            self._wake[channel].set()
+            return
+        keys = [k for k in catalogue.listings_affected(message.sku) if k.channel == channel]
+        async with self.pool.acquire() as conn, conn.transaction():
+            moved = await conn.fetchval(
+                "INSERT INTO channel_sku_levels AS l (channel, sku, quantity, position)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (channel, sku) DO UPDATE"
+                " SET quantity = excluded.quantity, position = excluded.position"
+                " WHERE l.position < excluded.position RETURNING true",
+                channel,
+                message.sku,
+                message.quantity,
+                message.sequence,
+            )
+            changed = await self._recompute(conn, channel, keys, catalogue) if moved else {}
+        for listing, position in changed.items():
+            self._remember_cause(channel, listing, position)
+        if changed:
+            self._wake[channel].set()
 
-    def _remember_cause(self, channel: int, sku: str, sequence: int) -> None:
-        """The trace of the newest change of (channel, SKU), for the push that sends it."""
+    async def _recompute(
+        self,
+        conn: asyncpg.Connection,
+        channel: int,
+        keys: list[ListingKey],
+        catalogue: Catalogue,
+    ) -> dict[str, int]:
+        """Set each listing's desired quantity from its stock items' current levels on the
+        channel. The listings' rows are locked (in one order) before the levels are read, so
+        of two changes to a bundle's components the later to lock sees both levels. A
+        retired listing shows 0. Returns the changed listings' new positions."""
+        if not keys:
+            return {}
+        keys = sorted(set(keys))
+        names = [str(key) for key in keys]
+        await conn.execute(
+            "INSERT INTO channel_sync_state (channel, listing, ids, desired_quantity,"
+            " desired_position) SELECT $1, l, i, 0, 0 FROM unnest($2::text[], $3::jsonb[])"
+            " AS u(l, i) ON CONFLICT (channel, listing) DO NOTHING",
+            channel,
+            names,
+            [ids_to_json(catalogue.listings[key].ids) for key in keys],
+        )
+        current = {
+            row["listing"]: row
+            for row in await conn.fetch(
+                "SELECT listing, ids, desired_quantity, skus, desired_position"
+                " FROM channel_sync_state"
+                " WHERE channel = $1 AND listing = ANY($2::text[]) ORDER BY listing FOR UPDATE",
+                channel,
+                names,
+            )
+        }
+        units_of = {key: catalogue.stock_units_of.get(key) for key in keys}
+        skus = sorted({sku for units in units_of.values() if units for sku in units})
+        levels = {
+            row["sku"]: row["quantity"]
+            for row in await conn.fetch(
+                "SELECT sku, quantity FROM channel_sku_levels"
+                " WHERE channel = $1 AND sku = ANY($2::text[])",
+                channel,
+                skus,
+            )
+        }
+        changed: dict[str, int] = {}
+        for key, name in zip(keys, names, strict=True):
+            units = units_of[key]
+            quantity = listing_quantity(units, levels) if units else 0
+            row = current[name]
+            listing_skus = sorted(units) if units else list(row["skus"])
+            ids = ids_to_json(catalogue.listings[key].ids)
+            if (
+                row["desired_position"] > 0
+                and row["desired_quantity"] == quantity
+                and list(row["skus"]) == listing_skus
+                and row["ids"] == ids
+            ):
+                continue
+            changed[name] = await conn.fetchval(
+                "UPDATE channel_sync_state SET desired_quantity = $3,"
+                " desired_position = desired_position + 1, ids = $4, skus = $5,"
+                " dead_lettered = false,"
+                " consecutive_failures ="
+                "   CASE WHEN dead_lettered THEN 0 ELSE consecutive_failures END,"
+                " next_attempt_at ="
+                "   CASE WHEN dead_lettered THEN '-infinity' ELSE next_attempt_at END"
+                " WHERE channel = $1 AND listing = $2 RETURNING desired_position",
+                channel,
+                name,
+                quantity,
+                ids,
+                listing_skus,
+            )
+        return changed
+
+    # --- following the catalogue ----------------------------------------------------------
+
+    async def follow_catalogue(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh_catalogue()
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("catalogue refresh failed", error=repr(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CATALOGUE_POLL_S)
+
+    async def refresh_catalogue(self) -> int:
+        """Catch up with the catalogue; recompute the listings whose ids or composition (also
+        through a kit) changed, on every connected channel. Returns how many were
+        recomputed."""
+        if self.catalogue_store is None:
+            return 0
+        catalogue = await self.catalogue_store.load()
+        now = {
+            key: (listing.ids, catalogue.stock_units_of.get(key))
+            for key, listing in catalogue.listings.items()
+            if key.channel in self.clients
+        }
+        changed = sorted(key for key in now if self._synced.get(key) != now[key])
+        self.catalogue = catalogue
+        by_channel: dict[int, list[ListingKey]] = {}
+        for key in changed:
+            by_channel.setdefault(key.channel, []).append(key)
+        for channel, keys in by_channel.items():
+            async with self.pool.acquire() as conn, conn.transaction():
+                # A mapped channel's SKUs are no longer listings of their own.
+                await conn.execute(
+                    "DELETE FROM channel_sync_state WHERE channel = $1 AND ids IS NULL", channel
+                )
+                positions = await self._recompute(conn, channel, keys, catalogue)
+            for listing, position in positions.items():
+                self._remember_cause(channel, listing, position)
+            self._wake[channel].set()
+        self._synced = now
+        return len(changed)
+
+    def _remember_cause(self, channel: int, listing: str, sequence: int) -> None:
+        """The trace of the newest change of (channel, listing), for the push that sends it."""
         if not tracing_enabled():
             return
         span = trace.get_current_span().get_span_context()
         if not span.is_valid:
             return
-        known = self._causes.get((channel, sku))
+        known = self._causes.get((channel, listing))
         if known is None or known[0] < sequence:
             if known is None and len(self._causes) >= MAX_REMEMBERED_CAUSES:
                 del self._causes[next(iter(self._causes))]  # the oldest: its push goes untraced
-            self._causes[(channel, sku)] = (sequence, span)
+            self._causes[(channel, listing)] = (sequence, span)
 
     def _settled_cause(self, channel: int, item: _Due) -> None:
         """The change `item` sent is done with (confirmed or dead-lettered)."""
-        known = self._causes.get((channel, item.sku))
+        known = self._causes.get((channel, item.listing))
         if known is not None and known[0] <= item.position:
-            del self._causes[(channel, item.sku)]
+            del self._causes[(channel, item.listing)]
 
     # --- pushing --------------------------------------------------------------------------
 
@@ -157,16 +333,24 @@ class ChannelSync:
         if paused is not None and paused > now:
             return 0
         rows = await self.pool.fetch(
-            "SELECT sku, desired_quantity, desired_position, consecutive_failures"
+            "SELECT listing, ids, desired_quantity, desired_position, consecutive_failures"
             " FROM channel_sync_state WHERE channel = $1 AND NOT dead_lettered"
             " AND last_confirmed_quantity IS DISTINCT FROM desired_quantity"
-            " AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3",
+            " AND next_attempt_at <= $2 AND ($4 OR ids IS NOT NULL)"
+            " ORDER BY next_attempt_at LIMIT $3",
             channel,
             now,
             self.policy.push_batch,
+            not self.catalogue.maps_channel(channel),
         )
         due = [
-            _Due(r["sku"], r["desired_quantity"], r["desired_position"], r["consecutive_failures"])
+            _Due(
+                r["listing"],
+                _target(r["listing"], r["ids"]),
+                r["desired_quantity"],
+                r["desired_position"],
+                r["consecutive_failures"],
+            )
             for r in rows
         ]
         await asyncio.gather(*(self._push(channel, item) for item in due))
@@ -185,9 +369,9 @@ class ChannelSync:
         await self.pool.execute(
             "UPDATE channel_sync_state SET last_sent_quantity = $3, last_confirmed_quantity = $3,"
             " last_confirmed_at = $4, consecutive_failures = 0, last_error = '',"
-            " next_attempt_at = '-infinity' WHERE channel = $1 AND sku = $2",
+            " next_attempt_at = '-infinity' WHERE channel = $1 AND listing = $2",
             channel,
-            item.sku,
+            item.listing,
             item.desired,
             self.clock(),
         )
@@ -195,9 +379,9 @@ class ChannelSync:
     async def _set_quantity(self, client: ChannelClient, channel: int, item: _Due) -> None:
         """The channel call, as a client span in the trace of the change it sends."""
         if not tracing_enabled():
-            await client.set_quantity(item.sku, item.desired)
+            await client.set_quantity(item.target, item.desired)
             return
-        known = self._causes.get((channel, item.sku))
+        known = self._causes.get((channel, item.listing))
         parent = (
             Context() if known is None else trace.set_span_in_context(NonRecordingSpan(known[1]))
         )
@@ -207,12 +391,12 @@ class ChannelSync:
             kind=trace.SpanKind.CLIENT,
             attributes={
                 "pulsestock.channel": _name(channel),
-                "pulsestock.sku": item.sku,
+                "pulsestock.listing": item.listing,
                 "pulsestock.quantity": item.desired,
                 "pulsestock.attempt": item.failures + 1,
             },
         ):
-            await client.set_quantity(item.sku, item.desired)
+            await client.set_quantity(item.target, item.desired)
 
     async def _failed(self, channel: int, item: _Due, error: ChannelError) -> None:
         CHANNEL_CALLS.add(
@@ -223,9 +407,9 @@ class ChannelSync:
         if not error.retryable or attempt >= self.policy.max_failures:
             await self.pool.execute(
                 "UPDATE channel_sync_state SET last_sent_quantity = $3, consecutive_failures = $4,"
-                " last_error = $5, dead_lettered = true WHERE channel = $1 AND sku = $2",
+                " last_error = $5, dead_lettered = true WHERE channel = $1 AND listing = $2",
                 channel,
-                item.sku,
+                item.listing,
                 item.desired,
                 attempt,
                 str(error)[:500],
@@ -244,9 +428,9 @@ class ChannelSync:
             self._paused_until[channel] = now + timedelta(seconds=error.retry_after)
         await self.pool.execute(
             "UPDATE channel_sync_state SET last_sent_quantity = $3, consecutive_failures = $4,"
-            " last_error = $5, next_attempt_at = $6 WHERE channel = $1 AND sku = $2",
+            " last_error = $5, next_attempt_at = $6 WHERE channel = $1 AND listing = $2",
             channel,
-            item.sku,
+            item.listing,
             item.desired,
             attempt,
             str(error)[:500],
@@ -257,10 +441,13 @@ class ChannelSync:
         self, channel: int, item: _Due, error: ChannelError, attempts: int
     ) -> None:
         log.error(
-            "channel sync dead-lettered", channel=_name(channel), sku=item.sku, error=str(error)
+            "channel sync dead-lettered",
+            channel=_name(channel),
+            listing=item.listing,
+            error=str(error),
         )
         message = ev.ChannelQuantityChanged(
-            sku=item.sku,
+            sku=item.listing,
             channel=Channel.ValueType(channel),
             quantity=item.desired,
             sequence=item.position,
@@ -268,7 +455,7 @@ class ChannelSync:
         headers = {
             "ce-type": "pulsestock.v1.ChannelQuantityChanged",
             "ce-source": "/pulsestock/inventory-sync/channel-sync",
-            "ce-subject": item.sku,
+            "ce-subject": item.listing,
             "dead-letter-reason": str(error)[:512],
             "dead-letter-deliveries": str(attempts),
             "dead-letter-consumer": QUANTITY_CHANGES.durable,
@@ -284,8 +471,10 @@ class ChannelSync:
         wake = self._wake[channel]
         next_due = await self.pool.fetchval(
             "SELECT min(next_attempt_at) FROM channel_sync_state WHERE channel = $1"
-            " AND NOT dead_lettered AND last_confirmed_quantity IS DISTINCT FROM desired_quantity",
+            " AND NOT dead_lettered AND last_confirmed_quantity IS DISTINCT FROM desired_quantity"
+            " AND ($2 OR ids IS NOT NULL)",
             channel,
+            not self.catalogue.maps_channel(channel),
         )
         now = self.clock()
         timeout = 1.0
@@ -304,25 +493,29 @@ class ChannelSync:
     # --- reconciling ----------------------------------------------------------------------
 
     async def reconcile(self, channel: int) -> int:
-        """Read back the least recently checked SKUs; mark drift for the pusher. Returns how
-        many drifted."""
+        """Read back the least recently checked listings; mark drift for the pusher. Returns
+        how many drifted."""
         rows = await self.pool.fetch(
-            "SELECT sku, desired_quantity, last_confirmed_quantity FROM channel_sync_state"
-            " WHERE channel = $1 AND NOT dead_lettered"
+            "SELECT listing, ids, desired_quantity, last_confirmed_quantity"
+            " FROM channel_sync_state WHERE channel = $1 AND NOT dead_lettered"
             " AND last_confirmed_quantity IS NOT DISTINCT FROM desired_quantity"
+            " AND ($3 OR ids IS NOT NULL)"
             " ORDER BY last_reconciled_at NULLS FIRST LIMIT $2",
             channel,
             self.policy.reconcile_batch,
+            not self.catalogue.maps_channel(channel),
         )
         drifted = 0
         for row in rows:
             try:
-                observed = await self.clients[channel].get_quantity(row["sku"])
+                observed = await self.clients[channel].get_quantity(
+                    _target(row["listing"], row["ids"])
+                )
             except ChannelError as error:
                 log.warning(
                     "reconcile read failed",
                     channel=_name(channel),
-                    sku=row["sku"],
+                    listing=row["listing"],
                     error=str(error),
                 )
                 continue
@@ -332,17 +525,17 @@ class ChannelSync:
                 log.warning(
                     "channel drifted from the ledger",
                     channel=_name(channel),
-                    sku=row["sku"],
+                    listing=row["listing"],
                     observed=observed,
                     expected=row["last_confirmed_quantity"],
                 )
             # A changed observation makes the row differ from desired: the pusher corrects it.
             await self.pool.execute(
                 "UPDATE channel_sync_state SET last_reconciled_at = $3,"
-                " last_confirmed_quantity = $4 WHERE channel = $1 AND sku = $2"
+                " last_confirmed_quantity = $4 WHERE channel = $1 AND listing = $2"
                 " AND last_confirmed_quantity IS NOT DISTINCT FROM $5",
                 channel,
-                row["sku"],
+                row["listing"],
                 self.clock(),
                 observed,
                 row["last_confirmed_quantity"],

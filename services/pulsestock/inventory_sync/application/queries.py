@@ -91,7 +91,9 @@ async def history_of(
 @dataclass(frozen=True)
 class SyncState:
     channel: int
-    sku: str
+    listing: str  # a catalogue listing's key, or the SKU under the naming convention
+    catalogued: bool
+    skus: list[str]
     desired_quantity: int
     last_sent_quantity: int | None
     last_confirmed_quantity: int | None
@@ -103,15 +105,18 @@ class SyncState:
 
 
 async def sync_states(pool: asyncpg.Pool, channel: int, sku: str) -> list[SyncState]:
+    """The channel listings drawing on `sku` ('' : all), per channel (0: all)."""
     rows = await pool.fetch(
-        "SELECT channel, sku, desired_quantity, last_sent_quantity, last_confirmed_quantity,"
-        " consecutive_failures, last_error, dead_lettered, last_confirmed_at, last_reconciled_at"
-        " FROM channel_sync_state WHERE ($1 = 0 OR channel = $1) AND ($2 = '' OR sku = $2)"
-        " ORDER BY channel, sku LIMIT 1000",
+        "SELECT channel, listing, ids IS NOT NULL AS catalogued, skus, desired_quantity,"
+        " last_sent_quantity, last_confirmed_quantity, consecutive_failures, last_error,"
+        " dead_lettered, last_confirmed_at, last_reconciled_at"
+        " FROM channel_sync_state WHERE ($1 = 0 OR channel = $1)"
+        " AND ($2 = '' OR skus @> ARRAY[$2::text])"
+        " ORDER BY channel, listing LIMIT 1000",
         channel,
         sku,
     )
-    return [SyncState(**dict(r)) for r in rows]
+    return [SyncState(**{**dict(r), "skus": list(r["skus"])}) for r in rows]
 
 
 async def holds_of_order(pool: asyncpg.Pool, channel: int, channel_order_id: str) -> list[HeldPart]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import grpc
-from pulsestock.errors import FieldViolation, InvalidArgument, Validator
+from pulsestock.clock import timestamp
+from pulsestock.errors import FieldViolation, InvalidArgument, Unavailable, Validator
 from pulsestock.inventory_sync.adapters.catalogue_store import (
     composition_from_proto,
     composition_to_proto,
@@ -15,6 +16,7 @@ from pulsestock.inventory_sync.adapters.catalogue_store import (
     ids_to_proto,
     key_to_proto,
 )
+from pulsestock.inventory_sync.adapters.unresolved_orders import UnresolvedOrders
 from pulsestock.inventory_sync.application.catalogue import CatalogueService, CommandResult
 from pulsestock.inventory_sync.domain.catalogue import (
     ChannelIds,
@@ -97,8 +99,9 @@ def _components(composition: Iterable[cev.CatalogueComponent]) -> Composition:
 
 
 class CatalogueServicer(catalogue_pb2_grpc.CatalogueServiceServicer):
-    def __init__(self, catalogue: CatalogueService) -> None:
+    def __init__(self, catalogue: CatalogueService, unresolved: UnresolvedOrders) -> None:
         self.catalogue = catalogue
+        self.unresolved = unresolved
 
     async def CreateListing(
         self, request: pb.CreateListingRequest, context: grpc.aio.ServicerContext
@@ -195,3 +198,31 @@ class CatalogueServicer(catalogue_pb2_grpc.CatalogueServiceServicer):
                 for q in quantities
             ],
         )
+
+    async def ListUnresolvedOrders(
+        self, request: pb.ListUnresolvedOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListUnresolvedOrdersResponse:
+        channel = _channel_filter(request.channel) or 0
+        if request.limit < 0:
+            raise InvalidArgument.single("limit", "must not be negative")
+        limit = min(request.limit or MAX_KEYS, MAX_KEYS)
+        orders = await self.unresolved.list(channel, limit, request.include_resolved)
+        response = pb.ListUnresolvedOrdersResponse()
+        for order in orders:
+            item = response.orders.add(
+                channel=order.channel,
+                channel_order_id=order.channel_order_id,
+                marketplace_id=order.marketplace_id,
+                lines=[pb.UnresolvedLine(sku=x.sku, listing_id=x.listing_id) for x in order.lines],
+                first_seen=timestamp(order.first_seen),
+                last_seen=timestamp(order.last_seen),
+                cancelled=order.cancelled,
+            )
+            if order.resolved_at is not None:
+                item.resolved_at.CopyFrom(timestamp(order.resolved_at))
+        return response
+
+    async def ImportListings(
+        self, request: pb.ImportListingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ImportListingsResponse:
+        raise Unavailable("importing listings is not wired yet")

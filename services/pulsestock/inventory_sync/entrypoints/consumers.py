@@ -4,11 +4,18 @@ warehouse sites from fulfillment are consumed by application/warehouse_sites.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass
 
+import asyncpg
 from pulsestock.bus import ConsumerSpec, Envelope, PermanentFailure, service_stream
-from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
+from pulsestock.clock import Clock, utc_now
+from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed, Unavailable
+from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository
+from pulsestock.inventory_sync.adapters.unresolved_orders import UnresolvedLine, UnresolvedOrders
 from pulsestock.inventory_sync.application.writer import LedgerWriter
+from pulsestock.inventory_sync.domain.catalogue import Catalogue
 from pulsestock.inventory_sync.domain.commands import (
     CancelOrder,
     EndPulse,
@@ -17,7 +24,7 @@ from pulsestock.inventory_sync.domain.commands import (
     StartPulse,
 )
 from pulsestock.inventory_sync.domain.ledger import LineTarget, OrderPolicy
-from pulsestock.telemetry import use_context
+from pulsestock.telemetry import get_logger, use_context
 from pulsestock.v1 import ingest_events_pb2, signal_events_pb2
 from pulsestock.v1.common_pb2 import Channel
 
@@ -32,6 +39,8 @@ PULSES = ConsumerSpec(
     durable="inventory_sync__pulses",
     filter_subjects=["signal.pulse_detected.>", "signal.pulse_ended.>"],
 )
+log = get_logger(__name__)
+
 WAREHOUSES = ConsumerSpec(
     stream=service_stream("fulfillment").name,
     durable="inventory_sync__warehouses",
@@ -39,32 +48,108 @@ WAREHOUSES = ConsumerSpec(
 )
 
 
+@dataclass(frozen=True)
+class Unresolved:
+    """Lines of an order the catalogue cannot place (see Catalogue.resolve_line)."""
+
+    lines: list[UnresolvedLine]
+
+
+OrderMessage = ingest_events_pb2.OrderPlaced | ingest_events_pb2.OrderChanged
+_ORDER_TYPES: dict[str, type[OrderMessage]] = {
+    kind.DESCRIPTOR.full_name: kind
+    for kind in (ingest_events_pb2.OrderPlaced, ingest_events_pb2.OrderChanged)
+}
+REDRIVE_BATCH = 500
+
+
+def placed_lines(
+    catalogue: Catalogue, message: ingest_events_pb2.OrderPlaced
+) -> tuple[tuple[str, int], ...] | Unresolved:
+    """The stock items an order reserves: each line's listing through the catalogue (a
+    multi-pack of N takes N units, a bundle one of each component), summed per stock item,
+    so one atomic multi-SKU reservation holds all of it or none."""
+    totals: dict[str, int] = {}
+    missing = []
+    for line in message.lines:
+        units = catalogue.resolve_line(
+            message.channel, message.marketplace_id, line.sku, line.listing_id
+        )
+        if units is None:
+            missing.append(UnresolvedLine(line.sku, line.listing_id))
+            continue
+        for sku, n in units.items():
+            totals[sku] = totals.get(sku, 0) + n * line.quantity
+    if missing:
+        return Unresolved(missing)
+    return tuple(sorted(totals.items()))
+
+
+def settled_lines(
+    catalogue: Catalogue, message: ingest_events_pb2.OrderChanged
+) -> tuple[tuple[str, LineTarget], ...] | Unresolved:
+    """Each listing line's counts in units of its stock items, summed per stock item (two
+    listings sharing a component settle that component once, with both lines' units)."""
+    totals: dict[str, list[int]] = {}
+    missing = []
+    for line in message.lines:
+        units = catalogue.resolve_line(
+            message.channel, message.marketplace_id, line.sku, line.listing_id
+        )
+        if units is None:
+            missing.append(UnresolvedLine(line.sku, line.listing_id))
+            continue
+        counts = (line.ordered, line.cancelled, line.shipped, line.returned)
+        for sku, n in units.items():
+            total = totals.setdefault(sku, [0, 0, 0, 0])
+            for i, count in enumerate(counts):
+                total[i] += n * count
+    if missing:
+        return Unresolved(missing)
+    return tuple((sku, LineTarget(*total)) for sku, total in sorted(totals.items()))
+
+
 class OrderEvents:
-    """Orders the channels have taken: reserve them (or record the backorder), release on
-    cancellation, and bring each to where its channel says it stands (OrderChanged: paid,
-    partly cancelled, shipped, returned). Idempotent through the ledger: a redelivered order
-    changes nothing."""
+    """Orders the channels have taken: resolve their lines through the catalogue, reserve them
+    (or record the backorder), release on cancellation, and bring each to where its channel
+    says it stands (OrderChanged: paid, partly cancelled, shipped, returned). Idempotent
+    through the ledger: a redelivered order changes nothing. An order the catalogue cannot
+    resolve is recorded (UnresolvedOrders) and acknowledged: never dropped, never guessed."""
 
     def __init__(
-        self, writer: LedgerWriter, repository: LedgerRepository, policy: OrderPolicy
+        self,
+        writer: LedgerWriter,
+        repository: LedgerRepository,
+        policy: OrderPolicy,
+        catalogue: CatalogueStore,
+        unresolved: UnresolvedOrders,
+        clock: Clock = utc_now,
     ) -> None:
         self.writer = writer
         self.repository = repository
         self.policy = policy
+        self.catalogue = catalogue
+        self.unresolved = unresolved
+        self.clock = clock
+        self._catalogue_lock = asyncio.Lock()  # the store's cache is not for concurrent use
+
+    async def current_catalogue(self) -> Catalogue:
+        """Caught up with the catalogue's stream: one indexed read, per batch of orders."""
+        async with self._catalogue_lock:
+            return await self.catalogue.load()
 
     async def handle_batch(self, envelopes: list[Envelope]) -> list[Exception | None]:
         """Every order of a fetched batch into the writer at once: one group commit, and no
         task per message. Each is queued in its own message's trace."""
+        catalogue = await self.current_catalogue()
         pending: list[asyncio.Future[object]] = []
         for envelope in envelopes:
             future: asyncio.Future[object]
             try:
                 with use_context(envelope.trace_context):
                     message = envelope.decode()
-                    if isinstance(message, ingest_events_pb2.OrderPlaced):
-                        future = self.writer.enqueue(self._reserve(message))  # type: ignore[assignment]
-                    elif isinstance(message, ingest_events_pb2.OrderChanged):
-                        future = self.writer.enqueue(self._settle(message))  # type: ignore[assignment]
+                    if isinstance(message, OrderMessage):
+                        future = self._enqueue(catalogue, message)
                     else:
                         future = asyncio.ensure_future(self.handle(envelope))
             except Exception as error:
@@ -74,11 +159,84 @@ class OrderEvents:
         results = await asyncio.gather(*pending, return_exceptions=True)
         return [_as_failure(r) if isinstance(r, BaseException) else None for r in results]
 
-    @staticmethod
-    def _reserve(message: ingest_events_pb2.OrderPlaced) -> ReserveOrder:
-        lines = tuple((line.sku, line.quantity) for line in message.lines)
-        if not lines:
+    def _enqueue(self, catalogue: Catalogue, message: OrderMessage) -> asyncio.Future[object]:
+        command = self._command(catalogue, message)
+        if isinstance(command, Unresolved):
+            return asyncio.ensure_future(self._record_unresolved(message, command))
+        return self.writer.enqueue(command)  # type: ignore[return-value]
+
+    def _command(
+        self, catalogue: Catalogue, message: OrderMessage
+    ) -> ReserveOrder | SettleOrder | Unresolved:
+        if not message.lines:
             raise PermanentFailure("an order without lines")
+        if isinstance(message, ingest_events_pb2.OrderPlaced):
+            placed = placed_lines(catalogue, message)
+            return placed if isinstance(placed, Unresolved) else self._reserve(message, placed)
+        settled = settled_lines(catalogue, message)
+        return settled if isinstance(settled, Unresolved) else self._settle(message, settled)
+
+    async def _record_unresolved(self, message: OrderMessage, unresolved: Unresolved) -> None:
+        revision = message.revision if isinstance(message, ingest_events_pb2.OrderChanged) else 0
+        await self.unresolved.record(
+            message.channel,
+            message.channel_order_id,
+            message.marketplace_id,
+            unresolved.lines,
+            message.DESCRIPTOR.full_name,
+            message.SerializeToString(),
+            revision,
+            self.clock(),
+        )
+        log.warning(
+            "order not resolved by the catalogue: recorded, not reserved",
+            channel=message.channel,
+            channel_order_id=message.channel_order_id,
+            listings=[line.listing_id or line.sku for line in unresolved.lines],
+        )
+
+    async def follow_catalogue(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        """Once the catalogue changes, try the unresolved orders again: an order waiting for
+        its listing to be mapped is reserved as soon as it is."""
+        seen = -1
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            try:
+                catalogue = await self.current_catalogue()
+                if catalogue.version != seen:
+                    seen = catalogue.version
+                    await self.redrive(catalogue)
+            except (OSError, asyncpg.PostgresError, Unavailable) as error:
+                log.warning("unresolved orders not retried", error=repr(error))
+
+    async def redrive(self, catalogue: Catalogue) -> int:
+        """Submit every unresolved order the catalogue now resolves; returns how many."""
+        done = 0
+        for type_name, payload in await self.unresolved.open_orders(REDRIVE_BATCH):
+            kind = _ORDER_TYPES.get(type_name)
+            if kind is None:
+                continue
+            message = kind.FromString(payload)
+            command = self._command(catalogue, message)
+            if isinstance(command, Unresolved):
+                continue
+            try:
+                await self.writer.submit(command)
+            except (InvalidArgument, PreconditionFailed) as error:
+                log.warning(
+                    "unresolved order refused once resolved",
+                    channel_order_id=message.channel_order_id,
+                    error=str(error),
+                )
+            await self.unresolved.resolved(message.channel, message.channel_order_id, self.clock())
+            done += 1
+        return done
+
+    @staticmethod
+    def _reserve(
+        message: ingest_events_pb2.OrderPlaced, lines: tuple[tuple[str, int], ...]
+    ) -> ReserveOrder:
         return ReserveOrder(
             channel=message.channel,
             channel_order_id=message.channel_order_id,
@@ -88,13 +246,11 @@ class OrderEvents:
             buyer_region=message.buyer_region,
         )
 
-    def _settle(self, message: ingest_events_pb2.OrderChanged) -> SettleOrder:
-        lines = tuple(
-            (line.sku, LineTarget(line.ordered, line.cancelled, line.shipped, line.returned))
-            for line in message.lines
-        )
-        if not lines:
-            raise PermanentFailure("an order change without lines")
+    def _settle(
+        self,
+        message: ingest_events_pb2.OrderChanged,
+        lines: tuple[tuple[str, LineTarget], ...],
+    ) -> SettleOrder:
         return SettleOrder(
             channel=message.channel,
             channel_order_id=message.channel_order_id,
@@ -105,19 +261,18 @@ class OrderEvents:
 
     async def handle(self, envelope: Envelope) -> None:
         message = envelope.decode()
-        if isinstance(message, ingest_events_pb2.OrderChanged):
+        if isinstance(message, OrderMessage):
             try:
-                await self.writer.submit(self._settle(message))
-            except (InvalidArgument, PreconditionFailed) as error:
-                raise PermanentFailure(str(error)) from error
-        elif isinstance(message, ingest_events_pb2.OrderPlaced):
-            try:
-                await self.writer.submit(self._reserve(message))
+                await self._enqueue(await self.current_catalogue(), message)
             except (InvalidArgument, PreconditionFailed) as error:
                 raise PermanentFailure(str(error)) from error
         elif isinstance(message, ingest_events_pb2.OrderCancelled):
             skus = await self.repository.skus_of_order(message.channel, message.channel_order_id)
             if not skus:
+                if await self.unresolved.cancel(
+                    message.channel, message.channel_order_id, self.clock()
+                ):
+                    return  # it was never reserved: noted on the unresolved order
                 # The cancellation may overtake its order: retry until the order lands.
                 raise NotFound(f"order {message.channel_order_id} not seen yet")
             await self.writer.submit(CancelOrder(message.channel, message.channel_order_id, skus))

@@ -391,7 +391,9 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         for state in states:
             item = response.states.add(
                 channel=state.channel,
-                sku=state.sku,
+                sku=request.sku if state.catalogued else state.listing,
+                listing=state.listing,
+                skus=state.skus,
                 desired_quantity=state.desired_quantity,
                 last_sent_quantity=state.last_sent_quantity or 0,
                 last_confirmed_quantity=state.last_confirmed_quantity or 0,
