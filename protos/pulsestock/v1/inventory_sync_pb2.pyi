@@ -94,6 +94,7 @@ class ReserveRequest(_message.Message):
     PAID_FIELD_NUMBER: _builtins.int
     ALREADY_SOLD_FIELD_NUMBER: _builtins.int
     BUYER_REGION_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_ID_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     channel_order_id: _builtins.str
     paid: _builtins.bool
@@ -106,8 +107,15 @@ class ReserveRequest(_message.Message):
     """Where the order ships to: the reservation holds stock where routing ships it from
     (an FBT warehouse first for a TikTok Shop order, otherwise the nearest that has it).
     """
+    marketplace_id: _builtins.str
+    """Amazon: the marketplace of the lines' listings."""
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]: ...
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderLine]:
+        """A line names a stock item (sku) or a catalogue listing of the channel (listing_id: a
+        multi-pack or bundle reserves every stock item it takes, all or nothing; an unknown or
+        retired listing is FAILED_PRECONDITION).
+        """
+
     def __init__(
         self,
         *,
@@ -117,10 +125,11 @@ class ReserveRequest(_message.Message):
         paid: _builtins.bool = ...,
         already_sold: _builtins.bool = ...,
         buyer_region: _builtins.str = ...,
+        marketplace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_sold", b"already_sold", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "paid", b"paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_sold", b"already_sold", "buyer_region", b"buyer_region", "channel", b"channel", "channel_order_id", b"channel_order_id", "lines", b"lines", "marketplace_id", b"marketplace_id", "paid", b"paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

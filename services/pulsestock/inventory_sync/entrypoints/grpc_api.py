@@ -3,15 +3,18 @@ commands for the writer, and answers queries from the read model and the log."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
-from pulsestock.errors import InvalidArgument, Validator
+from pulsestock.errors import InvalidArgument, PreconditionFailed, Validator
 from pulsestock.eventstore import EventStore, ProjectionRunner
+from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
 from pulsestock.inventory_sync.application import queries
+from pulsestock.inventory_sync.application.order_lines import Unresolved, placed_lines
 from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.commands import (
     AdjustStock,
@@ -28,9 +31,9 @@ from pulsestock.inventory_sync.domain.commands import (
 )
 from pulsestock.inventory_sync.domain.ledger import timestamp
 from pulsestock.inventory_sync.domain.sku import check_sku
+from pulsestock.v1 import ingest_events_pb2, inventory_sync_pb2_grpc
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1 import inventory_sync_pb2 as pb
-from pulsestock.v1 import inventory_sync_pb2_grpc
 from pulsestock.v1.common_pb2 import Channel
 
 SELLING_CHANNELS = frozenset(
@@ -38,6 +41,7 @@ SELLING_CHANNELS = frozenset(
 )
 MAX_REGION = 64
 MAX_LINES = 100
+MAX_LISTING_ID = 64
 MAX_ID_LENGTH = 128
 MAX_QUANTITY = 10_000_000
 READ_YOUR_WRITES_WAIT_S = 5.0  # a query with min_stream_version and no deadline
@@ -94,6 +98,8 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         self.writer = writer
         self.store = store
         self.read_model = read_model
+        self.catalogue = CatalogueStore(store)
+        self._catalogue_lock = asyncio.Lock()  # the store's cache is not for concurrent use
 
     async def Receive(
         self, request: pb.ReceiveRequest, context: grpc.aio.ServicerContext
@@ -155,7 +161,14 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         _check_id(v, request.channel_order_id, "channel_order_id")
         v.check(0 < len(request.lines) <= MAX_LINES, "lines", f"must hold 1 to {MAX_LINES} lines")
         for index, line in enumerate(request.lines):
-            check_sku(v, line.sku, f"lines[{index}].sku")
+            if line.listing_id:
+                v.check(
+                    len(line.listing_id) <= MAX_LISTING_ID,
+                    f"lines[{index}].listing_id",
+                    f"at most {MAX_LISTING_ID} characters",
+                )
+            else:
+                check_sku(v, line.sku, f"lines[{index}].sku")
             _check_quantity(v, line.quantity, f"lines[{index}].quantity")
         v.check(
             len(request.buyer_region) <= MAX_REGION,
@@ -163,11 +176,16 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             f"at most {MAX_REGION} characters",
         )
         v.raise_if_invalid()
+        lines: tuple[tuple[str, int], ...] = tuple(
+            (line.sku, line.quantity) for line in request.lines
+        )
+        if any(line.listing_id for line in request.lines):
+            lines = await self._listing_lines(request)
         outcome = await self.writer.submit(
             ReserveOrder(
                 channel=request.channel,
                 channel_order_id=request.channel_order_id,
-                lines=tuple((line.sku, line.quantity) for line in request.lines),
+                lines=lines,
                 paid=request.paid,
                 already_sold=request.already_sold,
                 buyer_region=request.buyer_region,
@@ -184,6 +202,23 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
         if outcome.expires_at is not None:
             response.expires_at.CopyFrom(timestamp(outcome.expires_at))
         return response
+
+    async def _listing_lines(self, request: pb.ReserveRequest) -> tuple[tuple[str, int], ...]:
+        """The stock items the request's listings take, through the catalogue."""
+        async with self._catalogue_lock:
+            catalogue = await self.catalogue.load()
+        placed = placed_lines(
+            catalogue,
+            ingest_events_pb2.OrderPlaced(
+                channel=request.channel,
+                marketplace_id=request.marketplace_id,
+                lines=request.lines,
+            ),
+        )
+        if isinstance(placed, Unresolved):
+            names = ", ".join(line.listing_id or line.sku for line in placed.lines)
+            raise PreconditionFailed(f"no active catalogue listing for: {names}")
+        return placed
 
     async def Release(
         self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext
