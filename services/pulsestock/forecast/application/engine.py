@@ -89,7 +89,7 @@ class ForecastEngine:
     async def _fold(self, conn: asyncpg.Connection, message: Message) -> list[tuple[str, datetime]]:
         if isinstance(message, ingest.OrderPlaced):
             at = message.placed_at.ToDatetime(tzinfo=UTC)
-            lines = _summed((line.sku, float(line.quantity)) for line in message.lines)
+            lines = _summed((line.sku, float(line.quantity)) for line in message.lines if line.sku)
             return await self._count_order(
                 conn, message.channel, message.channel_order_id, at, lines, 0
             )
@@ -100,7 +100,9 @@ class ForecastEngine:
                 else (message.updated_at.ToDatetime(tzinfo=UTC))
             )
             lines = _summed(
-                (line.sku, float(max(line.ordered - line.cancelled, 0))) for line in message.lines
+                (line.sku, float(max(line.ordered - line.cancelled, 0)))
+                for line in message.lines
+                if line.sku  # a line only the catalogue can place (listing id alone)
             )
             return await self._count_order(
                 conn, message.channel, message.channel_order_id, at, lines, message.revision

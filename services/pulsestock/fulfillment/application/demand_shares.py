@@ -64,7 +64,7 @@ class DemandShares:
         region = order.buyer_region[:MAX_REGION]
         units: dict[str, int] = {}
         for line in order.lines:
-            if line.quantity > 0:
+            if line.quantity > 0 and line.sku:  # a listing-only line names no stock item
                 units[line.sku] = units.get(line.sku, 0) + int(line.quantity)
         for sku, quantity in sorted(units.items()):
             await conn.execute(
