@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from tests.bench import (
+    bench_catalogue,
     bench_collect,
     bench_eventstore,
     bench_forecast_live,
@@ -27,6 +28,7 @@ BENCHMARKS = [
     bench_eventstore,
     bench_outbox,
     bench_inventory,
+    bench_catalogue,
     bench_grpc_edge,
     bench_signal_quality,
     bench_nab,

@@ -22,6 +22,7 @@ from pulsestock.v1 import inventory_sync_pb2 as pb
 from pulsestock.v1.common_pb2 import Channel, OrderLine
 from pulsestock.v1.inventory_sync_pb2_grpc import InventorySyncServiceStub as Stub
 
+from tests.helpers.grpc_errors import field_violations
 from tests.helpers.infra import eventually
 from tests.helpers.service import RunningService
 from tests.inventory_sync.conftest import Fakes
@@ -386,3 +387,74 @@ async def test_six_hundred_orders_for_bundles_and_multipacks_sharing_one_compone
     if refused_units:
         assert 100 - sold["CUP"] < max(refused_units)
     await channels_follow(stub, fakes, *(listing for _, listing in listings), within=30)
+
+
+async def test_import_proposes_exact_matches_reports_the_rest_and_applies(
+    stub: Stub, catalogue: CatalogueStub, fakes: Fakes
+) -> None:
+    tiktok, shopify, amazon = fakes
+    for sku in ("MUG", "LAMP", "CAP"):
+        await receive(stub, sku, 6)
+    product = tiktok.add_product(
+        "Mugs",
+        [ShopSku("MUG"), ShopSku("MUG-2PK"), ShopSku("", barcode="0012345678905")],
+    )
+    request = cpb.ImportListingsRequest(channel=TIKTOK, barcodes={"0012345678905": "LAMP"})
+    proposal = await catalogue.ImportListings(request, timeout=30)
+    proposed = {p.listing.ids.tiktok_shop.sku_id: p for p in proposal.proposed}
+    assert set(proposed) == {product.sku_ids[0], product.sku_ids[2]}
+    assert proposed[product.sku_ids[0]].matched_by == "seller_sku"
+    assert [(c.sku, c.units) for c in proposed[product.sku_ids[0]].composition] == [("MUG", 1)]
+    assert proposed[product.sku_ids[2]].matched_by == "barcode"
+    assert [(c.sku, c.units) for c in proposed[product.sku_ids[2]].composition] == [("LAMP", 1)]
+    (unmatched,) = proposal.unmatched
+    assert unmatched.listing.seller_sku == "MUG-2PK"  # a multi-pack is not guessed
+    assert "by hand" in unmatched.reason
+    listed = await catalogue.ListListings(cpb.ListListingsRequest(), timeout=10)
+    assert list(listed.listings) == []  # proposing changes nothing
+
+    applied = await catalogue.ImportListings(
+        cpb.ImportListingsRequest(channel=TIKTOK, barcodes={"0012345678905": "LAMP"}, apply=True),
+        timeout=30,
+    )
+    assert [(p.created, p.error) for p in applied.proposed] == [(True, "")] * 2
+    listed = await catalogue.ListListings(cpb.ListListingsRequest(channel=TIKTOK), timeout=10)
+    assert sorted(li.key.listing_id for li in listed.listings) == sorted(
+        [product.sku_ids[0], product.sku_ids[2]]
+    )
+    again = await catalogue.ImportListings(request, timeout=30)
+    assert list(again.proposed) == []
+    assert len(again.already_mapped) == 2
+
+    # The imported listings are synced by their own ids.
+    async def pushed() -> bool:
+        return (
+            tiktok.quantity_of_listing(product.product_id, product.sku_ids[0], WAREHOUSE) == 6
+            and tiktok.quantity_of_listing(product.product_id, product.sku_ids[2], WAREHOUSE) == 6
+        )
+
+    await eventually(pushed, what="the imported listings to show their stock", within=20)
+
+    # Shopify and Amazon read through their own endpoints.
+    shopify.add_product("Cap", [ShopVariant("CAP"), ShopVariant("", barcode="4006381333931")])
+    amazon.add_listing("LAMP", "A lamp")
+    shop = await catalogue.ImportListings(cpb.ImportListingsRequest(channel=SHOPIFY), timeout=30)
+    assert [p.listing.seller_sku for p in shop.proposed] == ["CAP"]
+    assert [u.listing.barcode for u in shop.unmatched] == ["4006381333931"]
+    amz = await catalogue.ImportListings(cpb.ImportListingsRequest(channel=AMAZON), timeout=30)
+    assert [p.listing.ids.amazon.seller_sku for p in amz.proposed] == ["LAMP"]
+
+
+async def test_import_refuses_bad_barcodes_with_field_details(catalogue: CatalogueStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await catalogue.ImportListings(
+            cpb.ImportListingsRequest(channel=TIKTOK, barcodes={"12ab": "MUG", "00123456": ""}),
+            timeout=10,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = field_violations(refused.value)
+    assert "barcodes['12ab']" in fields
+    assert "barcodes['00123456']" in fields
+    with pytest.raises(grpc.aio.AioRpcError) as unspecified:
+        await catalogue.ImportListings(cpb.ImportListingsRequest(), timeout=10)
+    assert unspecified.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from pulsestock.clock import utc_now
 from pulsestock.config import Env
 from pulsestock.eventstore import ProjectionRunner
 from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
+from pulsestock.inventory_sync.adapters.channels.catalogue_readers import reader_for
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.leases import PartitionLeases
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository, outbox_route
@@ -165,6 +167,7 @@ class InventorySync:
             CatalogueServicer(
                 CatalogueService(CatalogueStore(context.store), utc_now),
                 UnresolvedOrders(context.pool),
+                partial(reader_for, self.settings.channels),
             ),
             server,
         )

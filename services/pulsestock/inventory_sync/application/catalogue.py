@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pulsestock.clock import Clock
+from pulsestock.errors import DomainError, Unavailable
 from pulsestock.eventstore import WrongExpectedVersion
 from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
+from pulsestock.inventory_sync.adapters.channels.base import ChannelError
+from pulsestock.inventory_sync.adapters.channels.catalogue_readers import CatalogueReader
 from pulsestock.inventory_sync.domain.catalogue import (
     Catalogue,
     CatalogueEvent,
@@ -22,6 +25,7 @@ from pulsestock.inventory_sync.domain.catalogue import (
     ListingKey,
     listing_quantity,
 )
+from pulsestock.inventory_sync.domain.catalogue_import import ImportProposal, propose_import
 
 Decide = Callable[[Catalogue, Container[str], datetime], list[CatalogueEvent]]
 
@@ -49,6 +53,21 @@ class ListingsView:
     version: int
     listings: list[Listing]
     stock_units: dict[ListingKey, dict[str, int]]  # of the active ones, through any kits
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one proposal did: created now, or why not (empty: it already was)."""
+
+    created: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    proposal: ImportProposal
+    applied: list[Applied]  # per proposal, when applied; empty otherwise
+    version: int
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,34 @@ class CatalogueService:
 
     async def retire_kit(self, kit_id: str) -> CommandResult:
         return await self._execute(lambda c, _, now: c.retire_kit(kit_id, now), ())
+
+    async def import_listings(
+        self, reader: CatalogueReader, barcodes: dict[str, str], apply: bool
+    ) -> ImportResult:
+        """Read the shop's listings, propose mappings (propose_import), and with `apply`
+        create each proposal as create_listing would; one refused (say, mapped meanwhile) is
+        reported beside the others, not fatal to them."""
+        try:
+            listings = await reader.read()
+        except ChannelError as error:
+            raise Unavailable(f"the channel's catalogue could not be read: {error}") from error
+        candidates = {listing.seller_sku for listing in listings} | set(barcodes.values())
+        async with self._lock:
+            catalogue = await self.store.load()
+            stock_items = await self.store.stock_items(candidates)
+            proposal = propose_import(listings, stock_items, barcodes, catalogue)
+            version = catalogue.version
+        applied: list[Applied] = []
+        if apply:
+            for proposed in proposal.proposed:
+                try:
+                    result = await self.create_listing(proposed.listing.ids, proposed.composition)
+                except DomainError as error:
+                    applied.append(Applied(False, str(error)))
+                    continue
+                applied.append(Applied(result.changed))
+                version = max(version, result.version)
+        return ImportResult(proposal, applied, version)
 
     async def list_listings(self, channel: int | None, include_retired: bool) -> ListingsView:
         async with self._lock:

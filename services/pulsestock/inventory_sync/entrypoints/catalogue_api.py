@@ -4,11 +4,12 @@ the gRPC kit maps its errors to status codes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 import grpc
 from pulsestock.clock import timestamp
-from pulsestock.errors import FieldViolation, InvalidArgument, Unavailable, Validator
+from pulsestock.errors import FieldViolation, InvalidArgument, PreconditionFailed, Validator
 from pulsestock.inventory_sync.adapters.catalogue_store import (
     composition_from_proto,
     composition_to_proto,
@@ -16,6 +17,7 @@ from pulsestock.inventory_sync.adapters.catalogue_store import (
     ids_to_proto,
     key_to_proto,
 )
+from pulsestock.inventory_sync.adapters.channels.catalogue_readers import CatalogueReader
 from pulsestock.inventory_sync.adapters.unresolved_orders import UnresolvedOrders
 from pulsestock.inventory_sync.application.catalogue import CatalogueService, CommandResult
 from pulsestock.inventory_sync.domain.catalogue import (
@@ -26,6 +28,8 @@ from pulsestock.inventory_sync.domain.catalogue import (
     shopify_order_key,
     tiktok_shop_order_key,
 )
+from pulsestock.inventory_sync.domain.catalogue_import import ChannelListing
+from pulsestock.inventory_sync.domain.sku import check_sku
 from pulsestock.v1 import catalogue_events_pb2 as cev
 from pulsestock.v1 import catalogue_pb2 as pb
 from pulsestock.v1 import catalogue_pb2_grpc
@@ -33,6 +37,8 @@ from pulsestock.v1.common_pb2 import Channel
 
 CHANNEL_RULE = "must be CHANNEL_TIKTOK_SHOP, CHANNEL_SHOPIFY or CHANNEL_AMAZON"
 MAX_KEYS = 1000
+MAX_BARCODES = 100_000
+_BARCODE = re.compile(r"[0-9]{8,14}")
 
 
 def _response(result: CommandResult) -> pb.CatalogueCommandResponse:
@@ -99,9 +105,15 @@ def _components(composition: Iterable[cev.CatalogueComponent]) -> Composition:
 
 
 class CatalogueServicer(catalogue_pb2_grpc.CatalogueServiceServicer):
-    def __init__(self, catalogue: CatalogueService, unresolved: UnresolvedOrders) -> None:
+    def __init__(
+        self,
+        catalogue: CatalogueService,
+        unresolved: UnresolvedOrders,
+        readers: Callable[[int], CatalogueReader | None],
+    ) -> None:
         self.catalogue = catalogue
         self.unresolved = unresolved
+        self.readers = readers  # a fresh reader of a connected channel's catalogue, or None
 
     async def CreateListing(
         self, request: pb.CreateListingRequest, context: grpc.aio.ServicerContext
@@ -225,4 +237,56 @@ class CatalogueServicer(catalogue_pb2_grpc.CatalogueServiceServicer):
     async def ImportListings(
         self, request: pb.ImportListingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ImportListingsResponse:
-        raise Unavailable("importing listings is not wired yet")
+        validator = Validator()
+        validator.check(
+            request.channel in Channel.values() and request.channel != Channel.CHANNEL_UNSPECIFIED,
+            "channel",
+            CHANNEL_RULE,
+        )
+        validator.check(
+            len(request.barcodes) <= MAX_BARCODES, "barcodes", f"at most {MAX_BARCODES}"
+        )
+        for barcode, sku in sorted(request.barcodes.items()):
+            validator.check(
+                _BARCODE.fullmatch(barcode) is not None,
+                f"barcodes[{barcode[:32]!r}]",
+                "a barcode is 8-14 digits (GTIN, EAN, UPC)",
+            )
+            check_sku(validator, sku, f"barcodes[{barcode[:32]!r}]")
+        validator.raise_if_invalid()
+        reader = self.readers(request.channel)
+        if reader is None:
+            raise PreconditionFailed(f"{Channel.Name(request.channel)} is not connected")
+        try:
+            result = await self.catalogue.import_listings(
+                reader, dict(request.barcodes), request.apply
+            )
+        finally:
+            await reader.close()
+        response = pb.ImportListingsResponse(catalogue_version=result.version)
+        for index, proposed in enumerate(result.proposal.proposed):
+            item = response.proposed.add(
+                listing=_channel_listing(proposed.listing),
+                composition=composition_to_proto(proposed.composition),
+                matched_by=str(proposed.reason),
+            )
+            if result.applied:
+                item.created = result.applied[index].created
+                item.error = result.applied[index].error
+        for mapped in result.proposal.already_mapped:
+            response.already_mapped.append(_channel_listing(mapped.listing))
+        for unmatched in result.proposal.unmatched:
+            response.unmatched.add(
+                listing=_channel_listing(unmatched.listing),
+                reason=f"{unmatched.reason}: {unmatched.detail}",
+            )
+        return response
+
+
+def _channel_listing(listing: ChannelListing) -> pb.ChannelListing:
+    return pb.ChannelListing(
+        ids=ids_to_proto(listing.ids),
+        seller_sku=listing.seller_sku,
+        barcode=listing.barcode,
+        title=listing.title,
+    )

@@ -79,6 +79,18 @@ def readers(configs: ChannelConfigs) -> dict[int, CatalogueReader]:
     return {reader.channel: reader for reader in found}
 
 
+def reader_for(configs: ChannelConfigs, channel: int) -> CatalogueReader | None:
+    """A fresh reader of one connected channel's catalogue (close it after use); None when
+    the channel is not connected."""
+    if channel == Channel.CHANNEL_TIKTOK_SHOP and configs.tiktok_shop:
+        return TikTokShopCatalogueReader(configs.tiktok_shop)
+    if channel == Channel.CHANNEL_SHOPIFY and configs.shopify:
+        return ShopifyCatalogueReader(configs.shopify)
+    if channel == Channel.CHANNEL_AMAZON and configs.amazon:
+        return AmazonCatalogueReader(configs.amazon)
+    return None
+
+
 async def patiently(call: Callable[[], Awaitable[T]], attempts: int = ATTEMPTS) -> T:
     """`call`, tried again after a retryable ChannelError: after the time the channel asked
     for, else after an exponential backoff with jitter. The last failure is raised."""
