@@ -220,3 +220,22 @@ async def test_six_hundred_orders_leave_ledger_read_model_and_channels_agreeing(
     assert (outcomes.count("reserved"), outcomes.count("oversold")) == (100, 500)
     await wait_for_stock(stub, "VIRAL", on_hand=100, reserved=100, available=0)
     await channels_show(stub, fakes, "VIRAL", 0)
+
+
+async def test_tiktok_shows_at_most_its_documented_maximum(stub: Stub, fakes: Fakes) -> None:
+    """TikTok Shop takes quantities up to 99,999: more stock shows the cap, not a refusal."""
+    tiktok, shopify, amazon = fakes
+    await receive(stub, "BULK", 150_000)
+
+    async def shown() -> bool:
+        return (
+            tiktok.quantity_of("BULK") == 99_999
+            and shopify.quantity_of("BULK") == 150_000
+            and amazon.quantity_of("BULK") == 150_000
+        )
+
+    await eventually(shown, what="the capped quantity on TikTok Shop, the whole one elsewhere")
+    state = await stub.GetSyncState(
+        pb.GetSyncStateRequest(channel=Channel.CHANNEL_TIKTOK_SHOP, sku="BULK"), timeout=10
+    )
+    assert [(s.desired_quantity, s.dead_lettered) for s in state.states] == [(99_999, False)]

@@ -65,6 +65,15 @@ log = get_logger(__name__)
 
 MAX_REMEMBERED_CAUSES = 50_000  # (channel, listing)s whose change waits for a push, traced
 CATALOGUE_POLL_S = 0.5  # how soon a catalogue change reaches the channels
+# The most a channel accepts (TikTok Shop documents [1, 99999]): more would be refused and
+# dead-lettered, and showing the cap oversells nothing.
+MAX_SHOWN: dict[int, int] = {Channel.CHANNEL_TIKTOK_SHOP: 99_999}
+
+
+def shown_quantity(channel: int, quantity: int) -> int:
+    cap = MAX_SHOWN.get(channel)
+    return quantity if cap is None else min(quantity, cap)
+
 
 QUANTITY_CHANGES = ConsumerSpec(
     stream=service_stream("inventory-sync").name,
@@ -156,7 +165,11 @@ class ChannelSync:
         catalogue = self.catalogue
         if not catalogue.maps_channel(channel):
             await self.pool.execute(
-                _CONVENTION_INTAKE, channel, message.sku, message.quantity, message.sequence
+                _CONVENTION_INTAKE,
+                channel,
+                message.sku,
+                shown_quantity(channel, message.quantity),
+                message.sequence,
             )
             self._remember_cause(channel, message.sku, message.sequence)
             self._wake[channel].set()
@@ -226,7 +239,7 @@ class ChannelSync:
         changed: dict[str, int] = {}
         for key, name in zip(keys, names, strict=True):
             units = units_of[key]
-            quantity = listing_quantity(units, levels) if units else 0
+            quantity = shown_quantity(channel, listing_quantity(units, levels) if units else 0)
             row = current[name]
             listing_skus = sorted(units) if units else list(row["skus"])
             ids = ids_to_json(catalogue.listings[key].ids)
