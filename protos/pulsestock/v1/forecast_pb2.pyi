@@ -230,6 +230,7 @@ class ForecastLiveSessionResponse(_message.Message):
     ORDERS_SO_FAR_FIELD_NUMBER: _builtins.int
     EXPECTED_LENGTH_MINUTES_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
     expected_orders: _builtins.float
     p10: _builtins.float
     p90: _builtins.float
@@ -239,6 +240,10 @@ class ForecastLiveSessionResponse(_message.Message):
     orders_so_far: _builtins.float
     expected_length_minutes: _builtins.float
     model: _builtins.str
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LiveMinute]:
+        """The session so far, one entry per minute from its first sample."""
+
     def __init__(
         self,
         *,
@@ -251,14 +256,42 @@ class ForecastLiveSessionResponse(_message.Message):
         orders_so_far: _builtins.float = ...,
         expected_length_minutes: _builtins.float = ...,
         model: _builtins.str = ...,
+        minutes: _abc.Iterable[Global___LiveMinute] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_length_minutes", b"expected_length_minutes", "expected_orders", b"expected_orders", "live_id", b"live_id", "minutes_observed", b"minutes_observed", "model", b"model", "orders_so_far", b"orders_so_far", "p10", b"p10", "p50", b"p50", "p90", b"p90"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_length_minutes", b"expected_length_minutes", "expected_orders", b"expected_orders", "live_id", b"live_id", "minutes", b"minutes", "minutes_observed", b"minutes_observed", "model", b"model", "orders_so_far", b"orders_so_far", "p10", b"p10", "p50", b"p50", "p90", b"p90"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForecastLiveSessionResponse: _TypeAlias = ForecastLiveSessionResponse  # noqa: Y015
+
+@_typing.final
+class LiveMinute(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIEWERS_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    viewers: _builtins.float
+    """Mean concurrent viewers in the minute (a minute without a sample keeps the last seen)."""
+    interactions: _builtins.float
+    """Interactions and orders in the minute."""
+    orders: _builtins.float
+    def __init__(
+        self,
+        *,
+        viewers: _builtins.float = ...,
+        interactions: _builtins.float = ...,
+        orders: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "orders", b"orders", "viewers", b"viewers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveMinute: _TypeAlias = LiveMinute  # noqa: Y015
 
 @_typing.final
 class BacktestRequest(_message.Message):
@@ -378,3 +411,198 @@ class BacktestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BacktestResponse: _TypeAlias = BacktestResponse  # noqa: Y015
+
+@_typing.final
+class GetDemandHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "sku", b"sku", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDemandHistoryRequest: _TypeAlias = GetDemandHistoryRequest  # noqa: Y015
+
+@_typing.final
+class DemandHour(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUR_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    HEAT_FIELD_NUMBER: _builtins.int
+    VIEW_VELOCITY_FIELD_NUMBER: _builtins.int
+    HAS_HEAT_FIELD_NUMBER: _builtins.int
+    orders: _builtins.float
+    """Net units ordered in the hour (placed minus cancelled)."""
+    heat: _builtins.float
+    """The latest heat signal published in the hour (0 with has_heat false when none was)."""
+    view_velocity: _builtins.float
+    has_heat: _builtins.bool
+    @_builtins.property
+    def hour(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        hour: _timestamp_pb2.Timestamp | None = ...,
+        orders: _builtins.float = ...,
+        heat: _builtins.float = ...,
+        view_velocity: _builtins.float = ...,
+        has_heat: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hour", b"hour"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_heat", b"has_heat", "heat", b"heat", "hour", b"hour", "orders", b"orders", "view_velocity", b"view_velocity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DemandHour: _TypeAlias = DemandHour  # noqa: Y015
+
+@_typing.final
+class PulseSpan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PULSE_ID_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    pulse_id: _builtins.str
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset while the pulse is on."""
+
+    def __init__(
+        self,
+        *,
+        pulse_id: _builtins.str = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "ended_at", b"ended_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "ended_at", b"ended_at", "pulse_id", b"pulse_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PulseSpan: _TypeAlias = PulseSpan  # noqa: Y015
+
+@_typing.final
+class GetDemandHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    PULSES_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    @_builtins.property
+    def hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___DemandHour]:
+        """Every hour of [from, to), oldest first."""
+
+    @_builtins.property
+    def pulses(self) -> _containers.RepeatedCompositeFieldContainer[Global___PulseSpan]:
+        """Pulses that overlap [from, to), oldest first."""
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        hours: _abc.Iterable[Global___DemandHour] | None = ...,
+        pulses: _abc.Iterable[Global___PulseSpan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hours", b"hours", "pulses", b"pulses", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDemandHistoryResponse: _TypeAlias = GetDemandHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ListLiveSessionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Default 50, at most 500."""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLiveSessionsRequest: _TypeAlias = ListLiveSessionsRequest  # noqa: Y015
+
+@_typing.final
+class LiveSessionSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIVE_ID_FIELD_NUMBER: _builtins.int
+    FIRST_SAMPLE_AT_FIELD_NUMBER: _builtins.int
+    LAST_SAMPLE_AT_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    ORDERS_SO_FAR_FIELD_NUMBER: _builtins.int
+    VIEWERS_FIELD_NUMBER: _builtins.int
+    live_id: _builtins.str
+    samples: _builtins.int
+    orders_so_far: _builtins.float
+    """The latest cumulative counts and viewers sampled."""
+    viewers: _builtins.float
+    @_builtins.property
+    def first_sample_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_sample_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        live_id: _builtins.str = ...,
+        first_sample_at: _timestamp_pb2.Timestamp | None = ...,
+        last_sample_at: _timestamp_pb2.Timestamp | None = ...,
+        samples: _builtins.int = ...,
+        orders_so_far: _builtins.float = ...,
+        viewers: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_sample_at", b"first_sample_at", "last_sample_at", b"last_sample_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sample_at", b"first_sample_at", "last_sample_at", b"last_sample_at", "live_id", b"live_id", "orders_so_far", b"orders_so_far", "samples", b"samples", "viewers", b"viewers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveSessionSummary: _TypeAlias = LiveSessionSummary  # noqa: Y015
+
+@_typing.final
+class ListLiveSessionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LiveSessionSummary]: ...
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___LiveSessionSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLiveSessionsResponse: _TypeAlias = ListLiveSessionsResponse  # noqa: Y015

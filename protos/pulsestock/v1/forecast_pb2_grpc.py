@@ -55,6 +55,16 @@ class ForecastServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_forecast__pb2.BacktestRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_forecast__pb2.BacktestResponse.FromString,
                 _registered_method=True)
+        self.GetDemandHistory = channel.unary_unary(
+                '/pulsestock.v1.ForecastService/GetDemandHistory',
+                request_serializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandHistoryRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListLiveSessions = channel.unary_unary(
+                '/pulsestock.v1.ForecastService/ListLiveSessions',
+                request_serializer=pulsestock_dot_v1_dot_forecast__pb2.ListLiveSessionsRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_forecast__pb2.ListLiveSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class ForecastServiceServicer:
@@ -91,6 +101,21 @@ class ForecastServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDemandHistory(self, request, context):
+        """The SKU's hourly orders and heat as forecast folded them, and its pulses: the actuals a
+        forecast is drawn against.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLiveSessions(self, request, context):
+        """Live sessions with samples, the most recently sampled first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ForecastServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +138,16 @@ def add_ForecastServiceServicer_to_server(servicer, server):
                     servicer.Backtest,
                     request_deserializer=pulsestock_dot_v1_dot_forecast__pb2.BacktestRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_forecast__pb2.BacktestResponse.SerializeToString,
+            ),
+            'GetDemandHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDemandHistory,
+                    request_deserializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandHistoryRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_forecast__pb2.GetDemandHistoryResponse.SerializeToString,
+            ),
+            'ListLiveSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLiveSessions,
+                    request_deserializer=pulsestock_dot_v1_dot_forecast__pb2.ListLiveSessionsRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_forecast__pb2.ListLiveSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +259,60 @@ class ForecastService:
             '/pulsestock.v1.ForecastService/Backtest',
             pulsestock_dot_v1_dot_forecast__pb2.BacktestRequest.SerializeToString,
             pulsestock_dot_v1_dot_forecast__pb2.BacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDemandHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.ForecastService/GetDemandHistory',
+            pulsestock_dot_v1_dot_forecast__pb2.GetDemandHistoryRequest.SerializeToString,
+            pulsestock_dot_v1_dot_forecast__pb2.GetDemandHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLiveSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.ForecastService/ListLiveSessions',
+            pulsestock_dot_v1_dot_forecast__pb2.ListLiveSessionsRequest.SerializeToString,
+            pulsestock_dot_v1_dot_forecast__pb2.ListLiveSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class ForecastServiceStub:
     """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
     the same origins.
     """
+    GetDemandHistory: _grpc.UnaryUnaryMultiCallable[_forecast_pb2.GetDemandHistoryRequest, _forecast_pb2.GetDemandHistoryResponse]
+    """The SKU's hourly orders and heat as forecast folded them, and its pulses: the actuals a
+    forecast is drawn against.
+    """
+    ListLiveSessions: _grpc.UnaryUnaryMultiCallable[_forecast_pb2.ListLiveSessionsRequest, _forecast_pb2.ListLiveSessionsResponse]
+    """Live sessions with samples, the most recently sampled first."""
 
 @_typing.type_check_only
 class ForecastServiceAsyncStub(ForecastServiceStub):
@@ -63,6 +69,12 @@ class ForecastServiceAsyncStub(ForecastServiceStub):
     """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
     the same origins.
     """
+    GetDemandHistory: _aio.UnaryUnaryMultiCallable[_forecast_pb2.GetDemandHistoryRequest, _forecast_pb2.GetDemandHistoryResponse]  # type: ignore[assignment]
+    """The SKU's hourly orders and heat as forecast folded them, and its pulses: the actuals a
+    forecast is drawn against.
+    """
+    ListLiveSessions: _aio.UnaryUnaryMultiCallable[_forecast_pb2.ListLiveSessionsRequest, _forecast_pb2.ListLiveSessionsResponse]  # type: ignore[assignment]
+    """Live sessions with samples, the most recently sampled first."""
 
 class ForecastServiceServicer(metaclass=_abc_1.ABCMeta):
     """Demand forecasts and their accuracy record."""
@@ -102,5 +114,23 @@ class ForecastServiceServicer(metaclass=_abc_1.ABCMeta):
         """Rolling-origin backtest of the SKU's own history: our error and every baseline's on
         the same origins.
         """
+
+    @_abc_1.abstractmethod
+    def GetDemandHistory(
+        self,
+        request: _forecast_pb2.GetDemandHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecast_pb2.GetDemandHistoryResponse, _abc.Awaitable[_forecast_pb2.GetDemandHistoryResponse]]:
+        """The SKU's hourly orders and heat as forecast folded them, and its pulses: the actuals a
+        forecast is drawn against.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLiveSessions(
+        self,
+        request: _forecast_pb2.ListLiveSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecast_pb2.ListLiveSessionsResponse, _abc.Awaitable[_forecast_pb2.ListLiveSessionsResponse]]:
+        """Live sessions with samples, the most recently sampled first."""
 
 def add_ForecastServiceServicer_to_server(servicer: ForecastServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -745,3 +745,110 @@ class GetOrderHoldsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOrderHoldsResponse: _TypeAlias = GetOrderHoldsResponse  # noqa: Y015
+
+@_typing.final
+class GetChannelStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChannelStatusRequest: _TypeAlias = GetChannelStatusRequest  # noqa: Y015
+
+@_typing.final
+class ChannelStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_UNIT_FIELD_NUMBER: _builtins.int
+    CALLS_OK_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    CALLS_RETRIED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    CALLS_REFUSED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    LISTINGS_FIELD_NUMBER: _builtins.int
+    IN_SYNC_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    FAILING_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_FIELD_NUMBER: _builtins.int
+    RECENT_ERRORS_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    rate_limit_per_second: _builtins.float
+    """The channel's documented rate limit, in rate_limit_unit per second (our client paces a
+    little under it).
+    """
+    rate_limit_unit: _builtins.str
+    calls_ok_last_minute: _builtins.int
+    """Calls this replica made in the last 60 s: succeeded, to be retried, refused."""
+    calls_retried_last_minute: _builtins.int
+    calls_refused_last_minute: _builtins.int
+    backoff_seconds: _builtins.float
+    """The latest retry's backoff in seconds (0 after a success)."""
+    listings: _builtins.int
+    """Its listings: all, confirmed at the desired quantity, waiting to be sent, failing
+    (retrying), dead-lettered.
+    """
+    in_sync: _builtins.int
+    pending: _builtins.int
+    failing: _builtins.int
+    dead_lettered: _builtins.int
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """The channel asked us to wait (Retry-After) until then; unset when not paused."""
+
+    @_builtins.property
+    def recent_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelSyncState]:
+        """Up to 5 listings' latest errors, newest attempt first."""
+
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        rate_limit_per_second: _builtins.float = ...,
+        rate_limit_unit: _builtins.str = ...,
+        calls_ok_last_minute: _builtins.int = ...,
+        calls_retried_last_minute: _builtins.int = ...,
+        calls_refused_last_minute: _builtins.int = ...,
+        backoff_seconds: _builtins.float = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+        listings: _builtins.int = ...,
+        in_sync: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        failing: _builtins.int = ...,
+        dead_lettered: _builtins.int = ...,
+        recent_errors: _abc.Iterable[Global___ChannelSyncState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paused_until", b"paused_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff_seconds", b"backoff_seconds", "calls_ok_last_minute", b"calls_ok_last_minute", "calls_refused_last_minute", b"calls_refused_last_minute", "calls_retried_last_minute", b"calls_retried_last_minute", "channel", b"channel", "dead_lettered", b"dead_lettered", "failing", b"failing", "in_sync", b"in_sync", "listings", b"listings", "paused_until", b"paused_until", "pending", b"pending", "rate_limit_per_second", b"rate_limit_per_second", "rate_limit_unit", b"rate_limit_unit", "recent_errors", b"recent_errors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelStatus: _TypeAlias = ChannelStatus  # noqa: Y015
+
+@_typing.final
+class GetChannelStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStatus]: ...
+    def __init__(
+        self,
+        *,
+        channels: _abc.Iterable[Global___ChannelStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChannelStatusResponse: _TypeAlias = GetChannelStatusResponse  # noqa: Y015

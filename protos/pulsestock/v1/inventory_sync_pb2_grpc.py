@@ -100,6 +100,11 @@ class InventorySyncServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsResponse.FromString,
                 _registered_method=True)
+        self.GetChannelStatus = channel.unary_unary(
+                '/pulsestock.v1.InventorySyncService/GetChannelStatus',
+                request_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetChannelStatusRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetChannelStatusResponse.FromString,
+                _registered_method=True)
 
 
 class InventorySyncServiceServicer:
@@ -185,6 +190,14 @@ class InventorySyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChannelStatus(self, request, context):
+        """Each connected channel's sync: its listings' states in numbers, calls in the last
+        minute against its rate limit, backoff, and the latest errors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventorySyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +265,11 @@ def add_InventorySyncServiceServicer_to_server(servicer, server):
                     servicer.GetOrderHolds,
                     request_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsResponse.SerializeToString,
+            ),
+            'GetChannelStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChannelStatus,
+                    request_deserializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetChannelStatusRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_inventory__sync__pb2.GetChannelStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +624,33 @@ class InventorySyncService:
             '/pulsestock.v1.InventorySyncService/GetOrderHolds',
             pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsRequest.SerializeToString,
             pulsestock_dot_v1_dot_inventory__sync__pb2.GetOrderHoldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChannelStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.InventorySyncService/GetChannelStatus',
+            pulsestock_dot_v1_dot_inventory__sync__pb2.GetChannelStatusRequest.SerializeToString,
+            pulsestock_dot_v1_dot_inventory__sync__pb2.GetChannelStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class InventorySyncServiceStub:
     GetSyncState: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetSyncStateRequest, _inventory_sync_pb2.GetSyncStateResponse]
     GetOrderHolds: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetOrderHoldsRequest, _inventory_sync_pb2.GetOrderHoldsResponse]
     """Where a channel order's lines are held now (the read model's active reservations)."""
+    GetChannelStatus: _grpc.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetChannelStatusRequest, _inventory_sync_pb2.GetChannelStatusResponse]
+    """Each connected channel's sync: its listings' states in numbers, calls in the last
+    minute against its rate limit, backoff, and the latest errors.
+    """
 
 @_typing.type_check_only
 class InventorySyncServiceAsyncStub(InventorySyncServiceStub):
@@ -67,6 +71,10 @@ class InventorySyncServiceAsyncStub(InventorySyncServiceStub):
     GetSyncState: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetSyncStateRequest, _inventory_sync_pb2.GetSyncStateResponse]  # type: ignore[assignment]
     GetOrderHolds: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetOrderHoldsRequest, _inventory_sync_pb2.GetOrderHoldsResponse]  # type: ignore[assignment]
     """Where a channel order's lines are held now (the read model's active reservations)."""
+    GetChannelStatus: _aio.UnaryUnaryMultiCallable[_inventory_sync_pb2.GetChannelStatusRequest, _inventory_sync_pb2.GetChannelStatusResponse]  # type: ignore[assignment]
+    """Each connected channel's sync: its listings' states in numbers, calls in the last
+    minute against its rate limit, backoff, and the latest errors.
+    """
 
 class InventorySyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """The stock ledger (event-sourced) and per-channel sellable quantities."""
@@ -162,5 +170,15 @@ class InventorySyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_sync_pb2.GetOrderHoldsResponse, _abc.Awaitable[_inventory_sync_pb2.GetOrderHoldsResponse]]:
         """Where a channel order's lines are held now (the read model's active reservations)."""
+
+    @_abc_1.abstractmethod
+    def GetChannelStatus(
+        self,
+        request: _inventory_sync_pb2.GetChannelStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_sync_pb2.GetChannelStatusResponse, _abc.Awaitable[_inventory_sync_pb2.GetChannelStatusResponse]]:
+        """Each connected channel's sync: its listings' states in numbers, calls in the last
+        minute against its rate limit, backoff, and the latest errors.
+        """
 
 def add_InventorySyncServiceServicer_to_server(servicer: InventorySyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pulsestock.v1 import signal_events_pb2 as pulsestock_dot_v1_dot_signal__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apulsestock/v1/signal.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!pulsestock/v1/signal_events.proto\"\x1d\n\x0eGetHeatRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\";\n\x0fGetHeatResponse\x12(\n\x04heat\x18\x01 \x01(\x0b\x32\x1a.pulsestock.v1.HeatUpdated\"`\n\x11ListPulsesRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tive_only\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x12ListPulsesResponse\x12,\n\x06pulses\x18\x01 \x03(\x0b\x32\x1c.pulsestock.v1.PulseDetected\"V\n\x04Rule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\n\n\x02op\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x11\n\tmin_views\x18\x05 \x01(\x03\"U\n\x0fSetRulesRequest\x12\x11\n\tseller_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\"\n\x05rules\x18\x03 \x03(\x0b\x32\x13.pulsestock.v1.Rule\"\x12\n\x10SetRulesResponse\"\"\n\x12WatchPulsesRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t2\xcb\x02\n\rSignalService\x12H\n\x07GetHeat\x12\x1d.pulsestock.v1.GetHeatRequest\x1a\x1e.pulsestock.v1.GetHeatResponse\x12Q\n\nListPulses\x12 .pulsestock.v1.ListPulsesRequest\x1a!.pulsestock.v1.ListPulsesResponse\x12K\n\x08SetRules\x12\x1e.pulsestock.v1.SetRulesRequest\x1a\x1f.pulsestock.v1.SetRulesResponse\x12P\n\x0bWatchPulses\x12!.pulsestock.v1.WatchPulsesRequest\x1a\x1c.pulsestock.v1.PulseDetected0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apulsestock/v1/signal.proto\x12\rpulsestock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!pulsestock/v1/signal_events.proto\"\x1d\n\x0eGetHeatRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\";\n\x0fGetHeatResponse\x12(\n\x04heat\x18\x01 \x01(\x0b\x32\x1a.pulsestock.v1.HeatUpdated\"`\n\x11ListPulsesRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tive_only\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x12ListPulsesResponse\x12,\n\x06pulses\x18\x01 \x03(\x0b\x32\x1c.pulsestock.v1.PulseDetected\"V\n\x04Rule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\n\n\x02op\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x11\n\tmin_views\x18\x05 \x01(\x03\"U\n\x0fSetRulesRequest\x12\x11\n\tseller_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\"\n\x05rules\x18\x03 \x03(\x0b\x32\x13.pulsestock.v1.Rule\"\x12\n\x10SetRulesResponse\"\"\n\x12WatchPulsesRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\".\n\x0fRankHeatRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0c\n\x04skus\x18\x02 \x03(\t\"\x84\x01\n\tRankedSku\x12(\n\x04heat\x18\x01 \x01(\x0b\x32\x1a.pulsestock.v1.HeatUpdated\x12+\n\x05pulse\x18\x02 \x01(\x0b\x32\x1c.pulsestock.v1.PulseDetected\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x11\n\tpeak_heat\x18\x04 \x01(\x01\"I\n\x10RankHeatResponse\x12&\n\x04skus\x18\x01 \x03(\x0b\x32\x18.pulsestock.v1.RankedSku\x12\r\n\x05total\x18\x02 \x01(\x03\x32\x98\x03\n\rSignalService\x12H\n\x07GetHeat\x12\x1d.pulsestock.v1.GetHeatRequest\x1a\x1e.pulsestock.v1.GetHeatResponse\x12Q\n\nListPulses\x12 .pulsestock.v1.ListPulsesRequest\x1a!.pulsestock.v1.ListPulsesResponse\x12K\n\x08SetRules\x12\x1e.pulsestock.v1.SetRulesRequest\x1a\x1f.pulsestock.v1.SetRulesResponse\x12P\n\x0bWatchPulses\x12!.pulsestock.v1.WatchPulsesRequest\x1a\x1c.pulsestock.v1.PulseDetected0\x01\x12K\n\x08RankHeat\x12\x1e.pulsestock.v1.RankHeatRequest\x1a\x1f.pulsestock.v1.RankHeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETRULESRESPONSE']._serialized_end=564
   _globals['_WATCHPULSESREQUEST']._serialized_start=566
   _globals['_WATCHPULSESREQUEST']._serialized_end=600
-  _globals['_SIGNALSERVICE']._serialized_start=603
-  _globals['_SIGNALSERVICE']._serialized_end=934
+  _globals['_RANKHEATREQUEST']._serialized_start=602
+  _globals['_RANKHEATREQUEST']._serialized_end=648
+  _globals['_RANKEDSKU']._serialized_start=651
+  _globals['_RANKEDSKU']._serialized_end=783
+  _globals['_RANKHEATRESPONSE']._serialized_start=785
+  _globals['_RANKHEATRESPONSE']._serialized_end=858
+  _globals['_SIGNALSERVICE']._serialized_start=861
+  _globals['_SIGNALSERVICE']._serialized_end=1269
 # @@protoc_insertion_point(module_scope)

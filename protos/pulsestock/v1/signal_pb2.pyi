@@ -202,3 +202,87 @@ class WatchPulsesRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchPulsesRequest: _TypeAlias = WatchPulsesRequest  # noqa: Y015
+
+@_typing.final
+class RankHeatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    SKUS_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """At most this many SKUs: default 100, at most 5000."""
+    @_builtins.property
+    def skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these SKUs (empty: every SKU with heat)."""
+
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        skus: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "skus", b"skus"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankHeatRequest: _TypeAlias = RankHeatRequest  # noqa: Y015
+
+@_typing.final
+class RankedSku(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAT_FIELD_NUMBER: _builtins.int
+    PULSE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PEAK_HEAT_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """The active pulse's phase: "detected", "peaking" or "decaying"; empty when none is on."""
+    peak_heat: _builtins.float
+    """The highest heat of the active pulse so far (0 when none is on)."""
+    @_builtins.property
+    def heat(self) -> _signal_events_pb2.HeatUpdated: ...
+    @_builtins.property
+    def pulse(self) -> _signal_events_pb2.PulseDetected:
+        """The SKU's active pulse; unset when none is on."""
+
+    def __init__(
+        self,
+        *,
+        heat: _signal_events_pb2.HeatUpdated | None = ...,
+        pulse: _signal_events_pb2.PulseDetected | None = ...,
+        phase: _builtins.str = ...,
+        peak_heat: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heat", b"heat", "pulse", b"pulse"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heat", b"heat", "peak_heat", b"peak_heat", "phase", b"phase", "pulse", b"pulse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankedSku: _TypeAlias = RankedSku  # noqa: Y015
+
+@_typing.final
+class RankHeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKUS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """How many SKUs matched in all (the ranking stops at limit)."""
+    @_builtins.property
+    def skus(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedSku]: ...
+    def __init__(
+        self,
+        *,
+        skus: _abc.Iterable[Global___RankedSku] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["skus", b"skus", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankHeatResponse: _TypeAlias = RankHeatResponse  # noqa: Y015

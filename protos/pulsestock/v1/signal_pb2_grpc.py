@@ -56,6 +56,11 @@ class SignalServiceStub:
                 request_serializer=pulsestock_dot_v1_dot_signal__pb2.WatchPulsesRequest.SerializeToString,
                 response_deserializer=pulsestock_dot_v1_dot_signal__events__pb2.PulseDetected.FromString,
                 _registered_method=True)
+        self.RankHeat = channel.unary_unary(
+                '/pulsestock.v1.SignalService/RankHeat',
+                request_serializer=pulsestock_dot_v1_dot_signal__pb2.RankHeatRequest.SerializeToString,
+                response_deserializer=pulsestock_dot_v1_dot_signal__pb2.RankHeatResponse.FromString,
+                _registered_method=True)
 
 
 class SignalServiceServicer:
@@ -86,6 +91,13 @@ class SignalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RankHeat(self, request, context):
+        """SKUs by heat, hottest first, each with its active pulse: one query for a whole ranking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +120,11 @@ def add_SignalServiceServicer_to_server(servicer, server):
                     servicer.WatchPulses,
                     request_deserializer=pulsestock_dot_v1_dot_signal__pb2.WatchPulsesRequest.FromString,
                     response_serializer=pulsestock_dot_v1_dot_signal__events__pb2.PulseDetected.SerializeToString,
+            ),
+            'RankHeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankHeat,
+                    request_deserializer=pulsestock_dot_v1_dot_signal__pb2.RankHeatRequest.FromString,
+                    response_serializer=pulsestock_dot_v1_dot_signal__pb2.RankHeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class SignalService:
             '/pulsestock.v1.SignalService/WatchPulses',
             pulsestock_dot_v1_dot_signal__pb2.WatchPulsesRequest.SerializeToString,
             pulsestock_dot_v1_dot_signal__events__pb2.PulseDetected.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankHeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulsestock.v1.SignalService/RankHeat',
+            pulsestock_dot_v1_dot_signal__pb2.RankHeatRequest.SerializeToString,
+            pulsestock_dot_v1_dot_signal__pb2.RankHeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class SignalServiceStub:
     ListPulses: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListPulsesRequest, _signal_pb2.ListPulsesResponse]
     SetRules: _grpc.UnaryUnaryMultiCallable[_signal_pb2.SetRulesRequest, _signal_pb2.SetRulesResponse]
     WatchPulses: _grpc.UnaryStreamMultiCallable[_signal_pb2.WatchPulsesRequest, _signal_events_pb2.PulseDetected]
+    RankHeat: _grpc.UnaryUnaryMultiCallable[_signal_pb2.RankHeatRequest, _signal_pb2.RankHeatResponse]
+    """SKUs by heat, hottest first, each with its active pulse: one query for a whole ranking."""
 
 @_typing.type_check_only
 class SignalServiceAsyncStub(SignalServiceStub):
@@ -48,6 +50,8 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListPulses: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListPulsesRequest, _signal_pb2.ListPulsesResponse]  # type: ignore[assignment]
     SetRules: _aio.UnaryUnaryMultiCallable[_signal_pb2.SetRulesRequest, _signal_pb2.SetRulesResponse]  # type: ignore[assignment]
     WatchPulses: _aio.UnaryStreamMultiCallable[_signal_pb2.WatchPulsesRequest, _signal_events_pb2.PulseDetected]  # type: ignore[assignment]
+    RankHeat: _aio.UnaryUnaryMultiCallable[_signal_pb2.RankHeatRequest, _signal_pb2.RankHeatResponse]  # type: ignore[assignment]
+    """SKUs by heat, hottest first, each with its active pulse: one query for a whole ranking."""
 
 class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Heat of every video, live session and SKU; pulse detection."""
@@ -79,5 +83,13 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _signal_pb2.WatchPulsesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_signal_events_pb2.PulseDetected], _abc.AsyncIterator[_signal_events_pb2.PulseDetected]]: ...
+
+    @_abc_1.abstractmethod
+    def RankHeat(
+        self,
+        request: _signal_pb2.RankHeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signal_pb2.RankHeatResponse, _abc.Awaitable[_signal_pb2.RankHeatResponse]]:
+        """SKUs by heat, hottest first, each with its active pulse: one query for a whole ranking."""
 
 def add_SignalServiceServicer_to_server(servicer: SignalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
