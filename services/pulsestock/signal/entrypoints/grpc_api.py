@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from pulsestock.errors import NotFound, Validator
 from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.signal.application.engine import SignalEngine, rules_scope
+from pulsestock.signal.application.ranking import DEFAULT_LIMIT, MAX_LIMIT, rank_heat
 from pulsestock.signal.domain.metrics import METRICS, OPERATORS
 from pulsestock.v1 import signal_events_pb2 as ev
 from pulsestock.v1 import signal_pb2 as pb
@@ -119,6 +120,57 @@ class SignalServiceServicer(signal_pb2_grpc.SignalServiceServicer):
         )
         self.engine.forget_rules(scope)
         return pb.SetRulesResponse()
+
+    async def RankHeat(
+        self, request: pb.RankHeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RankHeatResponse:
+        v = Validator()
+        v.check(
+            0 <= request.limit <= MAX_LIMIT,
+            "limit",
+            f"must be between 0 (default {DEFAULT_LIMIT}) and {MAX_LIMIT}",
+        )
+        v.check(len(request.skus) <= MAX_LIMIT, "skus", f"at most {MAX_LIMIT}")
+        for index, sku in enumerate(request.skus):
+            v.check(valid_id(sku), f"skus[{index}]", ID_RULE)
+        v.raise_if_invalid()
+        ranked, total = await rank_heat(
+            self.pool, request.limit or DEFAULT_LIMIT, list(request.skus)
+        )
+        response = pb.RankHeatResponse(total=total)
+        for item in ranked:
+            entry = response.skus.add()
+            entry.heat.MergeFrom(
+                ev.HeatUpdated(
+                    sku=item.sku,
+                    heat=item.heat,
+                    view_velocity=item.view_velocity,
+                    like_rate=item.like_rate,
+                    share_rate=item.share_rate,
+                )
+            )
+            entry.heat.as_of.FromDatetime(item.as_of)
+            pulse = item.pulse
+            if pulse is not None:
+                entry.phase, entry.peak_heat = pulse.phase, pulse.peak_heat
+                entry.pulse.MergeFrom(
+                    ev.PulseDetected(
+                        pulse_id=pulse.pulse_id,
+                        sku=item.sku,
+                        video_ids=pulse.video_ids,
+                        hot_channel=pulse.hot_channel,
+                        evidence=[
+                            ev.PulseEvidence(
+                                source=e["source"],
+                                description=e["description"],
+                                metrics=e["metrics"],
+                            )
+                            for e in pulse.evidence
+                        ],
+                    )
+                )
+                entry.pulse.detected_at.FromDatetime(pulse.detected_at)
+        return response
 
     async def WatchPulses(
         self, request: pb.WatchPulsesRequest, context: grpc.aio.ServicerContext
