@@ -12,6 +12,7 @@ import numpy as np
 from pulsestock.clock import Clock, utc_now
 from pulsestock.errors import Validator
 from pulsestock.forecast.application.engine import ForecastEngine, hour_of
+from pulsestock.forecast.application.history import demand_history, live_sessions
 from pulsestock.forecast.domain.demand import DEFAULT_LEVELS
 from pulsestock.forecast.domain.sku_forecast import HOUR, SkuInputs
 from pulsestock.forecast.entrypoints.backtest_api import backtest
@@ -20,6 +21,9 @@ from pulsestock.ids import ID_RULE, valid_id
 from pulsestock.v1 import forecast_pb2 as pb
 from pulsestock.v1 import forecast_pb2_grpc
 from pulsestock.v1.common_pb2 import Quantile
+
+DEFAULT_HISTORY = timedelta(hours=72)
+DEFAULT_LIVE_SESSIONS, MAX_LIVE_SESSIONS = 50, 500
 
 
 def _levels(v: Validator, field: str, levels: Sequence[float]) -> tuple[float, ...]:
@@ -131,3 +135,63 @@ class ForecastServiceServicer(forecast_pb2_grpc.ForecastServiceServicer):
         self, request: pb.BacktestRequest, context: grpc.aio.ServicerContext
     ) -> pb.BacktestResponse:
         return await backtest(self.pool, self.engine, request, context)
+
+    async def GetDemandHistory(
+        self, request: pb.GetDemandHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDemandHistoryResponse:
+        v = Validator()
+        v.check(valid_id(request.sku), "sku", ID_RULE)
+        v.raise_if_invalid()
+        end = (
+            request.to.ToDatetime(tzinfo=UTC)
+            if request.HasField("to")
+            else hour_of(self.clock()) + HOUR
+        )
+        start = (
+            getattr(request, "from").ToDatetime(tzinfo=UTC)
+            if request.HasField("from")
+            else end - DEFAULT_HISTORY
+        )
+        start, end = hour_of(start), hour_of(end - timedelta(microseconds=1)) + HOUR
+        limit = self.engine.settings.history_hours
+        v.check(start < end, "to", "must be after from")
+        v.check(end - start <= HOUR * limit, "from", f"must be at most {limit} hours before to")
+        v.raise_if_invalid()
+        hours, pulses = await demand_history(self.pool, request.sku, start, end)
+        response = pb.GetDemandHistoryResponse(sku=request.sku)
+        for figures in hours:
+            item = response.hours.add(
+                orders=figures.orders,
+                heat=figures.heat or 0.0,
+                view_velocity=figures.view_velocity,
+                has_heat=figures.heat is not None,
+            )
+            item.hour.FromDatetime(figures.hour)
+        for window in pulses:
+            span = response.pulses.add(pulse_id=window.pulse_id)
+            span.detected_at.FromDatetime(window.detected_at)
+            if window.ended_at is not None:
+                span.ended_at.FromDatetime(window.ended_at)
+        return response
+
+    async def ListLiveSessions(
+        self, request: pb.ListLiveSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLiveSessionsResponse:
+        v = Validator()
+        v.check(
+            0 <= request.limit <= MAX_LIVE_SESSIONS,
+            "limit",
+            f"must be between 0 (default {DEFAULT_LIVE_SESSIONS}) and {MAX_LIVE_SESSIONS}",
+        )
+        v.raise_if_invalid()
+        response = pb.ListLiveSessionsResponse()
+        for session in await live_sessions(self.pool, request.limit or DEFAULT_LIVE_SESSIONS):
+            item = response.sessions.add(
+                live_id=session.live_id,
+                samples=session.samples,
+                orders_so_far=session.orders_so_far,
+                viewers=session.viewers,
+            )
+            item.first_sample_at.FromDatetime(session.first_sample_at)
+            item.last_sample_at.FromDatetime(session.last_sample_at)
+        return response

@@ -94,8 +94,13 @@ async def forecast_live_session(
     viewers, interactions, orders = per_minute(samples)
     minutes = len(viewers)
     seen = float(orders.sum())
+    series = [
+        pb.LiveMinute(viewers=float(v), interactions=float(i), orders=float(o))
+        for v, i, o in zip(viewers, interactions, orders, strict=True)
+    ]
     if clock() - samples[-1][0] > SESSION_OVER_AFTER:
         return pb.ForecastLiveSessionResponse(
+            minutes=series,
             live_id=request.live_id,
             expected_orders=seen,
             p10=seen,
@@ -118,4 +123,5 @@ async def forecast_live_session(
         orders_so_far=forecast.orders_so_far,
         expected_length_minutes=forecast.expected_length_minutes,
         model=MODEL,
+        minutes=series,
     )
