@@ -161,7 +161,7 @@ class InventorySync:
 
     def register(self, server: grpc.aio.Server, context: ServiceContext) -> Sequence[str]:
         inventory_sync_pb2_grpc.add_InventorySyncServiceServicer_to_server(
-            InventorySyncServicer(self.writer, context.store, self.read_model), server
+            InventorySyncServicer(self.writer, context.store, self.read_model, self.sync), server
         )
         catalogue_pb2_grpc.add_CatalogueServiceServicer_to_server(
             CatalogueServicer(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,6 +45,7 @@ from pulsestock.inventory_sync.adapters.channels.base import (
     ChannelClient,
     ChannelError,
     ChannelTarget,
+    RateLimiter,
 )
 from pulsestock.inventory_sync.domain.catalogue import (
     Catalogue,
@@ -90,6 +92,24 @@ class SyncPolicy:
     reconcile_every_s: float = 60.0
     reconcile_batch: int = 100
     push_batch: int = 200
+
+
+CALLS_WINDOW = timedelta(minutes=1)
+# What a channel's rate limit counts, when not calls (Shopify: GraphQL query cost points).
+RATE_UNITS: dict[int, str] = {Channel.CHANNEL_SHOPIFY: "query cost points"}
+
+
+@dataclass(frozen=True)
+class CallFigures:
+    """A channel's calls as this process made them: for an operator's screen."""
+
+    rate_limit_per_second: float  # documented; 0 when the client does not say
+    rate_limit_unit: str
+    ok: int  # in the last minute
+    retried: int
+    refused: int
+    backoff_seconds: float  # the latest retry's; 0 after a success
+    paused_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,38 @@ class ChannelSync:
         self._paused_until: dict[int, datetime] = {}
         # (channel, listing) -> (position, span) of the newest change taken in, when traced.
         self._causes: dict[tuple[int, str], tuple[int, SpanContext]] = {}
+        # Per channel: (when, outcome) of the calls of the last minute, and the last backoff.
+        self._calls: dict[int, deque[tuple[datetime, str]]] = {c: deque() for c in clients}
+        self._backoff: dict[int, float] = {}
+
+    # --- figures --------------------------------------------------------------------------
+
+    def _count_call(self, channel: int, outcome: str) -> None:
+        calls = self._calls.setdefault(channel, deque())
+        calls.append((self.clock(), outcome))
+        self._forget_old_calls(calls)
+
+    def _forget_old_calls(self, calls: deque[tuple[datetime, str]]) -> None:
+        since = self.clock() - CALLS_WINDOW
+        while calls and calls[0][0] <= since:
+            calls.popleft()
+
+    def call_figures(self, channel: int) -> CallFigures:
+        calls = self._calls.get(channel, deque())
+        self._forget_old_calls(calls)
+        outcomes = [outcome for _, outcome in calls]
+        limiter = getattr(self.clients.get(channel), "limiter", None)
+        rate = limiter.rate / RateLimiter.HEADROOM if isinstance(limiter, RateLimiter) else 0.0
+        paused = self._paused_until.get(channel)
+        return CallFigures(
+            rate_limit_per_second=rate,
+            rate_limit_unit=RATE_UNITS.get(channel, "calls"),
+            ok=outcomes.count("ok"),
+            retried=outcomes.count("retry"),
+            refused=outcomes.count("refused"),
+            backoff_seconds=self._backoff.get(channel, 0.0),
+            paused_until=paused if paused is not None and paused > self.clock() else None,
+        )
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -379,6 +431,8 @@ class ChannelSync:
         self._settled_cause(channel, item)
         CHANNEL_CALLS.add(1, {"channel": _name(channel), "outcome": "ok"})
         set_channel_backoff(_name(channel), 0.0)
+        self._count_call(channel, "ok")
+        self._backoff[channel] = 0.0
         await self.pool.execute(
             "UPDATE channel_sync_state SET last_sent_quantity = $3, last_confirmed_quantity = $3,"
             " last_confirmed_at = $4, consecutive_failures = 0, last_error = '',"
@@ -412,9 +466,9 @@ class ChannelSync:
             await client.set_quantity(item.target, item.desired)
 
     async def _failed(self, channel: int, item: _Due, error: ChannelError) -> None:
-        CHANNEL_CALLS.add(
-            1, {"channel": _name(channel), "outcome": "retry" if error.retryable else "refused"}
-        )
+        outcome = "retry" if error.retryable else "refused"
+        CHANNEL_CALLS.add(1, {"channel": _name(channel), "outcome": outcome})
+        self._count_call(channel, outcome)
         attempt = item.failures + 1
         now = self.clock()
         if not error.retryable or attempt >= self.policy.max_failures:
@@ -436,6 +490,7 @@ class ChannelSync:
         delay = max(backoff, error.retry_after or 0.0)
         CHANNEL_RETRIES.add(1, {"channel": _name(channel)})
         set_channel_backoff(_name(channel), delay)
+        self._backoff[channel] = delay
         if error.retry_after:
             # A rate limit is the channel's, not the SKU's: pause the whole channel.
             self._paused_until[channel] = now + timedelta(seconds=error.retry_after)

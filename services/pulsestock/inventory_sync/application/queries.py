@@ -134,3 +134,48 @@ async def backordered(pool: asyncpg.Pool, sku: str) -> int:
     """Units the SKU's open backorders still owe."""
     owed = await pool.fetchval("SELECT coalesce(sum(owed), 0) FROM backorders WHERE sku = $1", sku)
     return int(owed)
+
+
+@dataclass(frozen=True)
+class ListingCounts:
+    listings: int
+    in_sync: int
+    pending: int
+    failing: int
+    dead_lettered: int
+
+
+async def listing_counts(pool: asyncpg.Pool) -> dict[int, ListingCounts]:
+    """Per channel: its listings by sync state (in sync: confirmed at the desired quantity;
+    pending: not yet, no failure; failing: retrying after failures; dead-lettered)."""
+    rows = await pool.fetch(
+        "SELECT channel, count(*) AS listings,"
+        " count(*) FILTER (WHERE NOT dead_lettered"
+        "   AND last_confirmed_quantity IS NOT DISTINCT FROM desired_quantity) AS in_sync,"
+        " count(*) FILTER (WHERE NOT dead_lettered AND consecutive_failures = 0"
+        "   AND last_confirmed_quantity IS DISTINCT FROM desired_quantity) AS pending,"
+        " count(*) FILTER (WHERE NOT dead_lettered AND consecutive_failures > 0"
+        "   AND last_confirmed_quantity IS DISTINCT FROM desired_quantity) AS failing,"
+        " count(*) FILTER (WHERE dead_lettered) AS dead_lettered"
+        " FROM channel_sync_state GROUP BY channel"
+    )
+    return {
+        row["channel"]: ListingCounts(
+            row["listings"], row["in_sync"], row["pending"], row["failing"], row["dead_lettered"]
+        )
+        for row in rows
+    }
+
+
+async def recent_errors(pool: asyncpg.Pool, channel: int, limit: int) -> list[SyncState]:
+    """The channel's listings whose last attempt failed, the latest attempt first."""
+    rows = await pool.fetch(
+        "SELECT channel, listing, ids IS NOT NULL AS catalogued, skus, desired_quantity,"
+        " last_sent_quantity, last_confirmed_quantity, consecutive_failures, last_error,"
+        " dead_lettered, last_confirmed_at, last_reconciled_at"
+        " FROM channel_sync_state WHERE channel = $1 AND last_error <> ''"
+        " ORDER BY dead_lettered, next_attempt_at DESC, listing LIMIT $2",
+        channel,
+        limit,
+    )
+    return [SyncState(**{**dict(r), "skus": list(r["skus"])}) for r in rows]

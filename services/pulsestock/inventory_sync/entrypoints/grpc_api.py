@@ -14,6 +14,7 @@ from pulsestock.errors import InvalidArgument, PreconditionFailed, Validator
 from pulsestock.eventstore import EventStore, ProjectionRunner
 from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
 from pulsestock.inventory_sync.application import queries
+from pulsestock.inventory_sync.application.channel_sync import ChannelSync
 from pulsestock.inventory_sync.application.order_lines import Unresolved, placed_lines
 from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.commands import (
@@ -93,11 +94,16 @@ def _applied(outcome: Outcome) -> pb.LedgerCommandResponse:
 
 class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer):
     def __init__(
-        self, writer: LedgerWriter, store: EventStore, read_model: ProjectionRunner
+        self,
+        writer: LedgerWriter,
+        store: EventStore,
+        read_model: ProjectionRunner,
+        sync: ChannelSync | None = None,
     ) -> None:
         self.writer = writer
         self.store = store
         self.read_model = read_model
+        self.sync = sync
         self.catalogue = CatalogueStore(store)
         self._catalogue_lock = asyncio.Lock()  # the store's cache is not for concurrent use
 
@@ -422,25 +428,59 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
             check_sku(v, request.sku)
         v.raise_if_invalid()
         states = await queries.sync_states(self.store.pool, request.channel, request.sku)
-        response = pb.GetSyncStateResponse()
-        for state in states:
-            item = response.states.add(
-                channel=state.channel,
-                sku=request.sku if state.catalogued else state.listing,
-                listing=state.listing,
-                skus=state.skus,
-                desired_quantity=state.desired_quantity,
-                last_sent_quantity=state.last_sent_quantity or 0,
-                last_confirmed_quantity=state.last_confirmed_quantity or 0,
-                consecutive_failures=state.consecutive_failures,
-                last_error=state.last_error,
-                dead_lettered=state.dead_lettered,
+        return pb.GetSyncStateResponse(states=[_sync_state(state, request.sku) for state in states])
+
+    async def GetChannelStatus(
+        self, request: pb.GetChannelStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetChannelStatusResponse:
+        counts = await queries.listing_counts(self.store.pool)
+        connected = set(self.sync.clients) if self.sync is not None else set()
+        response = pb.GetChannelStatusResponse()
+        for channel in sorted(connected | counts.keys()):
+            listed = counts.get(channel, queries.ListingCounts(0, 0, 0, 0, 0))
+            status = response.channels.add(
+                channel=channel,
+                listings=listed.listings,
+                in_sync=listed.in_sync,
+                pending=listed.pending,
+                failing=listed.failing,
+                dead_lettered=listed.dead_lettered,
+                recent_errors=[
+                    _sync_state(state, "")
+                    for state in await queries.recent_errors(self.store.pool, channel, 5)
+                ],
             )
-            if state.last_confirmed_at:
-                item.last_confirmed_at.CopyFrom(timestamp(state.last_confirmed_at))
-            if state.last_reconciled_at:
-                item.last_reconciled_at.CopyFrom(timestamp(state.last_reconciled_at))
+            if self.sync is not None and channel in connected:
+                figures = self.sync.call_figures(channel)
+                status.rate_limit_per_second = figures.rate_limit_per_second
+                status.rate_limit_unit = figures.rate_limit_unit
+                status.calls_ok_last_minute = figures.ok
+                status.calls_retried_last_minute = figures.retried
+                status.calls_refused_last_minute = figures.refused
+                status.backoff_seconds = figures.backoff_seconds
+                if figures.paused_until is not None:
+                    status.paused_until.CopyFrom(timestamp(figures.paused_until))
         return response
+
+
+def _sync_state(state: queries.SyncState, sku: str) -> pb.ChannelSyncState:
+    item = pb.ChannelSyncState(
+        channel=state.channel,  # type: ignore[arg-type]
+        sku=sku if state.catalogued else state.listing,
+        listing=state.listing,
+        skus=state.skus,
+        desired_quantity=state.desired_quantity,
+        last_sent_quantity=state.last_sent_quantity or 0,
+        last_confirmed_quantity=state.last_confirmed_quantity or 0,
+        consecutive_failures=state.consecutive_failures,
+        last_error=state.last_error,
+        dead_lettered=state.dead_lettered,
+    )
+    if state.last_confirmed_at:
+        item.last_confirmed_at.CopyFrom(timestamp(state.last_confirmed_at))
+    if state.last_reconciled_at:
+        item.last_reconciled_at.CopyFrom(timestamp(state.last_reconciled_at))
+    return item
 
 
 def _require_sku(sku: str) -> None:
