@@ -1,0 +1,1 @@
+"""Each page's data, assembled from the services."""

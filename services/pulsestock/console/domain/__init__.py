@@ -1,0 +1,1 @@
+"""What the console shows, as pure functions: view models, pulse states, rankings, charts."""

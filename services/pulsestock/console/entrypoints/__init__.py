@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, sessions, CSRF, security headers, server-sent events."""
