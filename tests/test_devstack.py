@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import asyncpg
 import pytest
 from pulsestock.config import env_prefix
 from pulsestock.devstack.servers import free_port
-from pulsestock.devstack.supervisor import health_status
+from pulsestock.devstack.supervisor import health_status, http_ready
 from pulsestock.eventstore import NO_STREAM, EventStore, NewEvent
 from pulsestock.eventstore.migrations import apply_migrations
 from pulsestock.eventstore.store import connect_pool
@@ -40,6 +41,11 @@ PULSESTOCK = str(Path(sys.executable).parent / "pulsestock")
 def processes_mentioning(text: str) -> list[str]:
     result = subprocess.run(["pgrep", "-af", text], capture_output=True, text=True, check=False)
     return [line for line in result.stdout.splitlines() if "pgrep" not in line]
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
 
 
 def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -97,6 +103,8 @@ def test_dev_up_serves_all_five_runs_the_demo_twice_then_stops_cleanly_on_ctrl_c
     env.update({f"{env_prefix(name)}_GRPC_PORT": str(port) for name, port in ports.items()})
     env["INGEST_HTTP_PORT"] = str(free_port())
     env["COLLECT_HTTP_PORT"] = str(free_port())
+    env["CONSOLE_PORT"] = str(free_port())
+    console = f"http://127.0.0.1:{env['CONSOLE_PORT']}"
     data_dir = tmp_path / "stack"
     supervisor = subprocess.Popen(
         [PULSESTOCK, "dev", "up", "--data-dir", str(data_dir)],
@@ -114,10 +122,18 @@ def test_dev_up_serves_all_five_runs_the_demo_twice_then_stops_cleanly_on_ctrl_c
             assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
             pending = {name for name in pending if not health_status(ports[name])}
         assert not pending, f"not SERVING within {STARTUP_S} s: {pending}"
+        while not http_ready(f"{console}/healthz") and time.monotonic() - started < STARTUP_S:
+            assert supervisor.poll() is None, supervisor.stdout.read() if supervisor.stdout else ""
+            time.sleep(0.1)
+        assert "Now" in http_text(console + "/")
         # The whole chain on the running stack, twice: each run makes its own SKU.
         demo_started = time.monotonic()
         demos = [run_demo(env), run_demo(env)]
         demo_seconds = time.monotonic() - demo_started
+        # The console shows the demo's purchase order on its SKU's page.
+        first_facts = demo_facts(demos[0].stdout)
+        sku_page = http_text(f"{console}/sku/{first_facts.sku}")
+        assert first_facts.purchase_order_id in sku_page
     finally:
         with contextlib.suppress(ProcessLookupError):  # exited early: the assert above says why
             os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
@@ -126,6 +142,7 @@ def test_dev_up_serves_all_five_runs_the_demo_twice_then_stops_cleanly_on_ctrl_c
     for name, port in ports.items():  # each service's line, with the port it really serves on
         assert f"{name:<15} grpc 127.0.0.1:{port}" in output, output
     assert f"http 127.0.0.1:{env['INGEST_HTTP_PORT']}  SERVING" in output, output
+    assert f"console         {console}  (open it in a browser)" in output, output
     assert "stopped" in output
     # The collector polled the Display fake's demo creator and pushed into ingest.
     collected = [line for line in output.splitlines() if '"event": "collected"' in line]

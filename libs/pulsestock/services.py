@@ -5,11 +5,16 @@ Each service declares, in pyproject.toml:
 - `[project.entry-points."pulsestock.services"]`: its name -> a function that builds its
   ServiceDefinition (which carries its default ports, migrations and roles);
 - `[project.entry-points."pulsestock.commands"]`: optionally, a function that adds its own
-  subcommands to the `pulsestock` CLI.
+  subcommands to the `pulsestock` CLI;
+- `[project.entry-points."pulsestock.companions"]`: a process that is no gRPC service (the
+  console) -> a function that, given the environment, says how `dev up` starts it and where
+  it answers once ready.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, cast
 
@@ -26,6 +31,24 @@ if TYPE_CHECKING:  # the runtime (grpc, asyncpg, nats) is imported by building a
 
 SERVICES_GROUP = "pulsestock.services"
 COMMANDS_GROUP = "pulsestock.commands"
+COMPANIONS_GROUP = "pulsestock.companions"
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A process `dev up` starts beside the services once they serve: `python -m module`;
+    ready when GET `health_url` answers 200; `url` is what people open."""
+
+    name: str
+    module: str
+    url: str
+    health_url: str
+
+
+def companions(environ: Mapping[str, str]) -> list[Companion]:
+    """Every installed companion, as the given environment configures it."""
+    entries = sorted(entry_points(group=COMPANIONS_GROUP), key=lambda entry: entry.name)
+    return [entry.load()(environ) for entry in entries]
 
 
 def _service_entries() -> dict[str, EntryPoint]:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from pulsestock.config import Env, ServiceSettings, redact, service_schema
 from pulsestock.devstack.servers import EmbeddedNats, EmbeddedPostgres
 from pulsestock.fakes import fake_channel_env
 from pulsestock.runtime import ServiceDefinition
-from pulsestock.services import all_definitions
+from pulsestock.services import Companion, all_definitions, companions
 
 
 @dataclass
@@ -63,6 +64,14 @@ def health_status(port: int) -> bool:
         return False
 
 
+def http_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
 class DevStack:
     def __init__(self, data_dir: Path, services: list[ServiceDefinition]) -> None:
         self.data_dir = data_dir
@@ -71,6 +80,8 @@ class DevStack:
         self.nats: EmbeddedNats | None = None
         self.children: list[ChildService] = []
         self.fakes: subprocess.Popen[str] | None = None
+        self.companions: list[tuple[Companion, subprocess.Popen[bytes]]] = []
+        self.child_env: dict[str, str] = {}
         self.stopping = False
 
     def say(self, line: str) -> None:
@@ -101,6 +112,8 @@ class DevStack:
         # are configured); the supervisor does not know which ones do.
         if self._wants_fake_channels(env):
             child_env = with_fake_channels(child_env, self._start_fake_channels())
+        child_env = {**self._console_env(env), **child_env}
+        self.child_env = child_env
         for definition in self.services:
             # The child resolves its settings from the same environment: the same ports.
             settings = definition.settings_from_env(child_env)
@@ -156,6 +169,18 @@ class DevStack:
             "COLLECT_TOKEN_KEY_FILE": str(key),
         }
 
+    def _console_env(self, env: Env) -> dict[str, str]:
+        """A sign-in token for the console (kept in the data directory), unless one is
+        configured: without it the console is read-only."""
+        if env.raw("CONSOLE_TOKEN") or env.raw("CONSOLE_TOKEN_FILE"):
+            return {}
+        token = self.data_dir / "console-token"
+        if not token.exists():
+            token.write_text(base64.urlsafe_b64encode(os.urandom(24)).decode())
+            token.chmod(0o600)
+        self.say(f"console sign-in token in {token}")
+        return {"CONSOLE_TOKEN_FILE": str(token)}
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         pending = list(self.children)
@@ -173,7 +198,22 @@ class DevStack:
             settings = child.settings
             http = "" if settings.http_port is None else f"  http 127.0.0.1:{settings.http_port}"
             self.say(f"{child.name:<15} grpc 127.0.0.1:{settings.grpc_port}{http}  SERVING")
+        self.start_companions(max(deadline, time.monotonic() + 30))
         self.say("all services up; Ctrl-C stops everything")
+
+    def start_companions(self, deadline: float) -> None:
+        """The processes beside the services (the console), once the services serve."""
+        for companion in companions(self.child_env):
+            process = subprocess.Popen([sys.executable, "-m", companion.module], env=self.child_env)
+            self.companions.append((companion, process))
+        for companion, process in self.companions:
+            while not self.stopping and not http_ready(companion.health_url):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{companion.name} exited with {process.returncode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{companion.name} not ready at {companion.health_url}")
+                time.sleep(0.1)
+            self.say(f"{companion.name:<15} {companion.url}  (open it in a browser)")
 
     def watch(self) -> int:
         """Block until a stop signal (returns 0) or a service dies (returns 1)."""
@@ -182,11 +222,24 @@ class DevStack:
                 if child.process.poll() is not None:
                     self.say(f"{child.name} exited with {child.process.returncode}")
                     return 1
+            for companion, process in self.companions:
+                if process.poll() is not None:
+                    self.say(f"{companion.name} exited with {process.returncode}")
+                    return 1
             time.sleep(0.2)
         return 0
 
     def stop(self) -> None:
         self.stopping = True
+        for _, process in self.companions:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in self.companions:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         for child in self.children:
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
