@@ -107,7 +107,7 @@ async def serve(
     await runner.setup()
     feeds: list[asyncio.Task[None]] = []
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=SHUTDOWN_S)
+        site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         feeds = [
             asyncio.create_task(run_pulse_watch(peers, hub, stop)),

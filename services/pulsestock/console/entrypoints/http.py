@@ -82,6 +82,8 @@ KEY_PAGES = web.AppKey("pages", ConsolePages)
 KEY_HUB = web.AppKey("hub", LiveHub)
 KEY_TEMPLATES = web.AppKey("templates", jinja2.Environment)
 KEY_STOPPING = web.AppKey("stopping", asyncio.Event)
+SESSION = web.RequestKey("session", Session)
+NEW_SESSION = web.RequestKey("new_session", Session)
 
 
 def templates() -> jinja2.Environment:
@@ -158,9 +160,9 @@ async def sessions(
     fresh = session is None
     if session is None:
         session = new_session(False, now, settings.session_lifetime_s)
-    request["session"] = session
+    request[SESSION] = session
     response = await handler(request)
-    replaced = request.get("new_session")
+    replaced = request.get(NEW_SESSION)
     if (fresh or replaced is not None) and not response.prepared:
         _set_cookie(request, response, replaced or session)
     return response
@@ -183,8 +185,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, session: Ses
 
 
 def _session(request: web.Request) -> Session:
-    session: Session = request["session"]
-    return session
+    return request[SESSION]
 
 
 def _context(request: web.Request, values: dict[str, Any]) -> dict[str, Any]:
@@ -327,9 +328,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             {"page": "signin", "next": _next(form), "failed": True},
             status=403,
         )
-    request["new_session"] = new_session(True, time.time(), settings.session_lifetime_s)
+    signed_in = request[NEW_SESSION] = new_session(True, time.time(), settings.session_lifetime_s)
     response = web.HTTPSeeOther(_next(form))
-    _set_cookie(request, response, request["new_session"])
+    _set_cookie(request, response, signed_in)
     raise response
 
 
@@ -338,9 +339,9 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     if not csrf_ok:
         return _refuse(request, "The form expired or did not come from this console: reload it.")
     settings = request.app[KEY_SETTINGS]
-    request["new_session"] = new_session(False, time.time(), settings.session_lifetime_s)
+    signed_out = request[NEW_SESSION] = new_session(False, time.time(), settings.session_lifetime_s)
     response = web.HTTPSeeOther("/")
-    _set_cookie(request, response, request["new_session"])
+    _set_cookie(request, response, signed_out)
     raise response
 
 
