@@ -45,6 +45,11 @@ class Companion:
     health_url: str
 
 
+def companion_names() -> list[str]:
+    """Every installed companion's name, without importing it."""
+    return sorted(entry.name for entry in entry_points(group=COMPANIONS_GROUP))
+
+
 def companions(environ: Mapping[str, str]) -> list[Companion]:
     """Every installed companion, as the given environment configures it."""
     entries = sorted(entry_points(group=COMPANIONS_GROUP), key=lambda entry: entry.name)

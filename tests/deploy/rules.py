@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulsestock.services import companion_names
+
 from tests.deploy.manifests import Obj, containers, ident, namespace, of_kind, pod_template
 
 # A release version (1.2.3, v1.2.3, 1.2.3-rc.1) or a digest: never `latest`, a branch or `dev`.
@@ -40,9 +42,16 @@ def ours(container: Obj) -> bool:
     return image == "pulsestock" or image.split("@")[0].split(":")[0].endswith("/pulsestock")
 
 
+def http_only(container: Obj) -> bool:
+    """A process of ours that serves no gRPC (a companion such as the console)."""
+    module = container.get("command", [""])[-1].removeprefix("pulsestock.").replace("_", "-")
+    return module in companion_names()
+
+
 def grpc_probes(objects: list[Obj]) -> list[str]:
     """Every main container of ours names its gRPC port `grpc`, and its readiness and liveness
-    probes are gRPC health checks on that port; an engine's container has both probes, of
+    probes are gRPC health checks on that port (a companion serving only HTTP, such as the
+    console: HTTP checks on its `http` port); an engine's container has both probes, of
     whatever kind it serves."""
     found = []
     for obj in objects:
@@ -56,6 +65,12 @@ def grpc_probes(objects: list[Obj]) -> list[str]:
                         found.append(f"{where}: no {probe}")
                 continue
             ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+            if "grpc" not in ports and "http" in ports and http_only(container):
+                for probe in ("readinessProbe", "livenessProbe"):
+                    port = container.get(probe, {}).get("httpGet", {}).get("port")
+                    if port not in ("http", ports["http"]):
+                        found.append(f"{where}: {probe} is not an HTTP check on its http port")
+                continue
             if "grpc" not in ports:
                 found.append(f"{where}: no port named grpc")
                 continue

@@ -155,7 +155,7 @@ def test_production_network_policies_allow_the_architecture_and_nothing_else() -
         assert can(pod, nats, 4222), name
         assert can(pod, dns, 53, "UDP"), name
         assert not can(pod, postgres, 22), name
-        assert not can(outsider, pod, pod.ports["grpc"]), name
+        assert not can(outsider, pod, pod.ports.get("grpc", pod.ports.get("http", 0))), name
         assert not can(pod, private, 443), name
     for caller, peers in peer_calls().items():
         if caller not in pods:
@@ -173,6 +173,11 @@ def test_production_network_policies_allow_the_architecture_and_nothing_else() -
     assert can(pods["inventory-sync"], channel_api, 443)
     assert not can(pods["forecast"], channel_api, 443)
     assert not can(ingest, channel_api, 80)
+    # People reach the console through the ingress controller; it reaches no channel.
+    console = pods["console"]
+    assert can(ingress, console, console.ports["http"])
+    assert not can(outsider, console, console.ports["http"])
+    assert not can(console, channel_api, 443)
 
 
 def test_production_autoscales_the_stateless_services_only() -> None:

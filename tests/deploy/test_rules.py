@@ -99,6 +99,23 @@ def test_missing_or_misdirected_grpc_probes_are_found() -> None:
     ]
 
 
+def test_the_console_needs_http_probes_on_its_http_port() -> None:
+    console = deployment()
+    main(console)["command"] = ["python", "-m", "pulsestock.console"]
+    main(console)["ports"] = [{"name": "http", "containerPort": 8090}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        main(console)[probe] = {"httpGet": {"path": "/healthz", "port": "http"}}
+    assert rules.grpc_probes([console]) == []
+    main(console)["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": 9999}}
+    del main(console)["readinessProbe"]
+    assert len(rules.grpc_probes([console])) == 2
+    # A gRPC service serving HTTP too is still checked over gRPC.
+    main(console)["command"] = ["python", "-m", "pulsestock.ingest"]
+    assert rules.grpc_probes([console]) == [
+        "Deployment/default/ingest container ingest: no port named grpc"
+    ]
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
