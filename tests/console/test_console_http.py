@@ -207,10 +207,11 @@ async def recommendation_for(stack: Stack, sku: str) -> fev.ReplenishmentRecomme
 
     async def folded() -> bool:
         reply = await stack.forecast.GetForecast(fpb.GetForecastRequest(sku=sku), timeout=10)
-        return reply.forecast.as_of.ToDatetime(tzinfo=UTC) >= now - timedelta(hours=2)
+        return bool(reply.forecast.as_of.ToDatetime(tzinfo=UTC) >= now - timedelta(hours=2))
 
     await eventually(folded, within=60, what="the orders in the forecast")
     plan = await api.ReviewReplenishment(fpo.ReviewReplenishmentRequest(sku=sku), timeout=30)
+    recommendation: fev.ReplenishmentRecommended
     (recommendation,) = plan.recommendations
     assert recommendation.quantity > 0
     return recommendation
@@ -412,3 +413,56 @@ async def test_services_down_are_messages_on_every_page(browser: aiohttp.ClientS
         console_settings(PeerAddresses(nowhere, nowhere, nowhere, nowhere), None, token=None)
     ) as url:
         assert await sign_in(browser, url) == 403
+
+
+async def test_now_renders_a_thousand_skus_well_under_a_second(
+    stack: Stack, browser: aiohttp.ClientSession
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    registrations, samples = [], []
+    for index in range(1000):
+        sku, video_id = f"BULK-{index:04d}", f"bulk-video-{index:04d}"
+        registrations.append(
+            (
+                sku,
+                iev.VideoRegistered(
+                    video_id=video_id,
+                    skus=[sku],
+                    creator_id="bulk",
+                    creator_followers=1000 + index,
+                    published_at=stamp(start - timedelta(hours=1)),
+                    channel=Channel.CHANNEL_TIKTOK_SHOP,
+                ),
+            )
+        )
+        for step, views in enumerate((1000, 1000 + 10 * (index + 1))):
+            samples.append(
+                (
+                    sku,
+                    iev.VideoSampled(
+                        video_id=video_id,
+                        observed_at=stamp(start + timedelta(minutes=10 * step)),
+                        views=views,
+                    ),
+                )
+            )
+    for sku, message in registrations + samples:
+        await publish(stack.bus, "ingest", sku, message)
+
+    async def all_ranked() -> bool:
+        reply = await stack.signal.RankHeat(
+            spb.RankHeatRequest(skus=[f"BULK-{i:04d}" for i in range(1000)], limit=1000), timeout=10
+        )
+        return len(reply.skus) == 1000
+
+    await eventually(all_ranked, within=120, what="a thousand SKUs with heat")
+    timings = []
+    for _ in range(3):
+        began = time.perf_counter()
+        status, html, _ = await page(browser, f"{stack.url}/")
+        timings.append(time.perf_counter() - began)
+        assert status == 200
+    assert html.count('data-testid="sku-row"') == 1000
+    timings.sort()
+    print(f"Now with 1,000 SKUs: {', '.join(f'{t * 1000:.0f} ms' for t in timings)}")
+    assert timings[1] < 0.5, f"Now took {timings} s for 1,000 SKUs"
