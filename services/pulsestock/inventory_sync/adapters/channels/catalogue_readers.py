@@ -27,14 +27,12 @@ import asyncio
 import json
 import random
 import re
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from pulsestock.channels.tiktok_shop import sign
 from pulsestock.inventory_sync.adapters.channels.amazon import AmazonClient, AmazonConfig
 from pulsestock.inventory_sync.adapters.channels.base import (
     ChannelError,
@@ -44,7 +42,7 @@ from pulsestock.inventory_sync.adapters.channels.base import (
 )
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
 from pulsestock.inventory_sync.adapters.channels.shopify import API_VERSION, ShopifyConfig
-from pulsestock.inventory_sync.adapters.channels.tiktok_shop import TikTokShopConfig
+from pulsestock.inventory_sync.adapters.channels.tiktok_shop import TikTokShopConfig, signed_call
 from pulsestock.inventory_sync.domain.catalogue import AmazonIds, ShopifyIds, TikTokShopIds
 from pulsestock.inventory_sync.domain.catalogue_import import ChannelListing
 from pulsestock.v1.common_pb2 import Channel
@@ -69,14 +67,11 @@ class CatalogueReader(Protocol):
 
 def readers(configs: ChannelConfigs) -> dict[int, CatalogueReader]:
     """A reader per connected channel (open them inside the running event loop)."""
-    found: list[CatalogueReader] = []
-    if configs.tiktok_shop:
-        found.append(TikTokShopCatalogueReader(configs.tiktok_shop))
-    if configs.shopify:
-        found.append(ShopifyCatalogueReader(configs.shopify))
-    if configs.amazon:
-        found.append(AmazonCatalogueReader(configs.amazon))
-    return {reader.channel: reader for reader in found}
+    opened = {channel: reader_for(configs, channel) for channel in CHANNELS}
+    return {channel: reader for channel, reader in opened.items() if reader is not None}
+
+
+CHANNELS = (Channel.CHANNEL_TIKTOK_SHOP, Channel.CHANNEL_SHOPIFY, Channel.CHANNEL_AMAZON)
 
 
 def reader_for(configs: ChannelConfigs, channel: int) -> CatalogueReader | None:
@@ -123,7 +118,6 @@ def _by_ids(listings: list[ChannelListing]) -> list[ChannelListing]:
 
 TIKTOK_PRODUCT_SEARCH = "/product/202309/products/search"
 TIKTOK_PRODUCT_DETAIL = "/product/202309/products/{product_id}"
-TIKTOK_TOO_MANY_REQUESTS = 36009004
 
 
 class TikTokShopCatalogueReader:
@@ -141,38 +135,9 @@ class TikTokShopCatalogueReader:
     async def _call(
         self, method: str, path: str, params: dict[str, str], body: dict[str, Any] | None
     ) -> dict[str, Any]:
-        raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
-        query = {
-            **params,
-            "app_key": self.config.app_key,
-            "timestamp": str(int(time.time())),
-            "shop_cipher": self.config.shop_cipher,
-        }
-        query["sign"] = sign(self.config.app_secret, path, query, raw)
-        await self.limiter.acquire()
-        try:
-            async with self.session.request(
-                method,
-                self.config.base_url + path,
-                params=query,
-                data=raw if body is not None else None,
-                headers={
-                    "x-tts-access-token": self.config.access_token,
-                    "content-type": "application/json",
-                },
-            ) as response:
-                text = await response.text()
-                if response.status != 200:
-                    raise _failure(response, text)
-                payload: dict[str, Any] = json.loads(text)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise transport_failure(error) from error
-        code = payload.get("code")
-        if code != 0:
-            raise ChannelError(
-                f"TikTok code {code}: {payload.get('message')}",
-                retryable=code == TIKTOK_TOO_MANY_REQUESTS,
-            )
+        payload = await signed_call(
+            self.session, self.limiter, self.config, method, path, body, params, _failure
+        )
         data = payload.get("data")
         return data if isinstance(data, dict) else {}
 

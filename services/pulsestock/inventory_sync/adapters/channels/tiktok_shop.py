@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from pulsestock.channels.tiktok_shop import sign
@@ -35,6 +37,57 @@ class TikTokShopConfig:
     timeout_s: float = 5.0
 
 
+TOO_MANY_REQUESTS = 36009004  # TikTok's code for a throttled call answered with HTTP 200
+
+Failure = Callable[[aiohttp.ClientResponse, str], ChannelError]
+
+
+async def signed_call(
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    config: TikTokShopConfig,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    params: dict[str, str] | None = None,
+    failure: Failure = failure_for_status,
+) -> dict[str, Any]:
+    """One signed Partner API call within the rate limit: the whole answer when its `code`
+    is 0, else a ChannelError (retryable when TikTok says it was throttled)."""
+    raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+    query = {
+        **(params or {}),
+        "app_key": config.app_key,
+        "timestamp": str(int(time.time())),
+        "shop_cipher": config.shop_cipher,
+    }
+    query["sign"] = sign(config.app_secret, path, query, raw)
+    await limiter.acquire()
+    try:
+        async with session.request(
+            method,
+            config.base_url + path,
+            params=query,
+            data=raw if body is not None else None,
+            headers={
+                "x-tts-access-token": config.access_token,
+                "content-type": "application/json",
+            },
+        ) as response:
+            text = await response.text()
+            if response.status != 200:
+                raise failure(response, text)
+            payload: dict[str, Any] = json.loads(text)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise transport_failure(error) from error
+    code = payload.get("code")
+    if code != 0:
+        raise ChannelError(
+            f"TikTok code {code}: {payload.get('message')}", retryable=code == TOO_MANY_REQUESTS
+        )
+    return payload
+
+
 class TikTokShopClient:
     channel = Channel.CHANNEL_TIKTOK_SHOP
 
@@ -52,36 +105,8 @@ class TikTokShopClient:
     def sku_id(sku: str) -> str:
         return f"s-{sku}"
 
-    async def _call(self, path: str, body: dict[str, object]) -> dict[str, object]:
-        raw = json.dumps(body, separators=(",", ":")).encode()
-        query = {
-            "app_key": self.config.app_key,
-            "timestamp": str(int(time.time())),
-            "shop_cipher": self.config.shop_cipher,
-        }
-        query["sign"] = sign(self.config.app_secret, path, query, raw)
-        await self.limiter.acquire()
-        try:
-            async with self.session.post(
-                self.config.base_url + path,
-                params=query,
-                data=raw,
-                headers={
-                    "x-tts-access-token": self.config.access_token,
-                    "content-type": "application/json",
-                },
-            ) as response:
-                text = await response.text()
-                if response.status != 200:
-                    raise failure_for_status(response, text)
-                payload: dict[str, object] = json.loads(text)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise transport_failure(error) from error
-        if payload.get("code") != 0:
-            raise ChannelError(
-                f"TikTok code {payload.get('code')}: {payload.get('message')}", retryable=False
-            )
-        return payload
+    async def _call(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        return await signed_call(self.session, self.limiter, self.config, "POST", path, body)
 
     def ids(self, target: ChannelTarget) -> TikTokShopIds:
         if isinstance(target, str):
