@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from pulsestock.clock import utc_now
-from pulsestock.config import ConfigError, Env, NatsSettings
+from pulsestock.config import ConfigError, Env, NatsSettings, peer_address
 from pulsestock.console.adapters.live_feed import run_event_feed, run_pulse_watch
 from pulsestock.console.adapters.peers import PeerAddresses, Peers
 from pulsestock.console.application.live import LiveHub
@@ -60,7 +60,14 @@ class ConsoleSettings:
         return cls(
             host=env.string("CONSOLE_HOST", DEFAULT_HOST),
             port=env.port("CONSOLE_PORT", DEFAULT_PORT),
-            peers=PeerAddresses.from_env(env),
+            # SIGNAL_ADDR etc. (host:port), else each peer on this host at its
+            # <SERVICE>_GRPC_PORT or its default port, as `make run` starts it.
+            peers=PeerAddresses(
+                signal=peer_address(env, "signal", 50052),
+                forecast=peer_address(env, "forecast", 50053),
+                inventory_sync=peer_address(env, "inventory-sync", 50054),
+                fulfillment=peer_address(env, "fulfillment", 50055),
+            ),
             nats=NatsSettings.from_env(env)
             if env.raw("NATS_URL") or env.raw("NATS_URL_FILE")
             else None,

@@ -13,7 +13,6 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from pulsestock.config import Env, peer_address
 from pulsestock.console.domain.errors import ServiceError
 from pulsestock.grpckit.client import channel as peer_channel
 from pulsestock.v1 import (
@@ -30,8 +29,6 @@ from pulsestock.v1 import signal_events_pb2 as sev
 
 T = TypeVar("T")
 CALL_TIMEOUT_S = 5.0
-# Each peer's default port, as `make run` starts it (its ServiceDefinition's).
-DEFAULT_PORTS = {"signal": 50052, "forecast": 50053, "inventory-sync": 50054, "fulfillment": 50055}
 GRPC_SERVICES = {
     "signal": "pulsestock.v1.SignalService",
     "forecast": "pulsestock.v1.ForecastService",
@@ -46,12 +43,6 @@ class PeerAddresses:
     forecast: str
     inventory_sync: str
     fulfillment: str
-
-    @classmethod
-    def from_env(cls, env: Env) -> PeerAddresses:
-        """SIGNAL_ADDR, FORECAST_ADDR, INVENTORY_SYNC_ADDR, FULFILLMENT_ADDR (host:port), else
-        each on this host at its <SERVICE>_GRPC_PORT or default port."""
-        return cls(*(peer_address(env, name, port) for name, port in DEFAULT_PORTS.items()))
 
 
 def service_error(service: str, error: grpc.aio.AioRpcError) -> ServiceError:
