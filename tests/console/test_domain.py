@@ -4,6 +4,7 @@ pulse states, the ranking, figures, signed sessions and CSRF tokens, live-event 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
@@ -258,3 +259,12 @@ async def test_live_events_are_batched_deduplicated_and_an_overflow_resyncs() ->
         hub.wake_all()
         assert [event.kind for event in await waiting] == ["wake"]
     assert hub.listeners == 0
+
+
+@pytest.mark.parametrize("span_hours", [3, 24, 72, 120, 24 * 30])
+def test_time_labels_are_few_enough_never_to_overlap(span_hours: int) -> None:
+    root = parse(heat_orders_chart(hours(span_hours), [], "X", NOW))
+    labels = [t for t in root.iter(f"{SVG}text") if ":" in (t.text or "")]
+    assert 1 <= len(labels) <= 8
+    xs = [float(t.get("x") or 0) for t in labels]
+    assert all(b - a >= 60 for a, b in itertools.pairwise(xs))

@@ -17,6 +17,7 @@ from html import escape as _escape
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 48, 48, 16, 28
+MAX_TICKS = 8
 
 
 class Svg(str):
@@ -120,15 +121,11 @@ def _frame(parts: list[str]) -> None:
 
 
 def _time_ticks(parts: list[str], start: datetime, end: datetime, x: _Scale) -> None:
-    span = end - start
-    step = timedelta(hours=6) if span > timedelta(hours=36) else timedelta(hours=2)
-    if span <= timedelta(hours=6):
-        step = timedelta(hours=1)
+    """Labels on whole hours, at most MAX_TICKS of them, so they never overlap."""
+    span_hours = (end - start).total_seconds() / 3600
+    hours = next((h for h in (1, 2, 3, 6, 12, 24, 48) if span_hours / h <= MAX_TICKS - 1), 168)
     tick = start.replace(minute=0, second=0, microsecond=0)
-    while tick < start:
-        tick += timedelta(hours=1)
-    hours = int(step.total_seconds() // 3600)
-    while tick.hour % hours:
+    while tick < start or tick.hour % min(hours, 24):
         tick += timedelta(hours=1)
     while tick <= end:
         px = x(_seconds(tick, start))
@@ -136,7 +133,7 @@ def _time_ticks(parts: list[str], start: datetime, end: datetime, x: _Scale) -> 
             f'<text class="tick" x="{_num(px)}" y="{HEIGHT - 8}" text-anchor="middle">'
             f"{escape(tick.strftime('%d %H:%M'))}</text>"
         )
-        tick += step
+        tick += timedelta(hours=hours)
 
 
 def _value_label(parts: list[str], x: float, y: float, text: str, anchor: str) -> None:

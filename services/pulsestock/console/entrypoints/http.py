@@ -15,6 +15,7 @@ Safety at this edge:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -370,7 +371,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b"retry: 2000\n: connected\n\n")
     hub, stopping = request.app[KEY_HUB], request.app[KEY_STOPPING]
-    with hub.listen() as listener:
+    with hub.listen() as listener, contextlib.suppress(ConnectionResetError):
+        # (the page went away: its stream just ends)
         while not stopping.is_set():
             batch = await listener.next_batch(SSE_WINDOW_S, idle_s=SSE_IDLE_S)
             if stopping.is_set():
