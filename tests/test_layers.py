@@ -15,6 +15,7 @@ from pulsestock.config import ConfigError, schema_name
 from pulsestock.services import (
     builder_of,
     command_registrars,
+    companion_names,
     definition_of,
     service_names,
 )
@@ -118,8 +119,11 @@ def libs_modules() -> list[Path]:
     return sorted(path for path in (LIBS / "pulsestock").rglob("*.py"))
 
 
-def test_the_service_packages_are_the_discovered_services() -> None:
-    assert sorted(schema_name(name) for name in service_names()) == SERVICE_PACKAGES
+def test_the_service_packages_are_the_discovered_services_and_companions() -> None:
+    """Every package under services/ is found through entry points: a gRPC service, or a
+    companion process beside them (the console)."""
+    discovered = [schema_name(name) for name in service_names() + companion_names()]
+    assert sorted(discovered) == SERVICE_PACKAGES
 
 
 def test_libs_import_no_service() -> None:

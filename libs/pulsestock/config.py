@@ -462,7 +462,7 @@ class ServiceSettings:
             http_port=None
             if default_http_port is None
             else env.port(f"{prefix}_HTTP_PORT", default_http_port),
-            metrics_port=_metrics_port(env, prefix),
+            metrics_port=metrics_port(env, prefix),
             partitions=env.integer(
                 "PULSESTOCK_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=4096
             ),
@@ -491,7 +491,7 @@ def peer_address(env: Env, service: str, default_port: int) -> str:
     return env.string(f"{prefix}_ADDR", f"127.0.0.1:{port}")
 
 
-def _metrics_port(env: Env, prefix: str) -> int | None:
+def metrics_port(env: Env, prefix: str) -> int | None:
     """<SERVICE>_METRICS_PORT, else PULSESTOCK_METRICS_PORT (one port for every pod, as the
     manifests set it); unset or 0: metrics are not served."""
     raw = env.raw(f"{prefix}_METRICS_PORT") or env.raw("PULSESTOCK_METRICS_PORT")

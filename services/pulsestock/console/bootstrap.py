@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from pulsestock.clock import utc_now
-from pulsestock.config import ConfigError, Env, NatsSettings, peer_address
+from pulsestock.config import ConfigError, Env, NatsSettings, metrics_port, peer_address
 from pulsestock.console.adapters.live_feed import run_event_feed, run_pulse_watch
 from pulsestock.console.adapters.peers import PeerAddresses, Peers
 from pulsestock.console.application.live import LiveHub
 from pulsestock.console.application.pages import ConsolePages
 from pulsestock.console.entrypoints.http import HttpSettings, create_app
-from pulsestock.telemetry import configure_logging, get_logger
+from pulsestock.metrics import serve_metrics
+from pulsestock.telemetry import configure_logging, configure_telemetry, get_logger
 
 log = get_logger(__name__)
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8090
@@ -44,6 +45,7 @@ class ConsoleSettings:
     call_timeout_s: float = 5.0
     log_level: str = "info"
     log_format: str = "auto"
+    metrics_port: int | None = None  # Prometheus /metrics (process figures); None: not served
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ConsoleSettings:
@@ -84,6 +86,7 @@ class ConsoleSettings:
                 "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "console")),
+            metrics_port=metrics_port(env, "CONSOLE"),
         )
 
     @property
@@ -154,7 +157,14 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        metrics = []
+        if settings.metrics_port is not None:  # as every pod of the manifests serves them
+            configure_telemetry("console", None, prometheus=True)
+            metrics.append(
+                asyncio.create_task(serve_metrics(settings.host, settings.metrics_port, stop))
+            )
         await serve(settings, stop, ready=lambda url: print(f"console: {url}", flush=True))
+        await asyncio.gather(*metrics)
 
     try:
         asyncio.run(run())
