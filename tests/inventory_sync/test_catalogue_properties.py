@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pulsestock.errors import DomainError, InvalidArgument, NotFound, PreconditionFailed
+from pulsestock.inventory_sync.domain.allocation import channel_quantities
 from pulsestock.inventory_sync.domain.catalogue import (
     MAX_COMPONENTS,
     MAX_UNITS,
@@ -56,7 +57,7 @@ from pulsestock.inventory_sync.domain.commands import (
     decide,
 )
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, reservation_id_for
-from pulsestock.inventory_sync.domain.placement import NO_SITES, Site, Sites
+from pulsestock.inventory_sync.domain.placement import NO_SITES, Site, Sites, reachable
 from pulsestock.v1 import inventory_sync_events_pb2 as ev
 from pulsestock.v1.common_pb2 import Channel
 
@@ -300,25 +301,46 @@ def test_every_channel_shows_exactly_what_the_ledger_can_reserve(
         assert all(isinstance(e, ev.Oversold) for sku_events in events.values() for e in sku_events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a listing's quantity counts stock in warehouses that do not fulfil its channel "
-    "(listing_quantity is given each SKU's total available; placement only reserves where "
-    "the channel may ship from)",
-)
+def channel_shown(ledger: SkuLedger, channel: int, sites: Sites) -> int:
+    """What channel sync shows the channel of this stock item: the ledger's channel
+    projection, counting only warehouses that fulfil the channel."""
+    target = channel_quantities(
+        ledger.available, ledger.policy, ledger.hot_channel, reachable(ledger, sites)
+    )
+    return target[channel]
+
+
 def test_a_listing_shows_no_stock_its_channel_cannot_ship() -> None:
-    """An Amazon-only (FBA) warehouse's units are shown on a TikTok Shop listing, whose
-    order for them the ledger then refuses."""
+    """An Amazon-only (FBA) warehouse's units are not shown on a TikTok Shop listing (whose
+    order for them the ledger would refuse), and are on an Amazon one, whose order for all of
+    them succeeds."""
     sites: Sites = {"FBA": Site("us", "fba", ("amazon",)), "W1": Site("us", "own")}
     catalogue = Catalogue()
-    ids = ids_for(Channel.CHANNEL_TIKTOK_SHOP, 1)
-    apply_all(catalogue, catalogue.create_listing(ids, (Component(2, sku="MUG"),), STOCK, NOW))
+    tiktok = ids_for(Channel.CHANNEL_TIKTOK_SHOP, 1)
+    amazon = ids_for(Channel.CHANNEL_AMAZON, 1)
+    for ids in (tiktok, amazon):
+        apply_all(catalogue, catalogue.create_listing(ids, (Component(2, sku="MUG"),), STOCK, NOW))
     ledgers = fresh_ledgers()
     run(ReceiveStock("MUG", "FBA", 10), ledgers)
     run(ReceiveStock("MUG", "W1", 1), ledgers)
-    shown = catalogue.quantity(ids.key, available_of(ledgers))
-    lines = tuple(catalogue.reservation_lines(ids.key, max(shown, 1)))
-    run(ReserveOrder(ids.key.channel, "tt-1", lines), ledgers, sites=sites)
+    shown = {
+        ids.key.channel: catalogue.quantity(
+            ids.key, {"MUG": channel_shown(ledgers["MUG"], ids.key.channel, sites)}
+        )
+        for ids in (tiktok, amazon)
+    }
+    assert shown == {Channel.CHANNEL_TIKTOK_SHOP: 0, Channel.CHANNEL_AMAZON: 5}
+    with pytest.raises(PreconditionFailed):  # what TikTok Shop would have oversold
+        run(
+            ReserveOrder(
+                tiktok.key.channel, "tt-1", tuple(catalogue.reservation_lines(tiktok.key, 1))
+            ),
+            ledgers,
+            sites=sites,
+        )
+    lines = tuple(catalogue.reservation_lines(amazon.key, 5))
+    _, outcome = run(ReserveOrder(amazon.key.channel, "amz-1", lines), ledgers, sites=sites)
+    assert outcome.reserved
 
 
 # --- 2. overlapping bundles, multi-packs and kits never oversell a component ---------------

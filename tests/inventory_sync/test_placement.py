@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pulsestock.inventory_sync.domain.allocation import AllocationPolicy, channel_quantities
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, receive
-from pulsestock.inventory_sync.domain.placement import Site, place
+from pulsestock.inventory_sync.domain.placement import Site, place, reachable
 from pulsestock.routing import channel_key
 from pulsestock.v1.common_pb2 import Channel
+from pulsestock.v1.inventory_sync_events_pb2 import AllocationPolicyKind
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
 WAREHOUSES = ("fbt", "east", "west")
@@ -23,6 +25,7 @@ SITES = {
     "west": Site("west", "3pl", ("shopify", "tiktok_shop")),
 }
 CHANNELS = (Channel.CHANNEL_TIKTOK_SHOP, Channel.CHANNEL_SHOPIFY, Channel.CHANNEL_AMAZON)
+TIKTOK, SHOPIFY, AMAZON = CHANNELS
 
 
 def stocked(sku: str, units: dict[str, int]) -> SkuLedger:
@@ -103,3 +106,30 @@ def test_the_buyers_region_wins_over_more_stock_elsewhere() -> None:
     split = place(Channel.CHANNEL_SHOPIFY, "east", {"A": 33}, {"A": ledger}, SITES)
     assert split == {"A": (("east", 5), ("west", 28))}  # nearest first
     assert place(Channel.CHANNEL_SHOPIFY, "east", {"A": 36}, {"A": ledger}, SITES) == {"A": None}
+
+
+def test_a_channel_is_shown_only_what_warehouses_fulfilling_it_hold() -> None:
+    """An FBA warehouse serves Amazon alone: TikTok Shop and Shopify are shown the own
+    warehouse's units, Amazon all of them, under every allocation policy."""
+    ledger = stocked("MUG", {"FBA": 30, "W1": 10})
+    sites = {"FBA": Site("us", "fba", (channel_key(Channel.CHANNEL_AMAZON),))}
+    reach = reachable(ledger, sites)
+    assert reach == {TIKTOK: 10, SHOPIFY: 10, AMAZON: 40}
+    assert channel_quantities(40, AllocationPolicy(), None, reach) == {
+        TIKTOK: 10,
+        SHOPIFY: 10,
+        AMAZON: 40,
+    }
+    buffered = AllocationPolicy(buffers={SHOPIFY: 4})
+    assert channel_quantities(40, buffered, None, reach)[SHOPIFY] == 6
+    shares = AllocationPolicy(
+        kind=AllocationPolicyKind.ALLOCATION_POLICY_KIND_FIXED_SHARES,
+        shares={TIKTOK: 0.5, SHOPIFY: 0.1, AMAZON: 0.4},
+    )
+    assert channel_quantities(40, shares, None, reach) == {TIKTOK: 10, SHOPIFY: 4, AMAZON: 16}
+    pulse = AllocationPolicy(
+        kind=AllocationPolicyKind.ALLOCATION_POLICY_KIND_PULSE_PRIORITY, slow_channel_cap=3
+    )
+    assert channel_quantities(40, pulse, TIKTOK, reach) == {TIKTOK: 10, SHOPIFY: 3, AMAZON: 3}
+    # No site on record: every warehouse fulfils every channel, as before sites existed.
+    assert reachable(ledger, {}) == {TIKTOK: 40, SHOPIFY: 40, AMAZON: 40}

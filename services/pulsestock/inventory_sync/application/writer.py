@@ -38,7 +38,7 @@ from pulsestock.inventory_sync.domain.commands import (
     skus_of,
 )
 from pulsestock.inventory_sync.domain.ledger import SkuLedger, channel_quantity_changes
-from pulsestock.inventory_sync.domain.placement import NO_SITES, Sites
+from pulsestock.inventory_sync.domain.placement import NO_SITES, Sites, reachable
 from pulsestock.inventory_sync.domain.sku import ledger_stream
 from pulsestock.metrics import RESERVATIONS
 from pulsestock.telemetry import batch_span, capture_context, get_logger, tracing_enabled
@@ -170,7 +170,9 @@ class LedgerWriter:
             # Stock that came free goes to the oldest backorders it covers before any
             # channel is told it can sell it.
             events.extend(fill_backorders(ledgers[sku], sites, now))
-            quantity_events = channel_quantity_changes(ledgers[sku], now)
+            quantity_events = channel_quantity_changes(
+                ledgers[sku], now, reachable(ledgers[sku], sites)
+            )
             for event in quantity_events:
                 ledgers[sku].apply(event)
             events.extend(quantity_events)

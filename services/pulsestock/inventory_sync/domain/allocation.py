@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pulsestock.v1.common_pb2 import Channel
@@ -24,9 +25,14 @@ class AllocationPolicy:
 
 
 def channel_quantities(
-    available: int, policy: AllocationPolicy, hot_channel: int | None
+    available: int,
+    policy: AllocationPolicy,
+    hot_channel: int | None,
+    reachable: Mapping[int, int] | None = None,
 ) -> dict[int, int]:
-    """Quantities per channel; never negative, never above `available`.
+    """Quantities per channel; never negative, never above `available`, nor above the units
+    in warehouses that fulfil the channel (`reachable`; default: every unit), since the
+    ledger reserves an order only where its channel may ship from.
 
     Channels are allowed to overlap (a shared pool shows the same units everywhere): the
     ledger's reservation, not the listing, decides who gets the last unit, and buffers keep
@@ -34,19 +40,22 @@ def channel_quantities(
     """
     available = max(0, available)
 
+    def reach(channel: int) -> int:
+        return available if reachable is None else max(0, min(available, reachable[channel]))
+
     def pooled(channel: int) -> int:
-        return max(0, available - policy.buffers.get(channel, 0))
+        return max(0, reach(channel) - policy.buffers.get(channel, 0))
 
     if policy.kind == AllocationPolicyKind.ALLOCATION_POLICY_KIND_FIXED_SHARES:
         return {
-            c: min(available, math.floor(available * policy.shares.get(c, 0.0))) for c in CHANNELS
+            c: min(reach(c), math.floor(available * policy.shares.get(c, 0.0))) for c in CHANNELS
         }
     if (
         policy.kind == AllocationPolicyKind.ALLOCATION_POLICY_KIND_PULSE_PRIORITY
         and hot_channel is not None
     ):
         return {
-            c: available if c == hot_channel else min(pooled(c), policy.slow_channel_cap)
+            c: reach(c) if c == hot_channel else min(pooled(c), policy.slow_channel_cap)
             for c in CHANNELS
         }
     return {c: pooled(c) for c in CHANNELS}

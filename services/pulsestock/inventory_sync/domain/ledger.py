@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -547,10 +547,13 @@ def end_pulse(ledger: SkuLedger, pulse_id: str, now: datetime) -> list[Message]:
     return [ev.ChannelPulseEnded(sku=ledger.sku, pulse_id=pulse_id, at=timestamp(now))]
 
 
-def channel_quantity_changes(ledger: SkuLedger, now: datetime) -> list[Message]:
+def channel_quantity_changes(
+    ledger: SkuLedger, now: datetime, reachable: Mapping[int, int] | None = None
+) -> list[Message]:
     """ChannelQuantityChanged for each channel whose quantity differs from the last one told,
-    numbered with the stream versions they will be appended at."""
-    target = channel_quantities(ledger.available, ledger.policy, ledger.hot_channel)
+    numbered with the stream versions they will be appended at. `reachable`: per channel,
+    the available units in warehouses that fulfil it (placement.reachable); default all."""
+    target = channel_quantities(ledger.available, ledger.policy, ledger.hot_channel, reachable)
     changed = [
         (channel, quantity)
         for channel, quantity in target.items()

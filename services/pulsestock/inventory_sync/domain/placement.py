@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pulsestock.inventory_sync.domain.allocation import CHANNELS
 from pulsestock.inventory_sync.domain.ledger import SkuLedger
 from pulsestock.routing import Candidate, channel_key, route
 
@@ -67,4 +68,19 @@ def place(
     return {
         sku: (tuple(parts[sku]) if sku not in decided.unallocated and sku in parts else None)
         for sku in wanted
+    }
+
+
+def reachable(ledger: SkuLedger, sites: Sites) -> dict[int, int]:
+    """Per channel, the available units in the warehouses that fulfil it (a warehouse whose
+    site names no channels, or has no site on record, fulfils every channel): the most that
+    channel can sell, since an order is reserved only where its channel ships from."""
+    return {
+        channel: sum(
+            max(0, level.available)
+            for warehouse_id, level in ledger.warehouses.items()
+            for site in (sites.get(warehouse_id, UNKNOWN_SITE),)
+            if not site.channels or channel_key(channel) in site.channels
+        )
+        for channel in CHANNELS
     }
