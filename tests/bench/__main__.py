@@ -9,6 +9,7 @@ import sys
 from tests.bench import (
     bench_catalogue,
     bench_collect,
+    bench_console,
     bench_eventstore,
     bench_forecast_live,
     bench_forecast_pulses,
@@ -28,6 +29,7 @@ BENCHMARKS = [
     bench_eventstore,
     bench_outbox,
     bench_inventory,
+    bench_console,
     bench_catalogue,
     bench_grpc_edge,
     bench_signal_quality,
