@@ -30,12 +30,14 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import structlog
 from aiohttp import web
 from playwright.async_api import Page, async_playwright
 from pulsestock.bus import ensure_stream, service_stream
 from pulsestock.clock import timestamp as stamp
 from pulsestock.console.adapters.peers import PeerAddresses
 from pulsestock.devstack.servers import EmbeddedNats, free_port
+from pulsestock.telemetry import configure_logging
 from pulsestock.v1 import ingest_events_pb2 as iev
 from pulsestock.v1 import ingest_pb2
 from pulsestock.v1 import signal_pb2 as spb
@@ -205,6 +207,17 @@ async def run(infra: Infra) -> None:
             flush=True,
         )
         return
+    # ingest, signal and the console run in this process: their logs to stderr, errors only
+    # (stdout is the benchmarks' JSON lines); the logging of the benchmarks after is restored.
+    saved_logging = structlog.get_config()
+    configure_logging("bench-console", "error", "json")
+    try:
+        await seeded_and_measured(infra, chromium)
+    finally:
+        structlog.configure(**saved_logging)
+
+
+async def seeded_and_measured(infra: Infra, chromium: str) -> None:
     nats_server = EmbeddedNats(Path(tempfile.mkdtemp(prefix="bench-console-nats-")))
     nats_server.start()
     schemas = {"ingest": unique_name("bench_ing"), "signal": unique_name("bench_sig")}
