@@ -87,8 +87,8 @@ async def test_a_rising_video_reaches_now_live_and_its_page_shows_the_pulse_and_
     await mark_document(page)
     row = page.locator(f'[data-testid=sku-row][data-sku="{rising.sku}"]')
     assert await row.count() == 0
-    await rising.push()
     pushed = time.monotonic()
+    await rising.push()  # the video's 180 samples, then its 40 orders
     await expect(row).to_be_visible(timeout=PULSE_MS)
     pulse = page.locator(f'[data-testid=active-pulse][data-sku="{rising.sku}"]')
     await expect(pulse).to_be_visible(timeout=PULSE_MS)
@@ -96,7 +96,7 @@ async def test_a_rising_video_reaches_now_live_and_its_page_shows_the_pulse_and_
     assert await page.evaluate(NOT_RELOADED), "Now was reloaded, not updated in place"
     state = await pulse.get_by_test_id("pulse-state").get_attribute("data-state")
     assert state in {"detected", "peaking", "decaying"}
-    print(f"{rising.sku} pulsing on Now {shown_after:.1f} s after ingest took its samples")
+    print(f"{rising.sku} pulsing on Now {shown_after:.1f} s after its push into ingest began")
 
     # Its page: the pulse marker on the heat chart, the fan once the forecast includes it.
     await open_page(visitor, f"{stack.url}/sku/{rising.sku}")
