@@ -210,7 +210,8 @@ async def test_a_signed_out_visitor_has_no_working_approve_nor_can_another_site_
     assert await purchase_orders(stack, held.sku) == []
 
     # Signed in in another tab, the operator opens another site whose form posts to Approve:
-    # the session cookie stays home (SameSite=Strict) and the form has no token: refused.
+    # the session cookie stays home (SameSite=Lax: none on another site's POST) and the form
+    # has no token: refused.
     operator = await browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
     try:
         tab = await operator.new_page()
@@ -433,13 +434,6 @@ async def test_every_page_carries_the_csp_which_the_browser_enforces_and_logs_no
     assert all(v.startswith("script-src") for v in await visitor.csp_violations())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="console bug: a request without the session cookie gets a fresh anonymous session"
-    " cookie (http.py `sessions` middleware sets one whenever decode_session finds none); a"
-    " SameSite=Strict cookie is not sent on a navigation from another site, so following a"
-    " link to the console from chat or e-mail replaces the operator's session: signed out",
-)
 async def test_following_a_link_from_another_site_keeps_the_operator_signed_in(
     stack: BrowserStack, browser: Browser
 ) -> None:
@@ -458,8 +452,7 @@ async def test_following_a_link_from_another_site_keeps_the_operator_signed_in(
         await tab.goto(chat)
         await tab.click("#go")
         await expect(tab).to_have_url(f"{stack.url}/channels")
-        # (That page was rendered without the strict cookie; the operator then types the
-        # console's address, a same-site request: the session should still be there.)
+        # The operator then types the console's address: the session is still there.
         await tab.goto(f"{stack.url}/")
         await expect(tab.get_by_test_id("sign-out")).to_be_visible()
     finally:

@@ -2,7 +2,9 @@
 
 Safety at this edge:
 - read-only unless signed in with the configured token; the session is a signed cookie
-  (HttpOnly, SameSite=Strict; Secure over HTTPS or when CONSOLE_COOKIE_SECURE says so);
+  (HttpOnly; SameSite=Lax, so following a link to the console from chat or e-mail keeps the
+  operator signed in while another site's POST still carries no session; Secure over HTTPS
+  or when CONSOLE_COOKIE_SECURE says so);
 - every POST carries a CSRF token bound to the session, checked before anything else;
 - every page sets a strict Content-Security-Policy (scripts, styles, images and connections
   from this origin only; no inline script or style; no framing) and the usual hardening
@@ -177,7 +179,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, session: Ses
         max_age=int(settings.session_lifetime_s),
         path="/",
         httponly=True,
-        samesite="Strict",
+        samesite="Lax",
         secure=settings.cookie_secure or request.secure,
     )
 
