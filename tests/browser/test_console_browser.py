@@ -129,9 +129,14 @@ async def test_a_reservation_changes_the_open_sku_pages_stock_live(
     stack: BrowserStack, visitor: Watched
 ) -> None:
     sku, warehouse = "MUG-RESV-4", "wh-live"
-    await stack.inventory.Receive(
+    received = await stack.inventory.Receive(
         inv.ReceiveRequest(sku=sku, warehouse_id=warehouse, quantity=10, command_id="resv-in"),
         timeout=10,
+    )
+    # The page reads the read model, which follows the log: open it once the receipt is
+    # there (its event may go out before the page listens).
+    await stack.inventory.GetStock(
+        inv.GetStockRequest(sku=sku, min_stream_version=received.stream_version), timeout=15
     )
     page = visitor.page
     await open_page(visitor, f"{stack.url}/sku/{sku}")

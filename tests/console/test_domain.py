@@ -42,6 +42,7 @@ from pulsestock.console.domain.views import (
     pulse_state,
     rank,
 )
+from pulsestock.console.entrypoints.http import _next as next_path
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 HOSTILE = '<script>alert("x")</script>"\'><img src=x onerror=alert(1)>&'
@@ -268,3 +269,21 @@ def test_time_labels_are_few_enough_never_to_overlap(span_hours: int) -> None:
     assert 1 <= len(labels) <= 8
     xs = [float(t.get("x") or 0) for t in labels]
     assert all(b - a >= 60 for a, b in itertools.pairwise(xs))
+
+
+def test_non_ascii_cookies_and_tokens_are_invalid_not_errors() -> None:
+    key = b"k" * 32
+    session = new_session(True, 1_000.0, 3_600.0)
+    cookie = encode_session(key, session)
+    payload, _ = cookie.split(".")
+    assert decode_session(key, f"{payload}.ümlaut", 1_000.0) is None
+    assert not csrf_valid(key, session, "tökén")
+    assert decode_session(key, cookie, 1_000.0) == session
+
+
+@pytest.mark.parametrize(
+    "target", ["/\t/evil.example", "/\n/evil.example", "//evil.example", "/\\evil", "https://x"]
+)
+def test_sign_in_never_sends_the_operator_to_another_host(target: str) -> None:
+    assert next_path({"next": target}) == "/"
+    assert next_path({"next": "/sku/LAMP-7?x=1"}) == "/sku/LAMP-7?x=1"

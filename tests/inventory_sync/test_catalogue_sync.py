@@ -458,3 +458,45 @@ async def test_import_refuses_bad_barcodes_with_field_details(catalogue: Catalog
     with pytest.raises(grpc.aio.AioRpcError) as unspecified:
         await catalogue.ImportListings(cpb.ImportListingsRequest(), timeout=10)
     assert unspecified.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_unresolved_order_cancelled_before_its_mapping_is_never_reserved(
+    stub: Stub, catalogue: CatalogueStub, fakes: Fakes, bus: NATS
+) -> None:
+    shopify = fakes[1]
+    await receive(stub, "SOAP", 10)
+    (mapped,) = shopify.add_product("Soap", [ShopVariant("SOAP-1")])
+    await create(catalogue, shopify_ids(mapped.variant_id, mapped.inventory_item_id), SOAP=1)
+    late = "44120000000777777"  # a variant mapped only later
+
+    def placed(order_id: str) -> ingest_events_pb2.OrderPlaced:
+        return ingest_events_pb2.OrderPlaced(
+            channel=SHOPIFY,
+            channel_order_id=order_id,
+            lines=[OrderLine(listing_id=late, quantity=2)],
+        )
+
+    await publish_order(bus, placed("keep"), "keep")
+    await publish_order(bus, placed("gone"), "gone")
+    await publish_order(
+        bus,
+        ingest_events_pb2.OrderCancelled(channel=SHOPIFY, channel_order_id="gone"),
+        "gone",
+    )
+
+    async def recorded() -> bool:
+        listed = await catalogue.ListUnresolvedOrders(cpb.ListUnresolvedOrdersRequest(), timeout=10)
+        return {o.channel_order_id: o.cancelled for o in listed.orders} == {
+            "keep": False,
+            "gone": True,
+        }
+
+    await eventually(recorded, what="both orders recorded, one of them cancelled")
+    await create(catalogue, shopify_ids(late, "46230000000777777"), SOAP=1)
+    # The open one is reserved once its listing is mapped; the cancelled one never is.
+    await wait_for_stock(stub, "SOAP", reserved=2, available=8)
+    listed = await catalogue.ListUnresolvedOrders(
+        cpb.ListUnresolvedOrdersRequest(include_resolved=True), timeout=10
+    )
+    states = {o.channel_order_id: (o.cancelled, o.HasField("resolved_at")) for o in listed.orders}
+    assert states == {"keep": (False, True), "gone": (True, False)}

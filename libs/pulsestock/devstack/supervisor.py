@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import signal
@@ -64,11 +65,15 @@ def health_status(port: int) -> bool:
         return False
 
 
+# Loopback checks go straight to the address, whatever HTTP_PROXY says.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with _DIRECT.open(url, timeout=1) as response:
             return bool(response.status == 200)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return False
 
 
@@ -175,9 +180,9 @@ class DevStack:
         if env.raw("CONSOLE_TOKEN") or env.raw("CONSOLE_TOKEN_FILE"):
             return {}
         token = self.data_dir / "console-token"
-        if not token.exists():
-            token.write_text(base64.urlsafe_b64encode(os.urandom(24)).decode())
-            token.chmod(0o600)
+        if not token.exists():  # created readable by its owner only, never briefly by others
+            with os.fdopen(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(base64.urlsafe_b64encode(os.urandom(24)).decode())
         self.say(f"console sign-in token in {token}")
         return {"CONSOLE_TOKEN_FILE": str(token)}
 

@@ -53,7 +53,9 @@ def decode_session(key: bytes, value: str | None, now: float) -> Session | None:
     if not value or value.count(".") != 1:
         return None
     payload, signature = value.split(".")
-    if not hmac.compare_digest(signature, _sign(key, "session", payload)):
+    # Bytes, so a cookie of non-ASCII text is merely invalid (str digests must be ASCII).
+    expected = _sign(key, "session", payload).encode()
+    if not hmac.compare_digest(signature.encode(), expected):
         return None
     try:
         data = json.loads(_unb64(payload))
@@ -70,7 +72,7 @@ def csrf_token(key: bytes, session: Session) -> str:
 def csrf_valid(key: bytes, session: Session | None, token: str | None) -> bool:
     if session is None or not token:
         return False
-    return hmac.compare_digest(token, csrf_token(key, session))
+    return hmac.compare_digest(token.encode(), csrf_token(key, session).encode())
 
 
 def token_matches(expected: str | None, given: str | None) -> bool:

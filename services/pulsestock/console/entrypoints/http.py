@@ -351,6 +351,9 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 def _next(values: Any) -> str:
     """Where to go after signing in: a path on this console only."""
     target = str(values.get("next", "/"))
+    # Browsers drop tabs and newlines from a URL ("/\t/evil" is "//evil": another host).
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return "/"
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target

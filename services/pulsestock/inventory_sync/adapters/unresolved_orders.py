@@ -4,6 +4,7 @@ again once it is mapped."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,7 @@ class UnresolvedOrder:
     lines: list[UnresolvedLine]
     message_type: str
     message: bytes
+    revision: int
     first_seen: datetime
     last_seen: datetime
     cancelled: bool
@@ -72,50 +74,85 @@ class UnresolvedOrders:
 
     async def cancel(self, channel: int, channel_order_id: str, now: datetime) -> bool:
         """The channel cancelled an order it could not resolve: nothing was held, note it.
-        False when no such unresolved order exists."""
+        False when no such order is unresolved (one resolved since is cancelled in the
+        ledger, once its reservation is there)."""
         status: str = await self.pool.execute(
             "UPDATE unresolved_orders SET cancelled = true, last_seen = $3"
-            " WHERE channel = $1 AND channel_order_id = $2",
+            " WHERE channel = $1 AND channel_order_id = $2 AND resolved_at IS NULL",
             channel,
             channel_order_id,
             now,
         )
         return status != "UPDATE 0"
 
-    async def resolved(self, channel: int, channel_order_id: str, now: datetime) -> None:
-        await self.pool.execute(
-            "UPDATE unresolved_orders SET resolved_at = $3"
-            " WHERE channel = $1 AND channel_order_id = $2 AND resolved_at IS NULL",
-            channel,
-            channel_order_id,
+    async def claim(self, order: UnresolvedOrder, now: datetime) -> bool:
+        """Mark it resolved before submitting it, if it is still the same open order."""
+        status: str = await self.pool.execute(
+            "UPDATE unresolved_orders SET resolved_at = $3 WHERE channel = $1"
+            " AND channel_order_id = $2 AND resolved_at IS NULL AND NOT cancelled"
+            " AND revision = $4 AND message = $5",
+            order.channel,
+            order.channel_order_id,
             now,
+            order.revision,
+            order.message,
+        )
+        return status != "UPDATE 0"
+
+    async def release(self, order: UnresolvedOrder) -> None:
+        """A claim whose submission failed: open again for the next pass."""
+        await self.pool.execute(
+            "UPDATE unresolved_orders SET resolved_at = NULL"
+            " WHERE channel = $1 AND channel_order_id = $2",
+            order.channel,
+            order.channel_order_id,
         )
 
-    async def open_orders(self, limit: int) -> list[tuple[str, bytes]]:
-        """(message type, message) of unresolved orders not cancelled, oldest first."""
-        rows = await self.pool.fetch(
-            "SELECT message_type, message FROM unresolved_orders"
-            " WHERE resolved_at IS NULL AND NOT cancelled ORDER BY first_seen LIMIT $1",
-            limit,
-        )
-        return [(row["message_type"], bytes(row["message"])) for row in rows]
+    async def open_orders(self, page: int) -> AsyncIterator[UnresolvedOrder]:
+        """Unresolved orders not cancelled, oldest first, a page at a time."""
+        after: tuple[datetime, int, str] | None = None
+        while True:
+            rows = await self.pool.fetch(
+                f"SELECT {_COLUMNS} FROM unresolved_orders"
+                " WHERE resolved_at IS NULL AND NOT cancelled"
+                " AND ($1::timestamptz IS NULL"
+                "   OR (first_seen, channel, channel_order_id) > ($1, $2, $3))"
+                " ORDER BY first_seen, channel, channel_order_id LIMIT $4",
+                after[0] if after else None,
+                after[1] if after else 0,
+                after[2] if after else "",
+                page,
+            )
+            for row in rows:
+                yield _order(row)
+            if len(rows) < page:
+                return
+            last = rows[-1]
+            after = (last["first_seen"], last["channel"], last["channel_order_id"])
 
     async def list(self, channel: int, limit: int, include_resolved: bool) -> list[UnresolvedOrder]:
         rows = await self.pool.fetch(
-            "SELECT channel, channel_order_id, marketplace_id, lines, message_type, message,"
-            " first_seen, last_seen, cancelled, resolved_at FROM unresolved_orders"
+            f"SELECT {_COLUMNS} FROM unresolved_orders"
             " WHERE ($1 = 0 OR channel = $1) AND ($3 OR resolved_at IS NULL)"
             " ORDER BY last_seen DESC, channel, channel_order_id LIMIT $2",
             channel,
             limit,
             include_resolved,
         )
-        return [
-            UnresolvedOrder(
-                **{
-                    **dict(row),
-                    "lines": [UnresolvedLine(**line) for line in row["lines"]],
-                }
-            )
-            for row in rows
-        ]
+        return [_order(row) for row in rows]
+
+
+_COLUMNS = (
+    "channel, channel_order_id, marketplace_id, lines, message_type, message, revision,"
+    " first_seen, last_seen, cancelled, resolved_at"
+)
+
+
+def _order(row: asyncpg.Record) -> UnresolvedOrder:
+    return UnresolvedOrder(
+        **{
+            **dict(row),
+            "message": bytes(row["message"]),
+            "lines": [UnresolvedLine(**line) for line in row["lines"]],
+        }
+    )

@@ -131,7 +131,7 @@ def _target(listing: str, ids: dict[str, str] | None) -> ChannelTarget:
 _CONVENTION_INTAKE = (
     "WITH level AS ("
     " INSERT INTO channel_sku_levels AS l (channel, sku, quantity, position)"
-    " VALUES ($1, $2, $3, $4) ON CONFLICT (channel, sku) DO UPDATE"
+    " VALUES ($1, $2, $5, $4) ON CONFLICT (channel, sku) DO UPDATE"
     " SET quantity = excluded.quantity, position = excluded.position"
     " WHERE l.position < excluded.position)"
     " INSERT INTO channel_sync_state AS s"
@@ -168,6 +168,7 @@ class ChannelSync:
         # What the channels are synced by: refreshed by follow_catalogue, read without I/O.
         self.catalogue = Catalogue()
         self._synced: dict[ListingKey, tuple[ChannelIds, dict[str, int] | None]] = {}
+        self._recheck: set[ListingKey] = set()
         self._wake = {channel: asyncio.Event() for channel in clients}
         self._paused_until: dict[int, datetime] = {}
         # (channel, listing) -> (position, span) of the newest change taken in, when traced.
@@ -222,6 +223,7 @@ class ChannelSync:
                 message.sku,
                 shown_quantity(channel, message.quantity),
                 message.sequence,
+                message.quantity,  # the level itself: a multi-pack divides the whole of it
             )
             self._remember_cause(channel, message.sku, message.sequence)
             self._wake[channel].set()
@@ -279,11 +281,15 @@ class ChannelSync:
         }
         units_of = {key: catalogue.stock_units_of.get(key) for key in keys}
         skus = sorted({sku for units in units_of.values() if units for sku in units})
+        # A level not taken in yet (a listing mapped for a SKU whose stock has not moved
+        # since this table existed, or on a channel connected since) is the read model's.
         levels = {
             row["sku"]: row["quantity"]
             for row in await conn.fetch(
-                "SELECT sku, quantity FROM channel_sku_levels"
-                " WHERE channel = $1 AND sku = ANY($2::text[])",
+                "SELECT s.sku, coalesce(l.quantity, q.quantity, 0) AS quantity"
+                " FROM unnest($2::text[]) AS s(sku)"
+                " LEFT JOIN channel_sku_levels l ON l.channel = $1 AND l.sku = s.sku"
+                " LEFT JOIN channel_quantities q ON q.channel = $1 AND q.sku = s.sku",
                 channel,
                 skus,
             )
@@ -325,7 +331,7 @@ class ChannelSync:
         while not stop.is_set():
             try:
                 await self.refresh_catalogue()
-            except (OSError, asyncpg.PostgresError) as error:
+            except Exception as error:  # the database away, a bad row: next round
                 log.warning("catalogue refresh failed", error=repr(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), CATALOGUE_POLL_S)
@@ -345,8 +351,12 @@ class ChannelSync:
         changed = sorted(key for key in now if self._synced.get(key) != now[key])
         self.catalogue = catalogue
         by_channel: dict[int, list[ListingKey]] = {}
-        for key in changed:
-            by_channel.setdefault(key.channel, []).append(key)
+        # The last round's listings once more: an intake that began with the catalogue
+        # before it (and so did not know a new listing) has committed its level by now.
+        for key in sorted(set(changed) | self._recheck):
+            if key in now:
+                by_channel.setdefault(key.channel, []).append(key)
+        self._recheck = set(changed)
         for channel, keys in by_channel.items():
             async with self.pool.acquire() as conn, conn.transaction():
                 # A mapped channel's SKUs are no longer listings of their own.
@@ -385,7 +395,7 @@ class ChannelSync:
         while not stop.is_set():
             try:
                 pushed = await self.push_due(channel)
-            except (OSError, asyncpg.PostgresError) as error:
+            except Exception as error:  # a lost connection, an unreadable answer: next round
                 log.warning("channel sync round failed", channel=_name(channel), error=repr(error))
                 pushed = 0
             if pushed:
@@ -620,7 +630,7 @@ class ChannelSync:
                 return
             try:
                 await self.reconcile(channel)
-            except (OSError, asyncpg.PostgresError) as error:
+            except Exception as error:  # as in the pusher: the next round tries again
                 log.warning("reconcile round failed", channel=_name(channel), error=repr(error))
 
 

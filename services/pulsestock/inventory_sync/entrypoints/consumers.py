@@ -9,7 +9,7 @@ import contextlib
 import asyncpg
 from pulsestock.bus import ConsumerSpec, Envelope, PermanentFailure, service_stream
 from pulsestock.clock import Clock, utc_now
-from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed, Unavailable
+from pulsestock.errors import InvalidArgument, NotFound, PreconditionFailed
 from pulsestock.inventory_sync.adapters.catalogue_store import CatalogueStore
 from pulsestock.inventory_sync.adapters.ledger_repository import LedgerRepository
 from pulsestock.inventory_sync.adapters.unresolved_orders import UnresolvedOrders
@@ -57,7 +57,7 @@ _ORDER_TYPES: dict[str, type[OrderMessage]] = {
     kind.DESCRIPTOR.full_name: kind
     for kind in (ingest_events_pb2.OrderPlaced, ingest_events_pb2.OrderChanged)
 }
-REDRIVE_BATCH = 500
+REDRIVE_PAGE = 500
 
 
 class OrderEvents:
@@ -146,32 +146,44 @@ class OrderEvents:
             listings=[line.listing_id or line.sku for line in unresolved.lines],
         )
 
-    async def follow_catalogue(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
-        """Once the catalogue changes, try the unresolved orders again: an order waiting for
-        its listing to be mapped is reserved as soon as it is."""
-        seen = -1
+    async def follow_catalogue(
+        self, stop: asyncio.Event, every_s: float = 1.0, anyway_every_s: float = 30.0
+    ) -> None:
+        """Once the catalogue changes (and every `anyway_every_s` regardless, for orders
+        recorded by a batch that read an older catalogue, or left by a failed attempt), try
+        the unresolved orders again: an order waiting for its listing is reserved as soon as
+        the listing is mapped."""
+        seen, last = -1, 0.0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
             try:
                 catalogue = await self.current_catalogue()
-                if catalogue.version != seen:
-                    seen = catalogue.version
+                if catalogue.version != seen or loop.time() - last >= anyway_every_s:
                     await self.redrive(catalogue)
-            except (OSError, asyncpg.PostgresError, Unavailable) as error:
+                    seen, last = catalogue.version, loop.time()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 log.warning("unresolved orders not retried", error=repr(error))
 
     async def redrive(self, catalogue: Catalogue) -> int:
-        """Submit every unresolved order the catalogue now resolves; returns how many."""
+        """Submit every unresolved order the catalogue now resolves; returns how many.
+
+        Each order is claimed (marked resolved) before it is submitted, so a cancellation
+        arriving meanwhile no longer finds it unresolved and waits for the reservation like
+        any cancellation that overtakes its order; a claim whose submission fails is let go
+        for the next pass."""
         done = 0
-        for type_name, payload in await self.unresolved.open_orders(REDRIVE_BATCH):
-            kind = _ORDER_TYPES.get(type_name)
+        async for unresolved in self.unresolved.open_orders(REDRIVE_PAGE):
+            kind = _ORDER_TYPES.get(unresolved.message_type)
             if kind is None:
                 continue
-            message = kind.FromString(payload)
+            message = kind.FromString(unresolved.message)
             command = self._command(catalogue, message)
             if isinstance(command, Unresolved):
                 continue
+            if not await self.unresolved.claim(unresolved, self.clock()):
+                continue  # cancelled, superseded by a newer message, or claimed elsewhere
             try:
                 await self.writer.submit(command)
             except (InvalidArgument, PreconditionFailed) as error:
@@ -180,7 +192,14 @@ class OrderEvents:
                     channel_order_id=message.channel_order_id,
                     error=str(error),
                 )
-            await self.unresolved.resolved(message.channel, message.channel_order_id, self.clock())
+            except Exception as error:  # e.g. its SKUs' partition is another replica's
+                await self.unresolved.release(unresolved)
+                log.warning(
+                    "unresolved order not submitted: retried later",
+                    channel_order_id=message.channel_order_id,
+                    error=repr(error),
+                )
+                continue
             done += 1
         return done
 

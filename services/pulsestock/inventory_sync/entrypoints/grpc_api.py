@@ -173,12 +173,17 @@ class InventorySyncServicer(inventory_sync_pb2_grpc.InventorySyncServiceServicer
                     f"lines[{index}].listing_id",
                     f"at most {MAX_LISTING_ID} characters",
                 )
-            else:
+            if line.sku or not line.listing_id:
                 check_sku(v, line.sku, f"lines[{index}].sku")
             _check_quantity(v, line.quantity, f"lines[{index}].quantity")
         v.check(
             len(request.buyer_region) <= MAX_REGION,
             "buyer_region",
+            f"at most {MAX_REGION} characters",
+        )
+        v.check(
+            len(request.marketplace_id) <= MAX_REGION,
+            "marketplace_id",
             f"at most {MAX_REGION} characters",
         )
         v.raise_if_invalid()

@@ -78,7 +78,7 @@ async def signed_call(
             if response.status != 200:
                 raise failure(response, text)
             payload: dict[str, Any] = json.loads(text)
-    except (aiohttp.ClientError, TimeoutError) as error:
+    except (aiohttp.ClientError, TimeoutError, ValueError) as error:  # ValueError: not JSON
         raise transport_failure(error) from error
     code = payload.get("code")
     if code != 0:
