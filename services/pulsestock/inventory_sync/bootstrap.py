@@ -29,7 +29,10 @@ from pulsestock.inventory_sync.application.channel_sync import (
 )
 from pulsestock.inventory_sync.application.expiry import run_expiry
 from pulsestock.inventory_sync.application.read_model import InventoryReadModel
-from pulsestock.inventory_sync.application.warehouse_sites import WarehouseSites
+from pulsestock.inventory_sync.application.warehouse_sites import (
+    WarehouseSites,
+    refresh_channel_quantities,
+)
 from pulsestock.inventory_sync.application.writer import LedgerWriter
 from pulsestock.inventory_sync.domain.ledger import OrderPolicy
 from pulsestock.inventory_sync.entrypoints.catalogue_api import CatalogueServicer
@@ -177,7 +180,15 @@ class InventorySync:
         ]
 
     async def run_writer(self, context: ServiceContext, stop: asyncio.Event) -> None:
-        refresh = asyncio.create_task(self.sites.refresh(stop, self.settings.sites_refresh_seconds))
+        refresh = asyncio.create_task(
+            self.sites.refresh(
+                stop,
+                self.settings.sites_refresh_seconds,
+                partial(
+                    refresh_channel_quantities, context.pool, self.writer, self.leases.owns_sku
+                ),
+            )
+        )
         try:
             await self.writer.run(stop)
         finally:

@@ -9,14 +9,20 @@ so every replica also reloads the table on a short period.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 from pulsestock.bus import Envelope, PermanentFailure
 from pulsestock.bus.consumer import apply_once
-from pulsestock.inventory_sync.domain.placement import NO_SITES, Site, Sites
+from pulsestock.inventory_sync.application.writer import LedgerWriter
+from pulsestock.inventory_sync.domain.commands import RefreshChannelQuantities
+from pulsestock.inventory_sync.domain.placement import NO_SITES, UNKNOWN_SITE, Site, Sites
 from pulsestock.routing import channel_key
+from pulsestock.telemetry import get_logger
 from pulsestock.v1 import fulfillment_events_pb2 as fev
+
+log = get_logger(__name__)
 
 
 class WarehouseSites:
@@ -24,6 +30,9 @@ class WarehouseSites:
         self.pool = pool
         self.consumer = consumer
         self._sites: Sites = NO_SITES
+        # The sites channel quantities were last worked out with: none at start, so the
+        # first round also corrects quantities a restriction arrived for while we were down.
+        self._quantities_by: Sites = NO_SITES
 
     def current(self) -> Sites:
         return self._sites
@@ -69,13 +78,62 @@ class WarehouseSites:
                     # In memory before the commit, so whoever sees the row sees it placing.
                     self._sites = {**self._sites, profile.warehouse_id: site}
 
-    async def refresh(self, stop: asyncio.Event, every_seconds: float) -> None:
-        """Reload the table on a period: another replica may have applied a change."""
+    async def refresh(
+        self,
+        stop: asyncio.Event,
+        every_seconds: float,
+        channels_changed: Callable[[set[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Reload the table on a period: another replica may have applied a change. Hands
+        the warehouses whose channels changed since the last round to `channels_changed`
+        (what a channel may be shown depends on them)."""
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every_seconds)
             except TimeoutError:
-                await self.load()
+                try:
+                    await self.load()
+                    if channels_changed is not None:
+                        await self._channels_changed(channels_changed)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    log.warning("warehouse sites not refreshed", error=repr(error))
+
+    async def _channels_changed(self, handler: Callable[[set[str]], Awaitable[None]]) -> None:
+        sites, before = self._sites, self._quantities_by
+        changed = {
+            warehouse_id
+            for warehouse_id in sites.keys() | before.keys()
+            if sites.get(warehouse_id, UNKNOWN_SITE).channels
+            != before.get(warehouse_id, UNKNOWN_SITE).channels
+        }
+        if changed:
+            await handler(changed)
+        self._quantities_by = sites
+
+
+async def refresh_channel_quantities(
+    pool: asyncpg.Pool, writer: LedgerWriter, owns: Callable[[str], bool], warehouses: set[str]
+) -> None:
+    """Work out again the channel quantities of the SKUs this replica owns that are stocked
+    in these warehouses (their channels changed, and with them what each channel may be
+    shown); each replica does its own."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT sku FROM stock_levels WHERE warehouse_id = ANY($1::text[])",
+        sorted(warehouses),
+    )
+    skus = [row["sku"] for row in rows if owns(row["sku"])]
+    results = await asyncio.gather(
+        *(writer.submit(RefreshChannelQuantities(sku)) for sku in skus), return_exceptions=True
+    )
+    failed = [
+        sku for sku, result in zip(skus, results, strict=True) if isinstance(result, Exception)
+    ]
+    log.info(
+        "channel quantities worked out again",
+        warehouses=sorted(warehouses),
+        skus=len(skus),
+        failed=failed[:20],
+    )
 
 
 def _event_time(envelope: Envelope) -> datetime:

@@ -115,6 +115,14 @@ class EndPulse:
     pulse_id: str
 
 
+@dataclass(frozen=True)
+class RefreshChannelQuantities:
+    """No change of its own: the writer works the SKU's channel quantities out again (after
+    a warehouse's channels changed, which changes what each channel may be shown)."""
+
+    sku: str
+
+
 Command = (
     ReceiveStock
     | AdjustStock
@@ -128,6 +136,7 @@ Command = (
     | ExpireHolds
     | StartPulse
     | EndPulse
+    | RefreshChannelQuantities
 )
 
 
@@ -219,6 +228,8 @@ def decide(
         events = rules.expire(ledger, now)
     elif isinstance(command, StartPulse):
         events = rules.start_pulse(ledger, command.pulse_id, command.channel, now)
+    elif isinstance(command, RefreshChannelQuantities):
+        events = []
     else:
         events = rules.end_pulse(ledger, command.pulse_id, now)
     return {command.sku: events}, Applied(command.sku, ledger.version + len(events))
