@@ -41,7 +41,7 @@ from pulsestock.inventory_sync.adapters.channels.base import (
     transport_failure,
 )
 from pulsestock.inventory_sync.adapters.channels.config import ChannelConfigs
-from pulsestock.inventory_sync.adapters.channels.shopify import API_VERSION, ShopifyConfig
+from pulsestock.inventory_sync.adapters.channels.shopify import ShopifyConfig, graphql_call
 from pulsestock.inventory_sync.adapters.channels.tiktok_shop import TikTokShopConfig, signed_call
 from pulsestock.inventory_sync.domain.catalogue import AmazonIds, ShopifyIds, TikTokShopIds
 from pulsestock.inventory_sync.domain.catalogue_import import ChannelListing
@@ -240,40 +240,16 @@ class ShopifyCatalogueReader:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
 
     async def _page(self, after: str | None) -> dict[str, Any]:
-        cost = 2 + SHOPIFY_NODE_COST * self.page_size
-        await self.limiter.acquire(cost)
-        try:
-            async with self.session.post(
-                f"{self.config.base_url}/admin/api/{API_VERSION}/graphql.json",
-                json={
-                    "query": SHOPIFY_VARIANTS,
-                    "variables": {"first": self.page_size, "after": after},
-                },
-                headers={"X-Shopify-Access-Token": self.config.access_token},
-            ) as response:
-                text = await response.text()
-                if response.status != 200:
-                    raise _failure(response, text)
-                payload: dict[str, Any] = json.loads(text)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise transport_failure(error) from error
-        throttle = payload.get("extensions", {}).get("cost", {}).get("throttleStatus", {})
-        if "currentlyAvailable" in throttle:  # follow the store's bucket
-            self.limiter.tokens = min(self.limiter.capacity, float(throttle["currentlyAvailable"]))
-        errors = payload.get("errors")
-        if errors:
-            if isinstance(errors, list) and any(
-                (e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors
-            ):
-                available = float(throttle.get("currentlyAvailable", 0))
-                rate = float(throttle.get("restoreRate") or self.config.points_per_second)
-                raise ChannelError(
-                    "Shopify THROTTLED",
-                    retryable=True,
-                    retry_after=max(0.0, (cost - available) / rate),
-                )
-            raise ChannelError(f"Shopify errors: {errors}", retryable=False)
-        connection = (payload.get("data") or {}).get("productVariants")
+        data = await graphql_call(
+            self.session,
+            self.limiter,
+            self.config,
+            SHOPIFY_VARIANTS,
+            {"first": self.page_size, "after": after},
+            2 + SHOPIFY_NODE_COST * self.page_size,
+            _failure,
+        )
+        connection = data.get("productVariants")
         if not isinstance(connection, dict):
             raise ChannelError("Shopify answered without productVariants", retryable=False)
         return connection

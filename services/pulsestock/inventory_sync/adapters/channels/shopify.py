@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -55,6 +56,52 @@ class ShopifyConfig:
     timeout_s: float = 5.0
 
 
+Failure = Callable[[aiohttp.ClientResponse, str], ChannelError]
+
+
+async def graphql_call(
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    config: ShopifyConfig,
+    query: str,
+    variables: dict[str, Any],
+    cost: int,
+    failure: Failure = failure_for_status,
+) -> dict[str, Any]:
+    """One Admin GraphQL call within the store's cost bucket, following the bucket the
+    answer reports: its `data`, or a ChannelError (THROTTLED is retryable after the time the
+    bucket needs to hold `cost` again)."""
+    await limiter.acquire(cost)
+    try:
+        async with session.post(
+            f"{config.base_url}/admin/api/{API_VERSION}/graphql.json",
+            json={"query": query, "variables": variables},
+            headers={"X-Shopify-Access-Token": config.access_token},
+        ) as response:
+            text = await response.text()
+            if response.status != 200:
+                raise failure(response, text)
+            payload: dict[str, Any] = json.loads(text)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise transport_failure(error) from error
+    throttle = payload.get("extensions", {}).get("cost", {}).get("throttleStatus", {})
+    errors = payload.get("errors")
+    if errors:
+        if isinstance(errors, list) and any(
+            (e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors
+        ):
+            available = float(throttle.get("currentlyAvailable", 0))
+            rate = float(throttle.get("restoreRate") or config.points_per_second) or 1.0
+            wait = max(0.0, (cost - available) / rate)
+            limiter.tokens = available  # follow the server's bucket
+            raise ChannelError("Shopify THROTTLED", retryable=True, retry_after=wait)
+        raise ChannelError(f"Shopify errors: {errors}", retryable=False)
+    if "currentlyAvailable" in throttle:
+        limiter.tokens = min(limiter.tokens, float(throttle["currentlyAvailable"]))
+    data: dict[str, Any] = payload.get("data") or {}
+    return data
+
+
 class ShopifyClient:
     channel = Channel.CHANNEL_SHOPIFY
 
@@ -73,32 +120,7 @@ class ShopifyClient:
         raise not_this_channel(target, "Shopify")
 
     async def _graphql(self, query: str, variables: dict[str, Any], cost: int) -> dict[str, Any]:
-        await self.limiter.acquire(cost)
-        try:
-            async with self.session.post(
-                f"{self.config.base_url}/admin/api/{API_VERSION}/graphql.json",
-                json={"query": query, "variables": variables},
-                headers={"X-Shopify-Access-Token": self.config.access_token},
-            ) as response:
-                text = await response.text()
-                if response.status != 200:
-                    raise failure_for_status(response, text)
-                payload: dict[str, Any] = json.loads(text)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise transport_failure(error) from error
-        throttle = payload.get("extensions", {}).get("cost", {}).get("throttleStatus", {})
-        errors = payload.get("errors")
-        if errors:
-            if any(e.get("extensions", {}).get("code") == "THROTTLED" for e in errors):
-                available = float(throttle.get("currentlyAvailable", 0))
-                rate = float(throttle.get("restoreRate", self.config.points_per_second)) or 1.0
-                wait = max(0.0, (cost - available) / rate)
-                self.limiter.tokens = available  # follow the server's bucket
-                raise ChannelError("Shopify THROTTLED", retryable=True, retry_after=wait)
-            raise ChannelError(f"Shopify errors: {errors}", retryable=False)
-        if "currentlyAvailable" in throttle:
-            self.limiter.tokens = min(self.limiter.tokens, float(throttle["currentlyAvailable"]))
-        return payload.get("data") or {}
+        return await graphql_call(self.session, self.limiter, self.config, query, variables, cost)
 
     async def set_quantity(self, target: ChannelTarget, quantity: int) -> None:
         item, location = self.inventory_level(target)
